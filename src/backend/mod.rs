@@ -1,0 +1,201 @@
+//! Readiness backends behind one small [`Poller`] trait, and the table of every I/O model.
+//!
+//! A poller only *reports* which registered descriptors are ready; the reactor does the dispatch.
+//! The contract is written to the weakest backend so that one reactor is correct over all of them:
+//! - Events may be spurious: a readable event does not promise that `read` will not return EAGAIN.
+//! - A backend with [`Features::edge_triggered`] reports a change of state once; the reactor must
+//!   then read or write until EAGAIN (or remember that the descriptor is still ready).
+//! - Level-triggered backends report a descriptor for as long as it is ready for the registered
+//!   interest, so the reactor removes an interest it cannot act on (a full output buffer).
+//! - `poll` appends to `events`; the caller clears it.
+//!
+//! Semantics are data ([`Features`]), as in nginx's event flags: the reactor branches on the
+//! features, never on the backend's name.
+
+pub mod epoll;
+pub mod poll;
+pub mod select;
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+/// Identifies a registration: the reactor puts a slab index and a generation in it, so that an
+/// event for a descriptor that was closed and reused is recognised as stale.
+pub type Token = u64;
+
+/// Which readiness a registration asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Interest {
+    pub read: bool,
+    pub write: bool,
+}
+
+impl Interest {
+    pub const READ: Interest = Interest {
+        read: true,
+        write: false,
+    };
+    pub const WRITE: Interest = Interest {
+        read: false,
+        write: true,
+    };
+    pub const BOTH: Interest = Interest {
+        read: true,
+        write: true,
+    };
+    pub const NONE: Interest = Interest {
+        read: false,
+        write: false,
+    };
+}
+
+/// One readiness report. `hangup` covers a peer's close and socket errors: the next read or
+/// write will say which.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub token: Token,
+    pub readable: bool,
+    pub writable: bool,
+    pub hangup: bool,
+}
+
+/// What a backend promises, declared as data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Features {
+    /// Reports a change of readiness once (epoll with EPOLLET): the reactor must drain to EAGAIN.
+    pub edge_triggered: bool,
+    /// Changing a registration costs a syscall (epoll_ctl), so the reactor avoids needless ones.
+    pub reregister_is_syscall: bool,
+    /// Largest descriptor number it can watch, if bounded.
+    pub max_fd: Option<usize>,
+}
+
+/// A readiness multiplexer, one per thread: `&mut self` everywhere and no locks.
+pub trait Poller {
+    /// The name shown to users (ready line, `/stats`, `c10k backends`).
+    fn name(&self) -> &'static str;
+    fn features(&self) -> Features;
+    fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()>;
+    fn reregister(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()>;
+    fn deregister(&mut self, fd: RawFd) -> io::Result<()>;
+    /// Waits up to `timeout` (None: forever) and appends what is ready to `events`. An interrupted
+    /// wait returns with no events.
+    fn poll(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()>;
+    /// Syscalls made so far waiting and (re)registering, for `/stats`.
+    fn counters(&self) -> PollerCounters;
+}
+
+/// Syscalls a poller has made: the cost of the I/O model itself, apart from reads and writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PollerCounters {
+    pub waits: u64,
+    pub ctl: u64,
+}
+
+/// Every I/O model c10k serves with. The readiness ones run on the reactor; the others have their
+/// own drivers over the same protocol code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    Select,
+    Poll,
+    Epoll,
+}
+
+/// How a backend is presented to users.
+pub struct BackendInfo {
+    pub kind: BackendKind,
+    pub name: &'static str,
+    pub model: &'static str,
+    pub limits: &'static str,
+}
+
+/// In order of preference for a user who does not choose, best first.
+pub const BACKENDS: &[BackendInfo] = &[
+    BackendInfo {
+        kind: BackendKind::Epoll,
+        name: "epoll",
+        model: "readiness, O(ready) per wait; level-triggered, or edge-triggered with --edge",
+        limits: "RLIMIT_NOFILE only",
+    },
+    BackendInfo {
+        kind: BackendKind::Poll,
+        name: "poll",
+        model: "readiness, O(n) per wait: the whole pollfd array crosses into the kernel each time",
+        limits: "RLIMIT_NOFILE only; cost grows with every connection, idle or not",
+    },
+    BackendInfo {
+        kind: BackendKind::Select,
+        name: "select",
+        model: "readiness, O(highest fd) per wait: bitmaps copied in and scanned each time",
+        limits: "own growable bitmaps through the raw syscall: no FD_SETSIZE (1024) cap",
+    },
+];
+
+impl BackendKind {
+    pub fn info(self) -> &'static BackendInfo {
+        BACKENDS
+            .iter()
+            .find(|b| b.kind == self)
+            .expect("every kind is in BACKENDS")
+    }
+
+    pub fn name(self) -> &'static str {
+        self.info().name
+    }
+
+    pub fn from_name(name: &str) -> Option<BackendKind> {
+        BACKENDS.iter().find(|b| b.name == name).map(|b| b.kind)
+    }
+
+    /// Whether this kernel supports it (probed by creating one).
+    pub fn probe(self) -> Result<(), String> {
+        self.create_poller(false)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    /// A poller for a readiness backend; `edge` asks for edge-triggered where supported.
+    pub fn create_poller(self, edge: bool) -> io::Result<Box<dyn Poller>> {
+        Ok(match self {
+            BackendKind::Select => Box::new(select::Select::new()),
+            BackendKind::Poll => Box::new(poll::Poll::new()),
+            BackendKind::Epoll => Box::new(epoll::Epoll::new(edge)?),
+        })
+    }
+}
+
+/// A table indexed by descriptor number, grown on demand: select and poll map fds back to tokens.
+#[derive(Debug, Default)]
+pub(crate) struct FdTable<T> {
+    slots: Vec<Option<T>>,
+}
+
+impl<T: Copy> FdTable<T> {
+    pub fn get(&self, fd: RawFd) -> Option<T> {
+        self.slots.get(fd as usize).copied().flatten()
+    }
+
+    pub fn insert(&mut self, fd: RawFd, value: T) {
+        let i = fd as usize;
+        if i >= self.slots.len() {
+            self.slots.resize(i + 1, None);
+        }
+        self.slots[i] = Some(value);
+    }
+
+    pub fn remove(&mut self, fd: RawFd) -> Option<T> {
+        self.slots.get_mut(fd as usize).and_then(Option::take)
+    }
+}
+
+/// The error a backend returns for a descriptor it was never given.
+pub(crate) fn not_registered(fd: RawFd) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("fd {fd} is not registered"),
+    )
+}
+
+#[cfg(test)]
+mod tests;

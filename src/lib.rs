@@ -1,0 +1,15 @@
+//! c10k: one server, many I/O models, chosen at run time.
+//!
+//! Layout (see docs/architecture.md):
+//! - [`proto`]: echo and HTTP/1.1, sans-I/O.
+//! - [`backend`]: readiness backends behind one small [`backend::Poller`] trait.
+//! - [`reactor`]: the one event loop shared by every readiness backend.
+//! - [`sys`]: the few syscall wrappers that hold the crate's `unsafe`.
+
+pub mod backend;
+pub mod date;
+pub mod proto;
+pub mod reactor;
+pub mod server;
+pub mod stats;
+pub mod sys;

@@ -1,0 +1,153 @@
+//! The `c10k` command: `serve` with a chosen I/O model, or list the `backends`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use c10k::backend::{BackendKind, BACKENDS};
+use c10k::proto::Proto;
+use c10k::server::{ServeConfig, Server};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "c10k",
+    version,
+    about = "One server, many I/O models, chosen at run time"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve echo or HTTP/1.1 with the chosen I/O model. Prints one ready line on stdout.
+    Serve(ServeArgs),
+    /// List every backend, whether this kernel supports it, and its limits.
+    Backends,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// I/O model.
+    #[arg(long, default_value = "epoll", value_parser = parse_backend)]
+    backend: BackendKind,
+    /// Protocol to serve.
+    #[arg(long, value_enum, default_value_t = ProtoArg::Http)]
+    proto: ProtoArg,
+    /// Address to listen on; port 0 picks a free port (the ready line says which).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Edge-triggered epoll (EPOLLET) instead of level-triggered.
+    #[arg(long)]
+    edge: bool,
+    /// Connections beyond this are closed at once (HTTP: a 503 first). Default: what the
+    /// descriptor limit allows.
+    #[arg(long, value_name = "N")]
+    max_conns: Option<usize>,
+    /// Listen backlog (the kernel caps it at net.core.somaxconn).
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    backlog: i32,
+    /// Seconds that in-flight responses get after SIGINT/SIGTERM before the server exits anyway.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    shutdown_grace: f64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProtoArg {
+    Echo,
+    Http,
+}
+
+fn parse_backend(name: &str) -> Result<BackendKind, String> {
+    BackendKind::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = BACKENDS.iter().map(|b| b.name).collect();
+        format!("unknown backend '{name}' (one of: {})", names.join(", "))
+    })
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => return usage_error(&e.to_string()),
+    };
+    match cli.command {
+        Command::Backends => {
+            list_backends();
+            ExitCode::SUCCESS
+        }
+        Command::Serve(args) => serve(args),
+    }
+}
+
+/// One line on stderr and exit code 2: clap's multi-line message cut to its first line.
+fn usage_error(message: &str) -> ExitCode {
+    let first = message.lines().next().unwrap_or(message);
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!("c10k: {first} (see c10k --help)");
+    ExitCode::from(2)
+}
+
+fn list_backends() {
+    println!(
+        "{:<10} {:<12} {:<}",
+        "BACKEND", "AVAILABLE", "MODEL / LIMITS"
+    );
+    for b in BACKENDS {
+        let available = match b.kind.probe() {
+            Ok(()) => "yes".to_string(),
+            Err(reason) => format!("no: {reason}"),
+        };
+        println!("{:<10} {:<12} {}", b.name, available, b.model);
+        println!("{:<10} {:<12} limits: {}", "", "", b.limits);
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    if !(args.shutdown_grace.is_finite() && args.shutdown_grace >= 0.0) {
+        return usage_error("--shutdown-grace must be a non-negative number of seconds");
+    }
+    let config = ServeConfig {
+        backend: args.backend,
+        proto: match args.proto {
+            ProtoArg::Echo => Proto::Echo,
+            ProtoArg::Http => Proto::Http,
+        },
+        listen: args.listen,
+        edge: args.edge,
+        max_conns: args.max_conns,
+        backlog: args.backlog,
+        shutdown_grace: Duration::from_secs_f64(args.shutdown_grace),
+    };
+    let server = match Server::bind(config) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("c10k: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    if writeln!(stdout, "{}", server.ready_line())
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
+        // Whoever started us is gone; serving anyway would be serving no one on purpose.
+        log::warn!("stdout is closed; the ready line could not be printed");
+    }
+    drop(stdout);
+    match server.run() {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("server stopped: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

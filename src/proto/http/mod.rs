@@ -1,0 +1,658 @@
+//! HTTP/1.1 server side, sans-I/O.
+//!
+//! Why it is shaped this way:
+//! - **Memory per idle connection.** An [`HttpSession`] lives in every connection, so it is a few
+//!   words with no heap allocation while idle: the request head is parsed in place in the driver's
+//!   input buffer (httparse into a stack array of headers), nothing is copied out of it, and the
+//!   only per-request allocation is the body buffer of a chunked `POST /echo`, freed when its
+//!   response has been written.
+//! - **Cost per request.** The keep-alive `GET /plaintext` path is one httparse pass, a loop over
+//!   the header names compared by length then case-insensitively, and a response head assembled
+//!   from static pieces (see `response.rs`); no `format!`, no `String`.
+//! - **Back-pressure.** Output is produced only while the output buffer is under
+//!   [`OUTPUT_HIGH_WATER`]: bodies that may be large (`/bytes/N` up to 1 GiB, echoed bodies) are
+//!   streamed through that window and input that cannot be answered yet is left unconsumed, so a
+//!   client that does not read its responses stops being read from.
+//! - **Every split of the input gives the same output.** The head limits (request line, header
+//!   section) are decided on a prefix of fixed length, and the chunked decoder is incremental,
+//!   so a request delivered one byte per read is answered exactly as one delivered whole.
+//!   Re-parsing a partial head only happens when a new line has arrived (or a limit is reached),
+//!   which keeps a slow-drip client linear rather than quadratic in its head size.
+//! - **Failing closed.** When the framing of the stream is in doubt (malformed head, conflicting
+//!   lengths, an unsupported transfer coding, limits exceeded) the only safe continuation is to
+//!   answer, close and ignore everything else: such responses carry `Connection: close` and the
+//!   session swallows further input so the driver's drain finishes quickly.
+//!
+//! Decisions on the points the RFCs leave open:
+//! - Routing answers (404, 405) keep the connection when it can be kept; a request body on such
+//!   a route is skipped if it has a Content-Length; a chunked body, or a body held back behind
+//!   `Expect: 100-continue`, gets the answer with `Connection: close` instead.
+//! - `GET /bytes/N`: `N` decimal digits only (else 404); `N > 1 GiB` is 400 (and closes). Byte `i`
+//!   of the body is [`bytes_pattern`]`(i)`: `b'a' + i % 26`, i.e. `abc…xyzabc…`.
+//! - `Env::count_request` is called once per request answered with a final response, errors
+//!   included: once per parsed request head, and once per head rejected before it parsed.
+//! - The query string is ignored for routing; absolute-form targets are not routed (404).
+//! - A chunked `POST /echo` is answered with Content-Length once the body is complete; with
+//!   `Expect: 100-continue` a `100 Continue` goes first. A Content-Length `POST /echo` is answered
+//!   at once and its body streamed back as it arrives.
+//! - `Host` is not required.
+
+mod chunked;
+mod response;
+#[cfg(test)]
+mod tests;
+
+use std::mem::MaybeUninit;
+
+use super::{Env, Status, OUTPUT_HIGH_WATER};
+use chunked::{ChunkError, Decoder};
+use response::{Canned, Conn};
+
+pub use chunked::{MAX_CHUNK_LINE, MAX_TRAILER};
+
+/// Longest request line (method, target, version), not counting its CRLF; longer: 414.
+pub const MAX_REQUEST_LINE: usize = 8192;
+/// Largest header section (every field line, not counting the final empty line); larger: 431.
+pub const MAX_HEADER_SECTION: usize = 8192;
+/// Most header fields in a request; more: 431.
+pub const MAX_HEADERS: usize = 100;
+/// Largest request body; larger: 413.
+pub const MAX_BODY: usize = 1 << 20;
+/// Largest `N` in `GET /bytes/N`; larger: 400.
+pub const MAX_BYTES: u64 = 1 << 30;
+
+/// The body of `GET /` and `GET /plaintext`.
+pub const HELLO: &[u8] = b"Hello, World!";
+
+/// Byte `i` of every `/bytes/N` body: `b'a' + i % 26`.
+#[inline]
+pub const fn bytes_pattern(i: u64) -> u8 {
+    b'a' + (i % 26) as u8
+}
+
+/// The LF ending the request line must lie before this offset.
+const LINE_CAP: usize = MAX_REQUEST_LINE + 2;
+/// Room after the request line for the header section and its final empty line.
+const FIELDS_CAP: usize = MAX_HEADER_SECTION + 2;
+
+/// The `/bytes` pattern, long enough to copy large pieces starting at any phase.
+const PATTERN_LEN: usize = 26 * 1024;
+static PATTERN: [u8; PATTERN_LEN] = {
+    let mut p = [0u8; PATTERN_LEN];
+    let mut i = 0;
+    while i < PATTERN_LEN {
+        p[i] = bytes_pattern(i as u64);
+        i += 1;
+    }
+    p
+};
+
+/// A complete `503 Service Unavailable` response with `Connection: close`, written to a
+/// connection the server is refusing.
+pub fn service_unavailable(env: &dyn Env) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160);
+    response::canned(
+        &mut out,
+        env,
+        response::SERVICE_UNAVAILABLE,
+        Conn::Close,
+        None,
+        false,
+    );
+    out
+}
+
+/// One HTTP connection's protocol state.
+#[derive(Debug)]
+pub struct HttpSession {
+    state: State,
+    /// While a head is incomplete: how many of its bytes the last parse saw (0: none).
+    scanned: u16,
+    /// While a head is incomplete: the buffered length at which a limit is exceeded.
+    cap: u16,
+    /// The `Connection` header of the response being produced; `Close` ends the session after it.
+    conn: Conn,
+    /// The last `advance` stopped at the high-water mark with input left unconsumed.
+    stalled: bool,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Waiting for (the rest of) a request head.
+    Head,
+    /// Reading a Content-Length body: echoed straight back, or skipped.
+    Body { remaining: u32, echo: bool },
+    /// Decoding the chunked body of a `POST /echo`.
+    Chunked(Box<EchoBody>),
+    /// Writing out the body of a chunked `POST /echo` once decoded.
+    Replay(Box<EchoBody>),
+    /// Generating the body of `GET /bytes/N`.
+    Bytes { remaining: u32, phase: u8 },
+    /// Answered and closing: everything further is ignored.
+    Closing,
+}
+
+#[derive(Debug, Default)]
+struct EchoBody {
+    dec: Decoder,
+    body: Vec<u8>,
+    sent: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Method {
+    Get,
+    Head,
+    Post,
+    /// Known, but served by no route here.
+    Other,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Hello,
+    Stats,
+    Echo,
+    Bytes(u64),
+    NotFound,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BodyLen {
+    Length(u32),
+    Chunked,
+}
+
+impl Default for HttpSession {
+    fn default() -> Self {
+        HttpSession::new()
+    }
+}
+
+impl HttpSession {
+    pub const fn new() -> HttpSession {
+        HttpSession {
+            state: State::Head,
+            scanned: 0,
+            cap: 0,
+            conn: Conn::Default,
+            stalled: false,
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        match self.state {
+            State::Closing => Status::CloseAfterFlush,
+            _ => Status::Open,
+        }
+    }
+
+    /// True while a response body is being generated (`/bytes/N`, a decoded chunked echo), or
+    /// when the last call stopped at the high-water mark with input it could still answer.
+    pub fn has_pending_output(&self) -> bool {
+        self.stalled || matches!(self.state, State::Bytes { .. } | State::Replay(_))
+    }
+
+    /// See [`crate::proto::Session::advance`].
+    pub fn advance(&mut self, input: &[u8], out: &mut Vec<u8>, env: &mut dyn Env) -> usize {
+        let mut pos = 0;
+        loop {
+            if let State::Closing = self.state {
+                pos = input.len();
+                break;
+            }
+            if out.len() >= OUTPUT_HIGH_WATER {
+                break;
+            }
+            let avail = &input[pos..];
+            // Each step either makes progress (consumes, produces or changes state) or returns
+            // None: it needs more input.
+            let step = match self.state {
+                State::Head => self.on_head(avail, out, env),
+                State::Body { .. } => self.on_body(avail, out),
+                State::Chunked(_) => self.on_chunked(avail, out, env),
+                State::Replay(_) => self.on_replay(out),
+                State::Bytes { .. } => self.on_bytes(out),
+                State::Closing => None,
+            };
+            match step {
+                Some(n) => pos += n,
+                None => break,
+            }
+        }
+        self.stalled = pos < input.len() && out.len() >= OUTPUT_HIGH_WATER;
+        pos
+    }
+
+    /// The response in progress is complete.
+    fn finish(&mut self) {
+        self.state = if self.conn == Conn::Close {
+            State::Closing
+        } else {
+            State::Head
+        };
+    }
+
+    /// Answer with an error, `Connection: close`, and stop reading.
+    fn reject(&mut self, out: &mut Vec<u8>, env: &dyn Env, c: Canned, head_only: bool) {
+        self.conn = Conn::Close;
+        response::canned(out, env, c, Conn::Close, None, head_only);
+        self.state = State::Closing;
+    }
+
+    fn on_head(&mut self, avail: &[u8], out: &mut Vec<u8>, env: &mut dyn Env) -> Option<usize> {
+        if avail.is_empty() {
+            return None;
+        }
+        if self.scanned != 0 {
+            // The last parse found this head incomplete: until a line ends or a limit is
+            // reached, parsing again could only say so again (errors surface at line ends).
+            let s = usize::from(self.scanned);
+            if s <= avail.len()
+                && avail.len() < usize::from(self.cap)
+                && !avail[s..].contains(&b'\n')
+            {
+                self.scanned = avail.len() as u16;
+                return None;
+            }
+        }
+        // Limits are judged on a prefix of fixed length, so the outcome does not depend on how
+        // the head was split across reads.
+        let (cap, limit) = match avail[..avail.len().min(LINE_CAP)]
+            .iter()
+            .position(|&b| b == b'\n')
+        {
+            Some(lf) => (lf + 1 + FIELDS_CAP, response::FIELDS_TOO_LARGE),
+            None => (LINE_CAP, response::URI_TOO_LONG),
+        };
+        let view = &avail[..avail.len().min(cap)];
+        let mut headers = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        match req.parse_with_uninit_headers(view, &mut headers) {
+            Ok(httparse::Status::Complete(n)) => {
+                self.scanned = 0;
+                self.on_request(&req, out, env);
+                Some(n)
+            }
+            Ok(httparse::Status::Partial) if avail.len() >= cap => {
+                self.scanned = 0;
+                env.count_request();
+                self.reject(out, env, limit, false);
+                Some(0)
+            }
+            Ok(httparse::Status::Partial) => {
+                // Both fit: avail.len() < cap <= LINE_CAP + FIELDS_CAP < u16::MAX.
+                self.scanned = avail.len() as u16;
+                self.cap = cap as u16;
+                None
+            }
+            Err(e) => {
+                self.scanned = 0;
+                env.count_request();
+                let c = match e {
+                    httparse::Error::Version => response::VERSION_NOT_SUPPORTED,
+                    httparse::Error::TooManyHeaders => response::FIELDS_TOO_LARGE,
+                    _ => response::BAD_REQUEST,
+                };
+                self.reject(out, env, c, false);
+                Some(0)
+            }
+        }
+    }
+
+    /// A complete request head: route it and start the response.
+    fn on_request(
+        &mut self,
+        req: &httparse::Request<'_, '_>,
+        out: &mut Vec<u8>,
+        env: &mut dyn Env,
+    ) {
+        env.count_request();
+        let version = req.version.unwrap_or(1);
+        let method = match req.method.map(method) {
+            Some(Some(m)) => m,
+            _ => return self.reject(out, env, response::NOT_IMPLEMENTED, false),
+        };
+        let head_only = method == Method::Head;
+        let f = match Fields::read(req.headers) {
+            Ok(f) => f,
+            Err(c) => return self.reject(out, env, c, head_only),
+        };
+        let body = match (f.content_length, f.chunked) {
+            (Some(_), true) => return self.reject(out, env, response::BAD_REQUEST, head_only),
+            (Some(n), false) => match u32::try_from(n) {
+                Ok(n) if n as usize <= MAX_BODY => BodyLen::Length(n),
+                _ => return self.reject(out, env, response::CONTENT_TOO_LARGE, head_only),
+            },
+            (None, true) => BodyLen::Chunked,
+            (None, false) => BodyLen::Length(0),
+        };
+        let expect = f.expect_continue && version == 1;
+        let keep = if version == 0 {
+            f.keep_alive && !f.close
+        } else {
+            !f.close
+        };
+        self.conn = match (keep, version) {
+            (false, _) => Conn::Close,
+            (true, 0) => Conn::KeepAlive,
+            (true, _) => Conn::Default,
+        };
+        let route = route(req.path.unwrap_or(""));
+
+        if route == Route::Echo && method == Method::Post {
+            match body {
+                BodyLen::Chunked => {
+                    if expect {
+                        out.extend_from_slice(response::CONTINUE);
+                    }
+                    self.state = State::Chunked(Box::default());
+                }
+                BodyLen::Length(n) => {
+                    response::head(
+                        out,
+                        env,
+                        b"200 OK",
+                        response::OCTETS,
+                        n.into(),
+                        self.conn,
+                        None,
+                    );
+                    if n > 0 {
+                        self.state = State::Body {
+                            remaining: n,
+                            echo: true,
+                        };
+                    } else {
+                        self.finish();
+                    }
+                }
+            }
+            return;
+        }
+
+        // Any other route is answered now, before its request body (if any) is read. Skip a
+        // Content-Length body; anything else means closing afterwards.
+        let streams = matches!(route, Route::Bytes(n) if n > 0) && method == Method::Get;
+        let discard = match body {
+            BodyLen::Length(0) => 0,
+            BodyLen::Length(n) if !expect && !streams => n,
+            _ => {
+                self.conn = Conn::Close;
+                0
+            }
+        };
+        let allow_get: Option<&[u8]> = Some(b"GET, HEAD");
+        let get = matches!(method, Method::Get | Method::Head);
+        match route {
+            Route::Echo => response::canned(
+                out,
+                env,
+                response::METHOD_NOT_ALLOWED,
+                self.conn,
+                Some(b"POST"),
+                head_only,
+            ),
+            Route::NotFound => {
+                response::canned(out, env, response::NOT_FOUND, self.conn, None, head_only)
+            }
+            _ if !get => response::canned(
+                out,
+                env,
+                response::METHOD_NOT_ALLOWED,
+                self.conn,
+                allow_get,
+                head_only,
+            ),
+            Route::Hello => {
+                response::head(
+                    out,
+                    env,
+                    b"200 OK",
+                    response::TEXT,
+                    HELLO.len() as u64,
+                    self.conn,
+                    None,
+                );
+                if !head_only {
+                    out.extend_from_slice(HELLO);
+                }
+            }
+            Route::Stats => {
+                let json = env.stats_json();
+                response::head(
+                    out,
+                    env,
+                    b"200 OK",
+                    response::JSON,
+                    json.len() as u64,
+                    self.conn,
+                    None,
+                );
+                if !head_only {
+                    out.extend_from_slice(json.as_bytes());
+                }
+            }
+            Route::Bytes(n) if n > MAX_BYTES => {
+                return self.reject(out, env, response::BAD_REQUEST, head_only)
+            }
+            Route::Bytes(n) => {
+                response::head(out, env, b"200 OK", response::OCTETS, n, self.conn, None);
+                if streams {
+                    // n <= MAX_BYTES < u32::MAX
+                    self.state = State::Bytes {
+                        remaining: n as u32,
+                        phase: 0,
+                    };
+                    return;
+                }
+            }
+        }
+        if discard > 0 && self.conn != Conn::Close {
+            self.state = State::Body {
+                remaining: discard,
+                echo: false,
+            };
+        } else {
+            self.finish();
+        }
+    }
+
+    fn on_body(&mut self, avail: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+        let State::Body { remaining, echo } = &mut self.state else {
+            return None;
+        };
+        if avail.is_empty() {
+            return None;
+        }
+        let mut n = avail.len().min(*remaining as usize);
+        if *echo {
+            n = n.min(OUTPUT_HIGH_WATER.saturating_sub(out.len()));
+            out.extend_from_slice(&avail[..n]);
+        }
+        *remaining -= n as u32;
+        if *remaining == 0 {
+            self.finish();
+        }
+        Some(n)
+    }
+
+    fn on_chunked(&mut self, avail: &[u8], out: &mut Vec<u8>, env: &mut dyn Env) -> Option<usize> {
+        let State::Chunked(c) = &mut self.state else {
+            return None;
+        };
+        if avail.is_empty() {
+            return None;
+        }
+        match c.dec.feed(avail, &mut c.body, MAX_BODY) {
+            Ok(n) => {
+                if c.dec.is_done() {
+                    let len = c.body.len() as u64;
+                    response::head(out, env, b"200 OK", response::OCTETS, len, self.conn, None);
+                    if let State::Chunked(c) = std::mem::replace(&mut self.state, State::Head) {
+                        self.state = State::Replay(c);
+                    }
+                }
+                Some(n)
+            }
+            Err(e) => {
+                let c = match e {
+                    ChunkError::Malformed => response::BAD_REQUEST,
+                    ChunkError::TooLarge => response::CONTENT_TOO_LARGE,
+                    ChunkError::TrailersTooLarge => response::FIELDS_TOO_LARGE,
+                };
+                self.reject(out, env, c, false);
+                Some(0)
+            }
+        }
+    }
+
+    fn on_replay(&mut self, out: &mut Vec<u8>) -> Option<usize> {
+        let State::Replay(c) = &mut self.state else {
+            return None;
+        };
+        let rest = c.body.get(c.sent..).unwrap_or_default();
+        let n = rest.len().min(OUTPUT_HIGH_WATER.saturating_sub(out.len()));
+        out.extend_from_slice(&rest[..n]);
+        c.sent += n;
+        if c.sent >= c.body.len() {
+            self.finish();
+        }
+        Some(0)
+    }
+
+    fn on_bytes(&mut self, out: &mut Vec<u8>) -> Option<usize> {
+        let State::Bytes { remaining, phase } = &mut self.state else {
+            return None;
+        };
+        let p = usize::from(*phase) % 26;
+        let n = (*remaining as usize)
+            .min(OUTPUT_HIGH_WATER.saturating_sub(out.len()))
+            .min(PATTERN_LEN - 26);
+        out.extend_from_slice(&PATTERN[p..p + n]);
+        *remaining -= n as u32;
+        *phase = ((p + n) % 26) as u8;
+        if *remaining == 0 {
+            self.finish();
+        }
+        Some(0)
+    }
+}
+
+/// The header fields that matter here.
+#[derive(Debug, Default)]
+struct Fields {
+    content_length: Option<u64>,
+    chunked: bool,
+    close: bool,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+impl Fields {
+    fn read(headers: &[httparse::Header<'_>]) -> Result<Fields, Canned> {
+        let mut f = Fields::default();
+        // Transfer codings across every Transfer-Encoding field, in order.
+        let (mut codings, mut chunked, mut last_chunked) = (0u32, 0u32, false);
+        for h in headers {
+            let name = h.name.as_bytes();
+            match name.len() {
+                14 if name.eq_ignore_ascii_case(b"content-length") => {
+                    // A list of identical values is tolerated (RFC 9110 §8.6); differing: 400.
+                    for v in h.value.split(|&b| b == b',') {
+                        let n = parse_length(trim(v)).ok_or(response::BAD_REQUEST)?;
+                        if f.content_length.is_some_and(|c| c != n) {
+                            return Err(response::BAD_REQUEST);
+                        }
+                        f.content_length = Some(n);
+                    }
+                }
+                17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                    for v in h.value.split(|&b| b == b',').map(trim) {
+                        if v.is_empty() {
+                            continue;
+                        }
+                        codings += 1;
+                        last_chunked = v.eq_ignore_ascii_case(b"chunked");
+                        chunked += u32::from(last_chunked);
+                    }
+                    if codings == 0 {
+                        return Err(response::BAD_REQUEST);
+                    }
+                }
+                10 if name.eq_ignore_ascii_case(b"connection") => {
+                    for v in h.value.split(|&b| b == b',').map(trim) {
+                        if v.eq_ignore_ascii_case(b"close") {
+                            f.close = true;
+                        } else if v.eq_ignore_ascii_case(b"keep-alive") {
+                            f.keep_alive = true;
+                        }
+                    }
+                }
+                6 if name.eq_ignore_ascii_case(b"expect") => {
+                    f.expect_continue = trim(h.value).eq_ignore_ascii_case(b"100-continue");
+                }
+                _ => {}
+            }
+        }
+        if codings > 0 {
+            // RFC 9112 §6.3: chunked must be last, else the length is unknowable (400); chunked
+            // twice is invalid (400); any other coding is one this server does not decode (501).
+            if !last_chunked || chunked > 1 {
+                return Err(response::BAD_REQUEST);
+            }
+            if codings > 1 {
+                return Err(response::NOT_IMPLEMENTED);
+            }
+            f.chunked = true;
+        }
+        Ok(f)
+    }
+}
+
+fn method(m: &str) -> Option<Method> {
+    Some(match m {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" => Method::Post,
+        "PUT" | "DELETE" | "OPTIONS" | "PATCH" | "CONNECT" | "TRACE" => Method::Other,
+        _ => return None,
+    })
+}
+
+fn route(target: &str) -> Route {
+    let path = match target.as_bytes().iter().position(|&b| b == b'?') {
+        Some(q) => &target.as_bytes()[..q],
+        None => target.as_bytes(),
+    };
+    match path {
+        b"/" | b"/plaintext" => Route::Hello,
+        b"/stats" => Route::Stats,
+        b"/echo" => Route::Echo,
+        _ => match path.strip_prefix(b"/bytes/") {
+            Some(n) => parse_length(n).map_or(Route::NotFound, Route::Bytes),
+            None => Route::NotFound,
+        },
+    }
+}
+
+/// A non-empty run of ASCII digits; one too large for a u64 is still a number, and reads as
+/// `u64::MAX` (it is over every limit anyway).
+fn parse_length(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(s.iter().fold(0u64, |acc, &b| {
+        acc.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+    }))
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}

@@ -1,0 +1,921 @@
+//! Behaviour of [`HttpSession`] driven the way a real driver drives it.
+
+use super::*;
+use crate::proto::{Env, Session, Status, OUTPUT_HIGH_WATER};
+use proptest::prelude::*;
+
+const DATE: &[u8] = b"Sun, 06 Nov 1994 08:49:37 GMT";
+
+struct TestEnv {
+    requests: u64,
+}
+
+impl TestEnv {
+    fn new() -> TestEnv {
+        TestEnv { requests: 0 }
+    }
+}
+
+impl Env for TestEnv {
+    fn http_date(&self) -> &[u8] {
+        DATE
+    }
+    fn stats_json(&self) -> String {
+        format!("{{\"requests\":{}}}", self.requests)
+    }
+    fn count_request(&mut self) {
+        self.requests += 1;
+    }
+}
+
+/// What a driver observed.
+struct Run {
+    out: Vec<u8>,
+    status: Status,
+    /// Input bytes left unconsumed at the end.
+    left: usize,
+    requests: u64,
+    /// Largest output buffer seen after an `advance`.
+    peak: usize,
+}
+
+/// Emulate a driver: feed `pieces` one read at a time; after each read call `advance` until it
+/// makes no progress, draining at most `drain` output bytes between calls (as a socket would).
+fn drive_with(pieces: &[&[u8]], drain: usize) -> Run {
+    assert!(drain > 0);
+    let mut s = HttpSession::new();
+    let mut env = TestEnv::new();
+    let (mut input, mut out, mut all) = (Vec::new(), Vec::new(), Vec::new());
+    let mut peak = 0;
+    let mut next = pieces.iter();
+    loop {
+        let before = out.len();
+        let n = s.advance(&input, &mut out, &mut env);
+        assert!(n <= input.len());
+        peak = peak.max(out.len());
+        input.drain(..n);
+        let produced = out.len() != before;
+        let k = out.len().min(drain);
+        all.extend(out.drain(..k));
+        if n > 0 || produced || k > 0 {
+            continue;
+        }
+        // No progress possible without more input.
+        assert!(!s.has_pending_output(), "pending output but no progress");
+        match next.next() {
+            Some(p) => input.extend_from_slice(p),
+            None => break,
+        }
+    }
+    Run {
+        out: all,
+        status: s.status(),
+        left: input.len(),
+        requests: env.requests,
+        peak,
+    }
+}
+
+fn drive(pieces: &[&[u8]]) -> Run {
+    drive_with(pieces, usize::MAX)
+}
+
+fn one(input: &[u8]) -> Run {
+    drive(&[input])
+}
+
+/// A parsed response.
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Split `out` into responses; `head_only[i]` says response `i` answers a HEAD (no body).
+/// Interim 100 responses are skipped.
+fn responses(mut out: &[u8], head_only: &[bool]) -> Vec<Resp> {
+    let mut v = Vec::new();
+    while !out.is_empty() {
+        let mut hs = [httparse::EMPTY_HEADER; 32];
+        let mut r = httparse::Response::new(&mut hs);
+        let n = match r.parse(out).expect("response parses") {
+            httparse::Status::Complete(n) => n,
+            httparse::Status::Partial => {
+                panic!("partial response: {:?}", String::from_utf8_lossy(out))
+            }
+        };
+        let status = r.code.unwrap();
+        let headers: Vec<(String, String)> = r
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_string(),
+                    String::from_utf8(h.value.to_vec()).unwrap(),
+                )
+            })
+            .collect();
+        out = &out[n..];
+        if status == 100 {
+            continue;
+        }
+        let len: usize = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .map(|(_, v)| v.parse().unwrap())
+            .expect("content-length");
+        let body_len = if head_only.get(v.len()).copied().unwrap_or(false) {
+            0
+        } else {
+            len
+        };
+        assert!(out.len() >= body_len, "short body");
+        v.push(Resp {
+            status,
+            headers,
+            body: out[..body_len].to_vec(),
+        });
+        out = &out[body_len..];
+    }
+    v
+}
+
+fn single(input: &[u8]) -> (Resp, Run) {
+    let run = one(input);
+    let head = input.starts_with(b"HEAD ");
+    let mut rs = responses(&run.out, &[head]);
+    assert_eq!(rs.len(), 1, "{:?}", String::from_utf8_lossy(&run.out));
+    (rs.remove(0), run)
+}
+
+/// Assert `input` is answered with `code`, `Connection: close`, and the session closing having
+/// consumed everything (including whatever follows).
+fn assert_rejected(input: &[u8], code: u16) {
+    let mut with_tail = input.to_vec();
+    with_tail.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+    for data in [input, &with_tail[..]] {
+        let (r, run) = single(data);
+        assert_eq!(
+            r.status,
+            code,
+            "{:?}",
+            String::from_utf8_lossy(&data[..data.len().min(200)])
+        );
+        assert_eq!(r.header("connection"), Some("close"));
+        assert_eq!(run.status, Status::CloseAfterFlush);
+        assert_eq!(run.left, 0);
+        assert!(!r.body.is_empty());
+    }
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n as u64).map(bytes_pattern).collect()
+}
+
+#[test]
+fn session_is_small() {
+    assert!(
+        std::mem::size_of::<HttpSession>() <= 24,
+        "{}",
+        std::mem::size_of::<HttpSession>()
+    );
+    assert!(std::mem::size_of::<Session>() <= 32);
+}
+
+#[test]
+fn plaintext_exact_bytes() {
+    let run = one(b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n");
+    let expected = b"HTTP/1.1 200 OK\r\nServer: c10k\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
+Content-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
+    assert_eq!(
+        String::from_utf8_lossy(&run.out),
+        String::from_utf8_lossy(expected)
+    );
+    assert_eq!(run.status, Status::Open);
+    assert_eq!(run.requests, 1);
+    assert_eq!(run.left, 0);
+}
+
+#[test]
+fn root_and_query_string() {
+    for req in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        b"GET /plaintext?x=1 HTTP/1.1\r\n\r\n",
+    ] {
+        let (r, run) = single(req);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, HELLO);
+        assert_eq!(r.header("content-type"), Some("text/plain"));
+        assert_eq!(r.header("server"), Some("c10k"));
+        assert_eq!(r.header("date").map(str::as_bytes), Some(DATE));
+        assert_eq!(r.header("connection"), None);
+        assert_eq!(run.status, Status::Open);
+    }
+}
+
+#[test]
+fn head_has_get_headers_and_no_body() {
+    for path in ["/", "/plaintext", "/stats", "/bytes/12345", "/nope"] {
+        let get = one(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes());
+        let head = one(format!("HEAD {path} HTTP/1.1\r\n\r\n").as_bytes());
+        let g = &responses(&get.out, &[false])[0];
+        let h = responses(&head.out, &[true]);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].status, g.status);
+        assert_eq!(h[0].headers, g.headers, "{path}");
+        assert!(h[0].body.is_empty());
+        // Nothing beyond the head.
+        assert!(head.out.ends_with(b"\r\n\r\n"));
+        assert_eq!(head.status, Status::Open);
+    }
+    let (h, _) = single(b"HEAD /bytes/1073741824 HTTP/1.1\r\n\r\n");
+    assert_eq!(h.header("content-length"), Some("1073741824"));
+}
+
+#[test]
+fn stats() {
+    let (r, _) = single(b"GET /stats HTTP/1.1\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    // Counted before it is answered.
+    assert_eq!(r.body, b"{\"requests\":1}");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["requests"], 1);
+}
+
+#[test]
+fn bytes_small() {
+    for n in [0usize, 1, 25, 26, 27, 1000] {
+        let (r, run) = single(format!("GET /bytes/{n} HTTP/1.1\r\n\r\n").as_bytes());
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+        assert_eq!(r.header("content-length"), Some(n.to_string().as_str()));
+        assert_eq!(r.body, pattern(n));
+        assert_eq!(run.status, Status::Open);
+    }
+    assert_eq!(&pattern(28)[..], b"abcdefghijklmnopqrstuvwxyzab");
+}
+
+#[test]
+fn bytes_streams_through_the_window() {
+    let n = 3 * 1024 * 1024 + 7;
+    let req = format!("GET /bytes/{n} HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n");
+    let mut s = HttpSession::new();
+    let mut env = TestEnv::new();
+    let mut input = req.into_bytes();
+    let (mut out, mut all) = (Vec::new(), Vec::new());
+    let mut calls = 0;
+    loop {
+        let c = s.advance(&input, &mut out, &mut env);
+        input.drain(..c);
+        // Never more than the mark plus one small response.
+        assert!(out.len() <= OUTPUT_HIGH_WATER + 200, "{}", out.len());
+        calls += 1;
+        if out.is_empty() && c == 0 {
+            break;
+        }
+        if out.len() >= OUTPUT_HIGH_WATER {
+            assert!(s.has_pending_output());
+        }
+        // A slow reader: drain part of it.
+        let k = out.len().min(50_000);
+        all.extend(out.drain(..k));
+    }
+    assert!(calls > 60, "{calls}");
+    assert!(!s.has_pending_output());
+    let rs = responses(&all, &[false, false]);
+    assert_eq!(rs.len(), 2);
+    assert_eq!(rs[0].body.len(), n);
+    assert!(rs[0].body == pattern(n));
+    assert_eq!(rs[1].body, HELLO);
+    assert_eq!(s.status(), Status::Open);
+}
+
+#[test]
+fn bytes_limits() {
+    let (r, _) = single(b"GET /bytes/abc HTTP/1.1\r\n\r\n");
+    assert_eq!(r.status, 404);
+    let (r, _) = single(b"GET /bytes/ HTTP/1.1\r\n\r\n");
+    assert_eq!(r.status, 404);
+    let (r, _) = single(b"GET /bytes/-1 HTTP/1.1\r\n\r\n");
+    assert_eq!(r.status, 404);
+    assert_rejected(b"GET /bytes/1073741825 HTTP/1.1\r\n\r\n", 400);
+    assert_rejected(b"GET /bytes/99999999999999999999999 HTTP/1.1\r\n\r\n", 400);
+    let (r, _) = single(b"POST /bytes/5 HTTP/1.1\r\n\r\n");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+}
+
+#[test]
+fn not_found_and_method_not_allowed_keep_alive() {
+    let (r, run) = single(b"GET /nowhere HTTP/1.1\r\n\r\n");
+    assert_eq!((r.status, &r.body[..]), (404, &b"Not Found\n"[..]));
+    assert_eq!(run.status, Status::Open);
+    let (r, run) = single(b"POST /plaintext HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+    assert_eq!(r.header("connection"), None);
+    assert_eq!(run.status, Status::Open);
+    assert_eq!(run.left, 0);
+    let (r, _) = single(b"GET /echo HTTP/1.1\r\n\r\n");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("POST"));
+    let (r, _) = single(b"DELETE / HTTP/1.1\r\n\r\n");
+    assert_eq!(r.status, 405);
+}
+
+#[test]
+fn skipped_body_keeps_the_stream_in_sync() {
+    // The body of a 404 POST looks like a request; it must not be answered as one.
+    let body = b"GET /stats HTTP/1.1\r\n\r\n";
+    let mut input =
+        format!("POST /x HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    input.extend_from_slice(body);
+    input.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+    for step in [1, 2, 7, input.len()] {
+        let pieces: Vec<&[u8]> = input.chunks(step).collect();
+        let run = drive(&pieces);
+        let rs = responses(&run.out, &[false, false]);
+        assert_eq!(rs.len(), 2);
+        assert_eq!(rs[0].status, 404);
+        assert_eq!(rs[1].body, HELLO);
+        assert_eq!(run.status, Status::Open);
+    }
+}
+
+#[test]
+fn body_on_route_without_one_closes_when_it_cannot_be_skipped() {
+    let (r, run) =
+        single(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(run.status, Status::CloseAfterFlush);
+    let (r, run) = single(b"POST /x HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(run.status, Status::CloseAfterFlush);
+    let run = one(b"GET /bytes/3 HTTP/1.1\r\nContent-Length: 2\r\n\r\nxyGET / HTTP/1.1\r\n\r\n");
+    let rs = responses(&run.out, &[false]);
+    assert_eq!(rs.len(), 1);
+    assert_eq!(rs[0].body, b"abc");
+    assert_eq!(rs[0].header("connection"), Some("close"));
+    assert_eq!(run.status, Status::CloseAfterFlush);
+}
+
+#[test]
+fn keep_alive_rules() {
+    // 1.1 default: keep.
+    let (r, run) = single(b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(r.header("connection"), None);
+    assert_eq!(run.status, Status::Open);
+    // 1.1 close, in any case and in a list; what follows is ignored.
+    for req in [
+        &b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nconnection: Upgrade, CLOSE\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+    ] {
+        let run = one(req);
+        let rs = responses(&run.out, &[false]);
+        assert_eq!(rs.len(), 1);
+        assert_eq!(rs[0].status, 200);
+        assert_eq!(rs[0].header("connection"), Some("close"));
+        assert_eq!(run.status, Status::CloseAfterFlush);
+        assert_eq!(run.left, 0);
+    }
+    // 1.0 default: close.
+    let (r, run) = single(b"GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(run.status, Status::CloseAfterFlush);
+    // 1.0 keep-alive.
+    let run =
+        one(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\nGET /plaintext HTTP/1.0\r\n\r\n");
+    let rs = responses(&run.out, &[false, false]);
+    assert_eq!(rs.len(), 2);
+    assert_eq!(rs[0].header("connection"), Some("keep-alive"));
+    assert_eq!(rs[1].header("connection"), Some("close"));
+    assert_eq!(run.status, Status::CloseAfterFlush);
+}
+
+#[test]
+fn close_waits_for_the_streamed_body() {
+    let mut s = HttpSession::new();
+    let mut env = TestEnv::new();
+    let mut out = Vec::new();
+    let req = b"GET /bytes/200000 HTTP/1.1\r\nConnection: close\r\n\r\n";
+    assert_eq!(s.advance(req, &mut out, &mut env), req.len());
+    assert_eq!(s.status(), Status::Open);
+    assert!(s.has_pending_output());
+    let mut total = out.len();
+    while s.has_pending_output() {
+        out.clear();
+        assert_eq!(s.advance(b"", &mut out, &mut env), 0);
+        total += out.len();
+    }
+    assert_eq!(s.status(), Status::CloseAfterFlush);
+    assert!(total > 200_000);
+}
+
+#[test]
+fn pipelined_in_order() {
+    let input = b"GET /plaintext HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\n\
+HEAD / HTTP/1.1\r\n\r\nGET /bytes/5 HTTP/1.1\r\n\r\nPOST /echo HTTP/1.1\r\nContent-Length: 4\r\n\r\nping\
+GET /stats HTTP/1.1\r\n\r\n";
+    let run = one(input);
+    let rs = responses(&run.out, &[false, false, true, false, false, false]);
+    let got: Vec<(u16, &[u8])> = rs.iter().map(|r| (r.status, &r.body[..])).collect();
+    assert_eq!(
+        got,
+        vec![
+            (200, HELLO),
+            (404, &b"Not Found\n"[..]),
+            (200, &b""[..]),
+            (200, &b"abcde"[..]),
+            (200, &b"ping"[..]),
+            (200, &b"{\"requests\":6}"[..]),
+        ]
+    );
+    assert_eq!(run.requests, 6);
+    assert_eq!(run.status, Status::Open);
+}
+
+#[test]
+fn output_high_water_leaves_input_unconsumed() {
+    let mut s = HttpSession::new();
+    let mut env = TestEnv::new();
+    let req = b"GET / HTTP/1.1\r\n\r\n";
+    let input: Vec<u8> = req.iter().copied().cycle().take(req.len() * 2000).collect();
+    let mut out = vec![0u8; OUTPUT_HIGH_WATER - 10];
+    let n = s.advance(&input, &mut out, &mut env);
+    // One response goes past the mark, then it stops.
+    assert_eq!(n, req.len());
+    assert!(s.has_pending_output());
+    assert_eq!(s.status(), Status::Open);
+    // Full: nothing at all.
+    assert_eq!(s.advance(&input[n..], &mut out, &mut env), 0);
+    out.clear();
+    let m = s.advance(&input[n..], &mut out, &mut env);
+    assert!(m > 0 && m < input.len() - n);
+    assert_eq!(m % req.len(), 0);
+    assert!(out.len() >= OUTPUT_HIGH_WATER && out.len() < OUTPUT_HIGH_WATER + 200);
+    // Draining everything answers all 2000, in order.
+    let run = drive_with(&[&input], 10_000);
+    assert_eq!(responses(&run.out, &[]).len(), 2000);
+    assert!(run.peak < OUTPUT_HIGH_WATER + 200);
+}
+
+#[test]
+fn echo_content_length() {
+    let (r, run) = single(b"POST /echo HTTP/1.1\r\nContent-Length: 11\r\n\r\nhello world");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(r.body, b"hello world");
+    assert_eq!(run.status, Status::Open);
+    let (r, _) = single(b"POST /echo HTTP/1.1\r\n\r\n");
+    assert_eq!((r.status, r.body.len()), (200, 0));
+    let (r, _) = single(b"POST /echo HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!((r.status, r.body.len()), (200, 0));
+    // Repeated identical lengths are one length.
+    let (r, _) =
+        single(b"POST /echo HTTP/1.1\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\nhi");
+    assert_eq!(r.body, b"hi");
+}
+
+#[test]
+fn echo_large_body_with_full_output() {
+    let body: Vec<u8> = (0..MAX_BODY).map(|i| (i * 31 % 251) as u8).collect();
+    let mut input = format!(
+        "POST /echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    input.extend_from_slice(&body);
+    input.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+    for drain in [1000, 70_000] {
+        let pieces: Vec<&[u8]> = input.chunks(100_000).collect();
+        let run = drive_with(&pieces, drain);
+        let rs = responses(&run.out, &[false, false]);
+        assert_eq!(rs.len(), 2);
+        assert!(rs[0].body == body);
+        assert_eq!(rs[1].body, HELLO);
+        assert!(run.peak <= OUTPUT_HIGH_WATER + 200, "{}", run.peak);
+        assert_eq!(run.requests, 2);
+    }
+}
+
+#[test]
+fn echo_chunked() {
+    let input = b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+5;name=value\r\nhello\r\n1\r\n,\r\n6\r\n world\r\n0\r\nX-Trailer: yes\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+    for step in 1..input.len() {
+        let pieces: Vec<&[u8]> = input.chunks(step).collect();
+        let run = drive(&pieces);
+        let rs = responses(&run.out, &[false, false]);
+        assert_eq!(rs.len(), 2);
+        assert_eq!(rs[0].body, b"hello, world");
+        assert_eq!(rs[0].header("content-length"), Some("12"));
+        assert_eq!(rs[1].body, HELLO);
+        assert_eq!(run.status, Status::Open);
+        assert_eq!(run.requests, 2);
+    }
+}
+
+#[test]
+fn echo_chunked_large_and_empty() {
+    let body: Vec<u8> = (0..MAX_BODY).map(|i| (i % 253) as u8).collect();
+    let mut input = b"POST /echo HTTP/1.1\r\ntransfer-encoding: Chunked\r\n\r\n".to_vec();
+    for c in body.chunks(70_000) {
+        input.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+        input.extend_from_slice(c);
+        input.extend_from_slice(b"\r\n");
+    }
+    input.extend_from_slice(b"0\r\n\r\n");
+    let pieces: Vec<&[u8]> = input.chunks(9_999).collect();
+    let run = drive_with(&pieces, 30_000);
+    let rs = responses(&run.out, &[false]);
+    assert!(rs[0].body == body);
+    assert!(run.peak <= OUTPUT_HIGH_WATER + 200);
+
+    let (r, _) = single(b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    assert_eq!((r.status, r.body.len()), (200, 0));
+}
+
+#[test]
+fn expect_continue() {
+    let run =
+        one(b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n");
+    assert_eq!(run.out, b"HTTP/1.1 100 Continue\r\n\r\n");
+    let run = one(b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n");
+    let rs = responses(&run.out, &[false]);
+    assert_eq!(rs[0].body, b"ok");
+    // A Content-Length echo is answered at once, which is the go-ahead.
+    let run = one(b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
+    assert!(run.out.starts_with(b"HTTP/1.1 200 OK\r\n"));
+}
+
+#[test]
+fn limits_request_line() {
+    // Complete head with an over-long line.
+    let mut long = b"GET /".to_vec();
+    long.resize(MAX_REQUEST_LINE + 1, b'a');
+    let mut req = long.clone();
+    req.extend_from_slice(b" HTTP/1.1\r\n\r\n");
+    assert_rejected(&req, 414);
+    // No line end yet: answered without waiting for one.
+    long.push(b'a');
+    let run = one(&long);
+    assert!(run.out.starts_with(b"HTTP/1.1 414 URI Too Long\r\n"));
+    assert_eq!(run.status, Status::CloseAfterFlush);
+    // Longest allowed line is fine.
+    let mut ok = b"GET /".to_vec();
+    ok.resize(MAX_REQUEST_LINE - 9, b'a');
+    ok.extend_from_slice(b" HTTP/1.1");
+    assert_eq!(ok.len(), MAX_REQUEST_LINE);
+    ok.extend_from_slice(b"\r\n\r\n");
+    let (r, run) = single(&ok);
+    assert_eq!(r.status, 404);
+    assert_eq!(run.status, Status::Open);
+}
+
+#[test]
+fn limits_header_section() {
+    let mut req = b"GET / HTTP/1.1\r\n".to_vec();
+    while req.len() < MAX_HEADER_SECTION + 100 {
+        req.extend_from_slice(
+            b"X-Filler: 0123456789012345678901234567890123456789012345678901234567890123456789\r\n",
+        );
+    }
+    let mut complete = req.clone();
+    complete.extend_from_slice(b"\r\n");
+    assert_rejected(&complete, 431);
+    // Incomplete: answered without waiting for the end.
+    let run = one(&req);
+    assert!(run.out.starts_with(b"HTTP/1.1 431 "));
+    assert_eq!(run.status, Status::CloseAfterFlush);
+    // One long field.
+    let mut one_field = b"GET / HTTP/1.1\r\nX: ".to_vec();
+    one_field.resize(16 + MAX_HEADER_SECTION + 2, b'v');
+    let run = one(&one_field);
+    assert!(run.out.starts_with(b"HTTP/1.1 431 "));
+    // Too many fields, each short.
+    let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+    for i in 0..=MAX_HEADERS {
+        many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    assert_rejected(&many, 431);
+    // Exactly the maximum is fine.
+    let mut max = b"GET / HTTP/1.1\r\n".to_vec();
+    for i in 0..MAX_HEADERS {
+        max.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+    }
+    max.extend_from_slice(b"\r\n");
+    assert_eq!(single(&max).0.status, 200);
+}
+
+#[test]
+fn limits_body() {
+    assert_rejected(
+        format!(
+            "POST /echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        )
+        .as_bytes(),
+        413,
+    );
+    assert_rejected(
+        b"POST /echo HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+        413,
+    );
+    assert_rejected(b"PUT /x HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n", 413);
+    let mut chunked = b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    chunked.extend_from_slice(format!("{:x}\r\n", MAX_BODY / 2).as_bytes());
+    chunked.extend_from_slice(&vec![b'x'; MAX_BODY / 2]);
+    chunked.extend_from_slice(format!("\r\n{:x}\r\n", MAX_BODY / 2 + 1).as_bytes());
+    assert_rejected(&chunked, 413);
+}
+
+#[test]
+fn malformed_and_unsupported() {
+    assert_rejected(b"GET / HTTP/2.0\r\n\r\n", 505);
+    assert_rejected(b"GET / HTTP/1.2\r\n\r\n", 505);
+    assert_rejected(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505);
+    assert_rejected(b"G@T / HTTP/1.1\r\n\r\n", 400);
+    assert_rejected(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", 400);
+    assert_rejected(b"GET  HTTP/1.1\r\n\r\n", 400);
+    assert_rejected(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400);
+    assert_rejected(b"BREW /pot HTTP/1.1\r\n\r\n", 501);
+    assert_rejected(b"get / HTTP/1.1\r\n\r\n", 501);
+}
+
+#[test]
+fn framing_conflicts() {
+    assert_rejected(
+        b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    );
+    assert_rejected(
+        b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        400,
+    );
+    assert_rejected(
+        b"POST /echo HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\nhello",
+        400,
+    );
+    assert_rejected(b"POST /echo HTTP/1.1\r\nContent-Length: -5\r\n\r\n", 400);
+    assert_rejected(b"POST /echo HTTP/1.1\r\nContent-Length: 0x5\r\n\r\n", 400);
+    assert_rejected(b"POST /echo HTTP/1.1\r\nContent-Length:\r\n\r\n", 400);
+    assert_rejected(
+        b"POST /echo HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        501,
+    );
+    assert_rejected(
+        b"POST /echo HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+        400,
+    );
+    assert_rejected(
+        b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        400,
+    );
+    assert_rejected(
+        b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        400,
+    );
+    assert_rejected(b"POST /echo HTTP/1.1\r\nTransfer-Encoding: \r\n\r\n", 400);
+    // HEAD errors keep Content-Length but send no body.
+    let run = one(b"HEAD / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
+    assert!(run.out.starts_with(b"HTTP/1.1 400 "));
+    assert!(run.out.ends_with(b"\r\n\r\n"));
+    assert_eq!(run.status, Status::CloseAfterFlush);
+}
+
+#[test]
+fn bad_chunks() {
+    let pre = b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for (body, code) in [
+        (&b"10000000000000000\r\n"[..], 400),
+        (b"zz\r\n", 400),
+        (b"5\r\nhelloXX", 400),
+        (b"\r\n", 400),
+    ] {
+        let mut input = pre.to_vec();
+        input.extend_from_slice(body);
+        assert_rejected(&input, code);
+    }
+}
+
+#[test]
+fn counts_requests() {
+    let run = one(b"GET / HTTP/1.1\r\n\r\nGET /x HTTP/1.1\r\n\r\nPOST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nBAD\r\n\r\n");
+    assert_eq!(run.requests, 4);
+    // An incomplete head is not a request.
+    assert_eq!(one(b"GET / HTTP/1.1\r\nHost").requests, 0);
+}
+
+#[test]
+fn service_unavailable_response() {
+    let env = TestEnv::new();
+    let out = service_unavailable(&env);
+    let rs = responses(&out, &[false]);
+    assert_eq!(rs[0].status, 503);
+    assert_eq!(rs[0].header("connection"), Some("close"));
+    assert_eq!(rs[0].body, b"Service Unavailable\n");
+    assert_eq!(Session::refusal(crate::proto::Proto::Http, &env), out);
+}
+
+#[test]
+fn through_the_session_enum() {
+    let mut s = Session::new(crate::proto::Proto::Http);
+    let mut env = TestEnv::new();
+    let mut out = Vec::new();
+    let req = b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n";
+    assert_eq!(s.advance(req, &mut out, &mut env), req.len());
+    assert!(out.ends_with(HELLO));
+    assert_eq!(s.status(), Status::CloseAfterFlush);
+    assert!(!s.has_pending_output());
+}
+
+#[test]
+fn slow_drip_head() {
+    let mut req = b"GET / HTTP/1.1\r\n".to_vec();
+    for _ in 0..50 {
+        req.extend_from_slice(b"X-Some-Header: some value here\r\n");
+    }
+    req.extend_from_slice(b"\r\n");
+    let pieces: Vec<&[u8]> = req.chunks(1).collect();
+    let run = drive(&pieces);
+    assert_eq!(responses(&run.out, &[false])[0].body, HELLO);
+    // An error mid-line is reported when its line ends.
+    let pieces: Vec<&[u8]> = b"GET / HTTP/1.1\r\nX\x01y: 1\r\n".chunks(1).collect();
+    let run = drive(&pieces);
+    assert!(run.out.starts_with(b"HTTP/1.1 400 "));
+}
+
+/// The reference stream for the split tests: every kind of request, pipelined.
+fn mixed_stream() -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(b"GET /plaintext HTTP/1.1\r\nHost: a\r\nUser-Agent: t\r\n\r\n");
+    v.extend_from_slice(b"HEAD /bytes/40 HTTP/1.1\r\n\r\n");
+    v.extend_from_slice(b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\nA\r\n0123456789\r\n0\r\nT: 1\r\n\r\n");
+    v.extend_from_slice(b"POST /echo HTTP/1.1\r\nContent-Length: 7\r\n\r\npayload");
+    v.extend_from_slice(b"GET /bytes/30 HTTP/1.1\r\n\r\n");
+    v.extend_from_slice(b"POST /nope HTTP/1.1\r\nContent-Length: 4\r\n\r\nGET ");
+    v.extend_from_slice(b"GET /stats HTTP/1.1\r\n\r\n");
+    v.extend_from_slice(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+    v.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+    v
+}
+
+#[test]
+fn every_split_gives_the_same_output() {
+    let input = mixed_stream();
+    let whole = one(&input);
+    let rs = responses(&whole.out, &[false, true]);
+    assert_eq!(rs.len(), 8);
+    assert_eq!(rs[2].body, b"abc0123456789");
+    assert_eq!(rs[3].body, b"payload");
+    assert_eq!(rs[4].body, pattern(30));
+    assert_eq!(rs[5].status, 404);
+    assert_eq!(whole.status, Status::CloseAfterFlush);
+    assert_eq!(whole.requests, 8);
+    for at in 1..input.len() {
+        let run = drive(&[&input[..at], &input[at..]]);
+        assert_eq!(run.out, whole.out, "split at {at}");
+        assert_eq!(run.status, whole.status);
+        assert_eq!(run.requests, whole.requests);
+    }
+    let bytes: Vec<&[u8]> = input.chunks(1).collect();
+    let run = drive(&bytes);
+    assert_eq!(run.out, whole.out);
+    // And with a tiny output window drained a byte at a time.
+    let run = drive_with(&bytes, 1);
+    assert_eq!(run.out, whole.out);
+}
+
+fn split_points(len: usize) -> impl Strategy<Value = Vec<usize>> {
+    prop::collection::vec(0..=len, 0..20).prop_map(|mut v| {
+        v.sort_unstable();
+        v
+    })
+}
+
+fn pieces_at<'a>(input: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+    let mut pieces = Vec::new();
+    let mut prev = 0;
+    for &c in cuts {
+        pieces.push(&input[prev..c]);
+        prev = c;
+    }
+    pieces.push(&input[prev..]);
+    pieces
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn prop_arbitrary_splits(cuts in split_points(mixed_stream().len()), drain in 1usize..100_000) {
+        let input = mixed_stream();
+        let whole = one(&input);
+        let run = drive_with(&pieces_at(&input, &cuts), drain);
+        prop_assert_eq!(run.out, whole.out);
+        prop_assert_eq!(run.status, whole.status);
+    }
+
+    #[test]
+    fn prop_random_bytes_never_panic(data in prop::collection::vec(any::<u8>(), 0..3000), cuts in split_points(3000)) {
+        let cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
+        let run = drive(&pieces_at(&data, &cuts));
+        if !run.out.is_empty() {
+            prop_assert!(run.out.starts_with(b"HTTP/1.1 "));
+        }
+    }
+
+    #[test]
+    fn prop_mutated_requests_never_panic(
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..8),
+        cuts in split_points(400),
+    ) {
+        let mut data = mixed_stream();
+        for (at, b, op) in edits {
+            let i = at.index(data.len());
+            match op {
+                0 => data[i] = b,
+                1 => data.insert(i, b),
+                _ => { data.remove(i); }
+            }
+        }
+        let cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
+        let run = drive(&pieces_at(&data, &cuts));
+        if !run.out.is_empty() {
+            prop_assert!(run.out.starts_with(b"HTTP/1.1 "));
+        }
+        // Either still reading a request, or answered and closing with nothing left over.
+        if run.status == Status::CloseAfterFlush {
+            prop_assert_eq!(run.left, 0);
+        }
+    }
+
+    /// No blank line means no head can complete: by 20 KiB a limit must have answered.
+    #[test]
+    fn prop_garbage_is_answered_and_closed(
+        data in prop::collection::vec(any::<u8>(), 20 * 1024..21 * 1024),
+        step in 1usize..5000,
+        valid_prefix in any::<bool>(),
+    ) {
+        let mut data = data;
+        if valid_prefix {
+            data[..16].copy_from_slice(b"GET / HTTP/1.1\r\n");
+        }
+        for b in &mut data[16..] {
+            if *b == b'\n' {
+                *b = b' ';
+            }
+        }
+        let pieces: Vec<&[u8]> = data.chunks(step).collect();
+        let run = drive(&pieces);
+        prop_assert_eq!(run.status, Status::CloseAfterFlush);
+        prop_assert_eq!(run.left, 0);
+        let rs = responses(&run.out, &[false]);
+        prop_assert_eq!(rs.len(), 1);
+        prop_assert!([400u16, 414, 431, 501, 505].contains(&rs[0].status), "{}", rs[0].status);
+    }
+}
+
+/// `cargo test --release --lib perf_plaintext -- --ignored --nocapture`: CPU per keep-alive
+/// `GET /plaintext`, parse plus response, no syscalls.
+#[test]
+#[ignore]
+fn perf_plaintext() {
+    let req = b"GET /plaintext HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: loadgen\r\nAccept: */*\r\n\r\n";
+    let mut s = HttpSession::new();
+    let mut env = TestEnv::new();
+    let mut out = Vec::with_capacity(OUTPUT_HIGH_WATER * 2);
+    let iters = 2_000_000u32;
+    // One request per call (the non-pipelined case) and 16 per call (pipelined).
+    let t = std::time::Instant::now();
+    for _ in 0..iters {
+        out.clear();
+        let n = s.advance(std::hint::black_box(req), &mut out, &mut env);
+        assert_eq!(n, req.len());
+    }
+    let single = t.elapsed().as_nanos() as f64 / f64::from(iters);
+    let batch: Vec<u8> = req.iter().copied().cycle().take(req.len() * 16).collect();
+    let t = std::time::Instant::now();
+    for _ in 0..iters / 16 {
+        out.clear();
+        let n = s.advance(std::hint::black_box(&batch), &mut out, &mut env);
+        assert_eq!(n, batch.len());
+    }
+    let piped = t.elapsed().as_nanos() as f64 / f64::from(iters / 16 * 16);
+    println!("plaintext: {single:.0} ns/request alone, {piped:.0} ns/request pipelined x16");
+}

@@ -1,0 +1,112 @@
+//! Protocols, sans-I/O: bytes in, bytes out, and a decision to keep or close.
+//!
+//! Nothing in this module touches a file descriptor or imports a backend, so every protocol is
+//! unit-tested and benchmarked without sockets. A driver (the reactor, the thread-per-connection
+//! loop, the io_uring loop) owns the socket and the buffers and calls [`Session::advance`] whenever
+//! it has new input or has made room in the output.
+//!
+//! The contract every driver keeps:
+//! - `input` is every byte received and not yet consumed, in order; `advance` returns how many
+//!   bytes of it were consumed (the driver drops them from the front).
+//! - `advance` appends to `out` and stops producing once `out.len() >= OUTPUT_HIGH_WATER`; the
+//!   driver calls it again when the output has drained. That is how a 1 GiB `/bytes/N` body streams
+//!   through a 64 KiB window, and how a client that does not read stops being read from.
+//! - After the peer's EOF the driver keeps calling `advance` until it consumes nothing and the
+//!   output is flushed, then closes: echo finishes echoing what was sent before the half-close.
+//! - [`Session::status`] says whether to keep reading, or to flush, shut down writing and drain
+//!   (after an HTTP error or `Connection: close`), so the client reads the response, not a reset.
+
+pub mod echo;
+pub mod http;
+
+/// Stop producing output past this many pending bytes; resume when the driver has written it.
+pub const OUTPUT_HIGH_WATER: usize = 64 * 1024;
+
+/// Which protocol a listener speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    Echo,
+    Http,
+}
+
+impl Proto {
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Echo => "echo",
+            Proto::Http => "http",
+        }
+    }
+}
+
+/// What the connection should do next, as far as the protocol is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Keep the connection: read more input when there is room for output.
+    Open,
+    /// Write what is pending, shut down the write side, drain input briefly, then close.
+    CloseAfterFlush,
+}
+
+/// What a protocol needs from the server around it; the driver implements it.
+pub trait Env {
+    /// The current `Date` header value (29 bytes, IMF-fixdate), cached and refreshed once a second.
+    fn http_date(&self) -> &[u8];
+    /// Name put in the `Server` header.
+    fn server_name(&self) -> &str {
+        "c10k"
+    }
+    /// The body of `GET /stats`: a JSON document.
+    fn stats_json(&self) -> String;
+    /// Called once per complete HTTP request (echo has no message boundaries and never calls it).
+    fn count_request(&mut self);
+}
+
+/// One connection's protocol state. An enum rather than a trait object: no allocation per
+/// connection, and the size stays small for the memory-per-idle-connection budget.
+#[derive(Debug)]
+pub enum Session {
+    Echo(echo::EchoSession),
+    Http(http::HttpSession),
+}
+
+impl Session {
+    pub fn new(proto: Proto) -> Session {
+        match proto {
+            Proto::Echo => Session::Echo(echo::EchoSession::new()),
+            Proto::Http => Session::Http(http::HttpSession::new()),
+        }
+    }
+
+    /// Consume what it can of `input`, append responses to `out`; returns bytes consumed.
+    pub fn advance(&mut self, input: &[u8], out: &mut Vec<u8>, env: &mut dyn Env) -> usize {
+        match self {
+            Session::Echo(s) => s.advance(input, out),
+            Session::Http(s) => s.advance(input, out, env),
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        match self {
+            Session::Echo(_) => Status::Open,
+            Session::Http(s) => s.status(),
+        }
+    }
+
+    /// True while the session has output to produce that does not depend on new input
+    /// (a streamed body): the driver calls `advance` again once output has drained.
+    pub fn has_pending_output(&self) -> bool {
+        match self {
+            Session::Echo(_) => false,
+            Session::Http(s) => s.has_pending_output(),
+        }
+    }
+
+    /// Written before the connection is closed because the server is full (`--max-conns`) or
+    /// cannot take it (thread creation failed): HTTP gets a 503, echo gets nothing.
+    pub fn refusal(proto: Proto, env: &dyn Env) -> Vec<u8> {
+        match proto {
+            Proto::Echo => Vec::new(),
+            Proto::Http => http::service_unavailable(env),
+        }
+    }
+}

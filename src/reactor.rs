@@ -1,0 +1,742 @@
+//! The one event loop shared by every readiness backend (select, poll, epoll, and the others that
+//! fit the [`Poller`] contract).
+//!
+//! Invariants the loop keeps:
+//! - Every connection lives in the slab under a token that carries a generation, so an event for
+//!   a descriptor that was closed (and maybe reused) in the same batch is recognised and dropped.
+//! - Every event is treated as possibly spurious: readiness is a hint, EAGAIN is the truth.
+//! - A connection is read from only while its pending output is below the protocol's high-water
+//!   mark: a client that does not read stops being read from, and cannot grow our memory.
+//! - Idle connections own no buffers: input and output are the loop's scratch buffers, lent to a
+//!   connection only while it has partial input or unsent output.
+//! - On an edge-triggered backend a connection is driven until EAGAIN or until its turn's budget
+//!   is spent; then it goes on the pending list and is driven again without waiting for an event.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::SignalFd;
+
+use crate::backend::{Event, Features, Interest, Poller, Token};
+use crate::date::HttpDate;
+use crate::proto::{Env, Proto, Session, Status, OUTPUT_HIGH_WATER};
+use crate::stats::{self, Counters};
+use crate::sys;
+
+const LISTENER: Token = u64::MAX;
+const SIGNALS: Token = u64::MAX - 1;
+
+/// Bytes read per wake-up for the loop's shared input buffer.
+const READ_CHUNK: usize = 64 * 1024;
+/// Bytes one connection may read in one turn before others get theirs.
+const READ_BUDGET_PER_TURN: usize = 256 * 1024;
+/// A protocol that neither consumes nor rejects this much buffered input has a bug; the
+/// connection is closed rather than allowed to grow without bound.
+const MAX_BUFFERED_INPUT: usize = 2 * 1024 * 1024 + 64 * 1024;
+/// Accepts per listener event, so that a connection storm cannot starve established clients.
+const ACCEPTS_PER_TURN: usize = 256;
+/// After EMFILE/ENFILE, how long accepting pauses unless a connection closes first.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// After an error response: how long and how much we read and discard before closing, so that the
+/// client reads our response instead of a reset caused by its unread request bytes.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// What the loop needs to know beyond its poller.
+#[derive(Clone, Debug)]
+pub struct ReactorOptions {
+    pub proto: Proto,
+    /// Connections beyond this are refused at once (HTTP: 503 first).
+    pub max_conns: usize,
+    /// After SIGINT/SIGTERM, how long in-flight responses may take before the loop exits anyway.
+    pub shutdown_grace: Duration,
+}
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Serving,
+    /// Output flushed and write side shut down; input is read and discarded until EOF or timeout.
+    Lingering,
+}
+
+struct Conn {
+    fd: OwnedFd,
+    session: Session,
+    /// Received and not yet consumed by the protocol. Empty and unallocated while idle.
+    input: Vec<u8>,
+    /// Produced and not yet sent: `output[sent..]`. Empty and unallocated while idle.
+    output: Vec<u8>,
+    sent: usize,
+    registered: Interest,
+    /// Readiness we believe in until EAGAIN says otherwise.
+    read_ready: bool,
+    write_ready: bool,
+    peer_eof: bool,
+    phase: Phase,
+    linger_deadline: Option<Instant>,
+    lingered_bytes: usize,
+}
+
+impl Conn {
+    fn pending_output(&self) -> usize {
+        self.output.len() - self.sent
+    }
+
+    fn is_idle(&self) -> bool {
+        self.input.is_empty() && self.pending_output() == 0 && !self.session.has_pending_output()
+    }
+}
+
+/// Connections indexed by token; the token's high half is the slot's generation.
+#[derive(Default)]
+struct Slab {
+    slots: Vec<(u32, Option<Conn>)>,
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl Slab {
+    fn token(index: u32, generation: u32) -> Token {
+        (u64::from(generation) << 32) | u64::from(index)
+    }
+
+    fn split(token: Token) -> (usize, u32) {
+        ((token & 0xffff_ffff) as usize, (token >> 32) as u32)
+    }
+
+    fn insert(&mut self, conn: Conn) -> Token {
+        self.len += 1;
+        if let Some(index) = self.free.pop() {
+            let slot = &mut self.slots[index as usize];
+            slot.0 = slot.0.wrapping_add(1);
+            slot.1 = Some(conn);
+            return Slab::token(index, slot.0);
+        }
+        self.slots.push((0, Some(conn)));
+        Slab::token((self.slots.len() - 1) as u32, 0)
+    }
+
+    fn get_mut(&mut self, token: Token) -> Option<&mut Conn> {
+        let (index, generation) = Slab::split(token);
+        match self.slots.get_mut(index) {
+            Some((g, Some(conn))) if *g == generation => Some(conn),
+            _ => None,
+        }
+    }
+
+    fn remove(&mut self, token: Token) -> Option<Conn> {
+        let (index, generation) = Slab::split(token);
+        match self.slots.get_mut(index) {
+            Some((g, conn @ Some(_))) if *g == generation => {
+                self.len -= 1;
+                self.free.push(index as u32);
+                conn.take()
+            }
+            _ => None,
+        }
+    }
+
+    fn tokens(&self) -> Vec<Token> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, c))| c.is_some())
+            .map(|(i, (g, _))| Slab::token(i as u32, *g))
+            .collect()
+    }
+}
+
+/// The loop's shared scratch buffers, clock and counters: everything a connection's turn needs
+/// besides the connection itself.
+struct Shared {
+    backend: &'static str,
+    edge_triggered: bool,
+    date: HttpDate,
+    counters: Counters,
+    scratch_in: Vec<u8>,
+    scratch_out: Vec<u8>,
+    poller_counters: crate::backend::PollerCounters,
+}
+
+impl Shared {
+    fn snapshot(&self) -> Counters {
+        let mut c = self.counters;
+        c.syscalls.waits += self.poller_counters.waits;
+        c.syscalls.ctl += self.poller_counters.ctl;
+        c
+    }
+}
+
+impl Env for Shared {
+    fn http_date(&self) -> &[u8] {
+        self.date.as_bytes()
+    }
+
+    fn stats_json(&self) -> String {
+        stats::stats_json(self.backend, "worker", 1, &self.snapshot())
+    }
+
+    fn count_request(&mut self) {
+        self.counters.requests += 1;
+    }
+}
+
+/// What a connection's turn decided.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Keep,
+    /// More work is ready than the turn's budget allowed.
+    KeepPending,
+    Close,
+}
+
+pub struct Reactor {
+    poller: Box<dyn Poller>,
+    features: Features,
+    listener: Option<OwnedFd>,
+    signals: Option<SignalFd>,
+    conns: Slab,
+    shared: Shared,
+    options: ReactorOptions,
+    pending: Vec<Token>,
+    /// Linger deadlines, lazily deleted: an entry whose connection has gone is skipped.
+    timers: BinaryHeap<Reverse<(Instant, Token)>>,
+    accept_paused_until: Option<Instant>,
+    shutdown_deadline: Option<Instant>,
+    last_exhaustion_log: Option<Instant>,
+    exhaustion_events: u64,
+}
+
+impl Reactor {
+    /// Takes a non-blocking listener and, optionally, a signalfd for SIGINT/SIGTERM/SIGHUP.
+    pub fn new(
+        mut poller: Box<dyn Poller>,
+        listener: OwnedFd,
+        signals: Option<SignalFd>,
+        options: ReactorOptions,
+    ) -> io::Result<Reactor> {
+        sys::set_nonblocking(listener.as_raw_fd(), true)?;
+        poller.register(listener.as_raw_fd(), LISTENER, Interest::READ)?;
+        if let Some(sfd) = &signals {
+            poller.register(sfd.as_raw_fd(), SIGNALS, Interest::READ)?;
+        }
+        Ok(Reactor {
+            features: poller.features(),
+            shared: Shared {
+                backend: poller.name(),
+                edge_triggered: poller.features().edge_triggered,
+                date: HttpDate::default(),
+                counters: Counters::default(),
+                scratch_in: Vec::with_capacity(READ_CHUNK),
+                scratch_out: Vec::with_capacity(OUTPUT_HIGH_WATER * 2),
+                poller_counters: poller.counters(),
+            },
+            poller,
+            listener: Some(listener),
+            signals,
+            conns: Slab::default(),
+            options,
+            pending: Vec::new(),
+            timers: BinaryHeap::new(),
+            accept_paused_until: None,
+            shutdown_deadline: None,
+            last_exhaustion_log: None,
+            exhaustion_events: 0,
+        })
+    }
+
+    /// Runs until SIGINT/SIGTERM and the end of the grace period; returns the counters.
+    pub fn run(mut self) -> io::Result<Counters> {
+        let mut events: Vec<Event> = Vec::with_capacity(1024);
+        loop {
+            let timeout = self.next_timeout();
+            events.clear();
+            self.poller.poll(&mut events, timeout)?;
+            self.shared.date.refresh();
+            for event in &events {
+                match event.token {
+                    LISTENER => self.accept_connections(),
+                    SIGNALS => self.take_signals(),
+                    token => self.on_event(token, event),
+                }
+            }
+            self.run_pending();
+            self.run_timers();
+            if self.shutdown_deadline.is_some() && self.finish_shutdown() {
+                break;
+            }
+        }
+        self.shared.poller_counters = self.poller.counters();
+        let counters = self.shared.snapshot();
+        log::info!("{}", stats::summary_line(self.shared.backend, &counters));
+        Ok(counters)
+    }
+
+    fn next_timeout(&self) -> Option<Duration> {
+        if !self.pending.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let now = Instant::now();
+        [
+            self.timers.peek().map(|Reverse((at, _))| *at),
+            self.accept_paused_until,
+            self.shutdown_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| at.saturating_duration_since(now))
+    }
+
+    fn on_event(&mut self, token: Token, event: &Event) {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return; // stale: closed earlier in this batch
+        };
+        conn.read_ready |= event.readable || event.hangup;
+        conn.write_ready |= event.writable || event.hangup;
+        self.drive(token);
+    }
+
+    /// One turn for one connection, then whatever it decided.
+    fn drive(&mut self, token: Token) {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        self.shared.poller_counters = self.poller.counters();
+        let was_lingering = conn.phase == Phase::Lingering;
+        let verdict = turn(conn, &mut self.shared);
+        let shutting_down = self.shutdown_deadline.is_some();
+        if verdict == Verdict::Close
+            || (shutting_down && conn.phase == Phase::Serving && conn.is_idle())
+        {
+            self.close(token);
+            return;
+        }
+        if verdict == Verdict::KeepPending {
+            self.pending.push(token);
+        }
+        if let (false, Some(deadline)) = (was_lingering, conn.linger_deadline) {
+            self.timers.push(Reverse((deadline, token)));
+        }
+        if let Err(e) = update_interest(&mut *self.poller, self.features, conn, token) {
+            log::warn!("cannot update interest for fd {}: {e}", conn.fd.as_raw_fd());
+            self.close(token);
+        }
+    }
+
+    fn run_pending(&mut self) {
+        for token in std::mem::take(&mut self.pending) {
+            self.drive(token);
+        }
+    }
+
+    fn run_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, token))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(conn) = self.conns.get_mut(token) {
+                if conn.linger_deadline.is_some_and(|d| d <= now) {
+                    self.close(token);
+                }
+            }
+        }
+        if self.accept_paused_until.is_some_and(|at| at <= now) {
+            self.resume_accepting();
+        }
+    }
+
+    fn close(&mut self, token: Token) {
+        if let Some(conn) = self.conns.remove(token) {
+            if let Err(e) = self.poller.deregister(conn.fd.as_raw_fd()) {
+                log::debug!("deregister fd {}: {e}", conn.fd.as_raw_fd());
+            }
+            self.shared.counters.connections_current -= 1;
+            give_back_buffers(conn, &mut self.shared);
+            // A descriptor was freed: if accepting was paused for EMFILE, try again now.
+            if self.accept_paused_until.is_some() {
+                self.resume_accepting();
+            }
+        }
+    }
+
+    fn accept_connections(&mut self) {
+        let Some(listener) = self.listener.as_ref().map(AsRawFd::as_raw_fd) else {
+            return;
+        };
+        for _ in 0..ACCEPTS_PER_TURN {
+            self.shared.counters.syscalls.accepts += 1;
+            let fd = match sys::accept(listener, true) {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if sys::is_fd_exhaustion(&e) => return self.pause_accepting(&e),
+                Err(e) => {
+                    // ECONNABORTED and friends: that client is gone, the next may not be.
+                    log::debug!("accept: {e}");
+                    continue;
+                }
+            };
+            self.admit(fd);
+        }
+    }
+
+    fn admit(&mut self, fd: OwnedFd) {
+        let counters = &mut self.shared.counters;
+        counters.connections_total += 1;
+        let max_fd = self.features.max_fd.unwrap_or(usize::MAX);
+        if self.conns.len >= self.options.max_conns || fd.as_raw_fd() as usize > max_fd {
+            counters.connections_refused += 1;
+            let refusal = Session::refusal(self.options.proto, &self.shared);
+            if !refusal.is_empty() {
+                self.shared.counters.syscalls.writes += 1;
+                let _ = sys::send(fd.as_raw_fd(), &refusal);
+                let _ = sys::shutdown_write(fd.as_raw_fd());
+            }
+            log::debug!(
+                "refused a connection: {} open, --max-conns {}",
+                self.conns.len,
+                self.options.max_conns
+            );
+            return;
+        }
+        let raw = fd.as_raw_fd();
+        let conn = Conn {
+            fd,
+            session: Session::new(self.options.proto),
+            input: Vec::new(),
+            output: Vec::new(),
+            sent: 0,
+            registered: Interest::NONE,
+            read_ready: false,
+            write_ready: true,
+            peer_eof: false,
+            phase: Phase::Serving,
+            linger_deadline: None,
+            lingered_bytes: 0,
+        };
+        let token = self.conns.insert(conn);
+        let interest = if self.features.edge_triggered {
+            Interest::BOTH
+        } else {
+            Interest::READ
+        };
+        match self.poller.register(raw, token, interest) {
+            Ok(()) => {
+                self.shared.counters.connections_current += 1;
+                if let Some(conn) = self.conns.get_mut(token) {
+                    conn.registered = interest;
+                }
+            }
+            Err(e) => {
+                log::warn!("cannot register fd {raw}: {e}; closing it");
+                self.conns.remove(token);
+            }
+        }
+    }
+
+    /// Out of descriptors: stop accepting (clients wait in the backlog rather than being dropped)
+    /// until a connection closes or a short pause has passed. Logged at most once a second.
+    fn pause_accepting(&mut self, error: &io::Error) {
+        self.exhaustion_events += 1;
+        let now = Instant::now();
+        if self
+            .last_exhaustion_log
+            .is_none_or(|at| now - at >= Duration::from_secs(1))
+        {
+            log::warn!(
+                "accept: {error} ({} times so far); pausing accepts, serving the {} open connections",
+                self.exhaustion_events,
+                self.conns.len
+            );
+            self.last_exhaustion_log = Some(now);
+        }
+        if let Some(listener) = &self.listener {
+            let _ = self
+                .poller
+                .reregister(listener.as_raw_fd(), LISTENER, Interest::NONE);
+        }
+        self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+    }
+
+    fn resume_accepting(&mut self) {
+        self.accept_paused_until = None;
+        if let Some(listener) = &self.listener {
+            let _ = self
+                .poller
+                .reregister(listener.as_raw_fd(), LISTENER, Interest::READ);
+        }
+    }
+
+    fn take_signals(&mut self) {
+        let mut received = Vec::new();
+        if let Some(sfd) = self.signals.as_mut() {
+            while let Ok(Some(info)) = sfd.read_signal() {
+                received.push(info.ssi_signo as i32);
+            }
+        }
+        for signo in received {
+            self.shared.counters.syscalls.signals += 1;
+            match Signal::try_from(signo) {
+                Ok(Signal::SIGHUP) => {
+                    log::info!("SIGHUP ignored: c10k has no configuration to reload")
+                }
+                Ok(signal) => {
+                    log::info!("{signal}: no longer accepting; finishing in-flight responses");
+                    self.begin_shutdown();
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        self.shutdown_deadline = Some(Instant::now() + self.options.shutdown_grace);
+        if let Some(listener) = self.listener.take() {
+            let _ = self.poller.deregister(listener.as_raw_fd());
+        }
+        self.accept_paused_until = None;
+        for token in self.conns.tokens() {
+            if self
+                .conns
+                .get_mut(token)
+                .is_some_and(|c| c.is_idle() && c.phase == Phase::Serving)
+            {
+                self.close(token);
+            }
+        }
+    }
+
+    /// True when the loop may exit: no connections left, or the grace period is over.
+    fn finish_shutdown(&mut self) -> bool {
+        if self.conns.len == 0 {
+            return true;
+        }
+        if self.shutdown_deadline.is_some_and(|d| Instant::now() >= d) {
+            log::warn!("grace period over: closing {} connections", self.conns.len);
+            for token in self.conns.tokens() {
+                self.close(token);
+            }
+            return true;
+        }
+        false
+    }
+}
+
+/// One connection's turn: flush, produce, read, until nothing more can be done now or the turn's
+/// budget is spent.
+fn turn(conn: &mut Conn, shared: &mut Shared) -> Verdict {
+    let mut budget = READ_BUDGET_PER_TURN;
+    let fd = conn.fd.as_raw_fd();
+    if conn.phase == Phase::Lingering {
+        return linger(conn, shared);
+    }
+    loop {
+        // 1. Send what is pending.
+        if conn.pending_output() > 0 && conn.write_ready {
+            shared.counters.syscalls.writes += 1;
+            match sys::send(fd, &conn.output[conn.sent..]) {
+                Ok(n) => {
+                    shared.counters.bytes_out += n as u64;
+                    conn.sent += n;
+                    if conn.sent == conn.output.len() {
+                        conn.output.clear();
+                        conn.sent = 0;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.write_ready = false,
+                Err(_) => return Verdict::Close,
+            }
+            continue;
+        }
+        // 2. Let the protocol turn buffered input (or a streamed body) into output.
+        let room = conn.pending_output() < OUTPUT_HIGH_WATER;
+        if room && (!conn.input.is_empty() || conn.session.has_pending_output()) {
+            if conn.output.capacity() == 0 {
+                std::mem::swap(&mut conn.output, &mut shared.scratch_out);
+            } else if conn.sent > 0 {
+                // The protocol measures `output.len()` against the high-water mark, so it must
+                // see only what is still pending.
+                conn.output.drain(..conn.sent);
+                conn.sent = 0;
+            }
+            let produced_before = conn.output.len();
+            let consumed = conn.session.advance(&conn.input, &mut conn.output, shared);
+            conn.input.drain(..consumed);
+            if consumed > 0 || conn.output.len() > produced_before {
+                continue;
+            }
+        }
+        if conn.session.status() == Status::CloseAfterFlush {
+            if conn.pending_output() > 0 {
+                break; // wait for writability
+            }
+            return start_lingering(conn, shared);
+        }
+        // 3. Read more.
+        if room && conn.read_ready && !conn.peer_eof {
+            if budget == 0 {
+                return finish_turn(conn, shared, Verdict::KeepPending);
+            }
+            if conn.input.capacity() == 0 {
+                std::mem::swap(&mut conn.input, &mut shared.scratch_in);
+            }
+            if conn.input.len() > MAX_BUFFERED_INPUT {
+                log::warn!(
+                    "fd {fd}: protocol left {} bytes unconsumed; closing",
+                    conn.input.len()
+                );
+                return Verdict::Close;
+            }
+            shared.counters.syscalls.reads += 1;
+            let want = READ_CHUNK.min(budget);
+            match sys::read_append(fd, &mut conn.input, want) {
+                Ok(0) => conn.peer_eof = true,
+                Ok(n) => {
+                    shared.counters.bytes_in += n as u64;
+                    budget = budget.saturating_sub(n);
+                    // Level-triggered: a short read emptied the socket buffer, so skip the read
+                    // that would only say EAGAIN; if more (or a FIN) is there, the next wait
+                    // reports it again. Edge-triggered must read to EAGAIN: a FIN that came
+                    // with this data has already had its one edge.
+                    if n < want && !shared.edge_triggered {
+                        conn.read_ready = false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.read_ready = false,
+                Err(_) => return Verdict::Close,
+            }
+            continue;
+        }
+        break;
+    }
+    if conn.peer_eof && conn.pending_output() == 0 && !conn.session.has_pending_output() {
+        // Everything the peer sent before its half-close has been answered.
+        return Verdict::Close;
+    }
+    finish_turn(conn, shared, Verdict::Keep)
+}
+
+/// Gives lent buffers back to the loop when the connection no longer needs them.
+fn finish_turn(conn: &mut Conn, shared: &mut Shared, verdict: Verdict) -> Verdict {
+    if conn.pending_output() == 0 && conn.output.capacity() > 0 {
+        conn.output.clear();
+        conn.sent = 0;
+        if shared.scratch_out.capacity() == 0 {
+            std::mem::swap(&mut conn.output, &mut shared.scratch_out);
+        } else {
+            conn.output = Vec::new();
+        }
+    }
+    if conn.input.is_empty() {
+        if conn.input.capacity() > 0 && shared.scratch_in.capacity() == 0 {
+            std::mem::swap(&mut conn.input, &mut shared.scratch_in);
+        }
+        conn.input = Vec::new();
+    } else if conn.input.capacity() >= READ_CHUNK && shared.scratch_in.capacity() == 0 {
+        // Keep only the partial request, right-sized; the big buffer goes back to the loop.
+        let partial = conn.input.clone();
+        conn.input.clear();
+        std::mem::swap(&mut conn.input, &mut shared.scratch_in);
+        conn.input = partial;
+    }
+    verdict
+}
+
+fn start_lingering(conn: &mut Conn, shared: &mut Shared) -> Verdict {
+    let _ = sys::shutdown_write(conn.fd.as_raw_fd());
+    conn.phase = Phase::Lingering;
+    conn.linger_deadline = Some(Instant::now() + LINGER_TIME);
+    conn.input.clear();
+    if conn.peer_eof {
+        return Verdict::Close;
+    }
+    linger(conn, shared)
+}
+
+/// Reads and discards until the peer closes, too much arrives, or the deadline passes.
+fn linger(conn: &mut Conn, shared: &mut Shared) -> Verdict {
+    let mut discard = [0u8; 4096];
+    while conn.read_ready {
+        shared.counters.syscalls.reads += 1;
+        match sys::read(conn.fd.as_raw_fd(), &mut discard) {
+            Ok(0) => return Verdict::Close,
+            Ok(n) => {
+                conn.lingered_bytes += n;
+                if conn.lingered_bytes > LINGER_BYTES {
+                    return Verdict::Close;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.read_ready = false,
+            Err(_) => return Verdict::Close,
+        }
+    }
+    finish_turn(conn, shared, Verdict::Keep)
+}
+
+/// Level-triggered backends are told exactly what the connection can act on now (asking for
+/// readability while the output is full would spin); edge-triggered ones keep both interests.
+fn update_interest(
+    poller: &mut dyn Poller,
+    features: Features,
+    conn: &mut Conn,
+    token: Token,
+) -> io::Result<()> {
+    if features.edge_triggered {
+        return Ok(());
+    }
+    let can_read = match conn.phase {
+        Phase::Lingering => true,
+        Phase::Serving => {
+            !conn.peer_eof
+                && conn.session.status() == Status::Open
+                && conn.pending_output() < OUTPUT_HIGH_WATER
+        }
+    };
+    let wanted = Interest {
+        read: can_read && !conn.read_ready,
+        write: conn.pending_output() > 0,
+    };
+    if wanted != conn.registered {
+        poller.reregister(conn.fd.as_raw_fd(), token, wanted)?;
+        conn.registered = wanted;
+    }
+    Ok(())
+}
+
+fn give_back_buffers(mut conn: Conn, shared: &mut Shared) {
+    for (mine, scratch) in [
+        (&mut conn.input, &mut shared.scratch_in),
+        (&mut conn.output, &mut shared.scratch_out),
+    ] {
+        if scratch.capacity() == 0 && mine.capacity() > 0 {
+            mine.clear();
+            std::mem::swap(mine, scratch);
+        }
+    }
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and the threads it creates later) and returns
+/// a signalfd that reports them, so that shutdown is an ordinary event in the loop.
+pub fn shutdown_signals() -> io::Result<SignalFd> {
+    use nix::sys::signal::{SigSet, SigmaskHow};
+    use nix::sys::signalfd::SfdFlags;
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGHUP);
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+    Ok(SignalFd::with_flags(
+        &set,
+        SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+    )?)
+}

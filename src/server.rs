@@ -1,0 +1,163 @@
+//! Start-up shared by every I/O model: the listener, the limits checked where they are configured,
+//! and the choice of driver for the chosen backend.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::backend::BackendKind;
+use crate::proto::Proto;
+use crate::reactor::{self, Reactor, ReactorOptions};
+use crate::stats::Counters;
+use crate::sys;
+
+/// Everything `c10k serve` was asked to do.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub backend: BackendKind,
+    pub proto: Proto,
+    pub listen: SocketAddr,
+    pub edge: bool,
+    /// None: as many as the descriptor limit allows.
+    pub max_conns: Option<usize>,
+    pub backlog: i32,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            backend: BackendKind::Epoll,
+            proto: Proto::Http,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            edge: false,
+            max_conns: None,
+            backlog: 4096,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A start-up failure, said in one line; the CLI exits 2 with it.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Descriptors kept for the process itself (listener, poller, signalfd, stdio, log) when the
+/// connection limit is derived from RLIMIT_NOFILE.
+const RESERVED_FDS: u64 = 32;
+
+/// A server that is bound and ready to run.
+pub struct Server {
+    config: ServeConfig,
+    listener: OwnedFd,
+    local_addr: SocketAddr,
+    max_conns: usize,
+}
+
+impl Server {
+    /// Checks the configuration, raises the descriptor limit and binds the listener.
+    pub fn bind(config: ServeConfig) -> Result<Server, StartError> {
+        if config.edge && !matches!(config.backend, BackendKind::Epoll) {
+            return Err(StartError(format!(
+                "--edge applies to epoll only; backend {} is level-triggered",
+                config.backend.name()
+            )));
+        }
+        if config.backlog < 1 {
+            return Err(StartError("--backlog must be at least 1".into()));
+        }
+        if let Err(reason) = config.backend.probe() {
+            return Err(StartError(format!(
+                "backend {} is not available on this kernel: {reason}",
+                config.backend.name()
+            )));
+        }
+        sys::ignore_sigpipe().map_err(|e| StartError(format!("cannot ignore SIGPIPE: {e}")))?;
+        let nofile = sys::raise_nofile_limit().unwrap_or_else(|_| sys::nofile_limit());
+        let fd_budget = nofile.saturating_sub(RESERVED_FDS).max(1) as usize;
+        let max_conns = match config.max_conns {
+            Some(0) => return Err(StartError("--max-conns must be at least 1".into())),
+            Some(n) if n > fd_budget => {
+                log::warn!(
+                    "--max-conns {n} exceeds what RLIMIT_NOFILE ({nofile}) allows; \
+                     connections beyond ~{fd_budget} will meet EMFILE (use --workers to go further)"
+                );
+                n
+            }
+            Some(n) => n,
+            None => fd_budget,
+        };
+        let (listener, local_addr) = bind_listener(config.listen, config.backlog, false)
+            .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;
+        Ok(Server {
+            config,
+            listener,
+            local_addr,
+            max_conns,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The line printed on stdout once the server accepts connections.
+    pub fn ready_line(&self) -> String {
+        let mut line = format!(
+            "listening on {} backend={} proto={}",
+            self.local_addr,
+            self.config.backend.name(),
+            self.config.proto.name()
+        );
+        if self.config.edge {
+            line.push_str(" trigger=edge");
+        }
+        line
+    }
+
+    /// Serves until SIGINT/SIGTERM; returns the final counters.
+    pub fn run(self) -> io::Result<Counters> {
+        let signals = reactor::shutdown_signals()?;
+        let poller = self.config.backend.create_poller(self.config.edge)?;
+        let options = ReactorOptions {
+            proto: self.config.proto,
+            max_conns: self.max_conns,
+            shutdown_grace: self.config.shutdown_grace,
+        };
+        Reactor::new(poller, self.listener, Some(signals), options)?.run()
+    }
+}
+
+/// A TCP listener with SO_REUSEADDR (and SO_REUSEPORT for worker processes) and an explicit
+/// backlog: Rust std's default of 128 makes 10,000 simultaneous connects take ~50 s here.
+pub fn bind_listener(
+    addr: SocketAddr,
+    backlog: i32,
+    reuse_port: bool,
+) -> io::Result<(OwnedFd, SocketAddr)> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    let local = socket
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("listener has no IP address"))?;
+    Ok((socket.into(), local))
+}

@@ -1,0 +1,281 @@
+//! The small syscall wrappers that hold almost all of the crate's `unsafe`.
+//!
+//! Every wrapper turns `-1` into `io::Error::last_os_error()` through one macro, takes and returns
+//! plain Rust types, and documents in a `// SAFETY:` comment why its one unsafe call is sound.
+//! Backends and drivers call these, never `libc` directly, so the unsafe surface is reviewable in
+//! one file.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// Calls a libc function and maps a `-1` return to the thread's `errno`. Every call site carries
+/// its own `// SAFETY:` comment for the arguments it passes.
+#[macro_export]
+#[allow(clippy::macro_metavars_in_unsafe)]
+macro_rules! syscall {
+    ($fn: ident ( $($arg: expr),* $(,)* ) ) => {{
+        #[allow(unused_unsafe)]
+        let res = unsafe { libc::$fn($($arg, )*) };
+        if res == -1 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+
+/// `read(2)`, retried on EINTR. `Ok(0)` is end of file.
+pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: the pointer and length come from a live, exclusively borrowed slice, so the
+        // kernel writes only inside memory we own for the duration of the call.
+        match syscall!(read(fd, buf.as_mut_ptr().cast(), buf.len())) {
+            Ok(n) => return Ok(n as usize),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads into the spare capacity of `buf` (reserving `want` bytes first) and extends its length by
+/// what was read, retried on EINTR. `Ok(0)` is end of file.
+pub fn read_append(fd: RawFd, buf: &mut Vec<u8>, want: usize) -> io::Result<usize> {
+    buf.reserve(want);
+    let spare = buf.spare_capacity_mut();
+    loop {
+        // SAFETY: the kernel writes at most `spare.len()` bytes into the vector's unused
+        // allocation, which we own exclusively for the duration of the call.
+        match syscall!(read(fd, spare.as_mut_ptr().cast(), spare.len())) {
+            Ok(n) => {
+                let n = n as usize;
+                // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
+                unsafe { buf.set_len(buf.len() + n) };
+                return Ok(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `send(2)` with MSG_NOSIGNAL, retried on EINTR: a peer that went away gives EPIPE, never SIGPIPE.
+pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: the pointer and length come from a live borrowed slice that the kernel only reads.
+        match syscall!(send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL)) {
+            Ok(n) => return Ok(n as usize),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `accept4(2)` with SOCK_NONBLOCK (when `nonblocking`) and SOCK_CLOEXEC, retried on EINTR.
+pub fn accept(listener: RawFd, nonblocking: bool) -> io::Result<OwnedFd> {
+    let flags = libc::SOCK_CLOEXEC | if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
+    loop {
+        // SAFETY: null address pointers are allowed by accept4 when the peer address is not wanted.
+        match syscall!(accept4(
+            listener,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            flags
+        )) {
+            // SAFETY: accept4 returned a new descriptor that nothing else owns.
+            Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `shutdown(fd, SHUT_WR)`: sends FIN after the pending output, keeps the read side open.
+pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
+    syscall!(shutdown(fd, libc::SHUT_WR)).map(drop)
+}
+
+/// Sets or clears O_NONBLOCK.
+pub fn set_nonblocking(fd: RawFd, nonblocking: bool) -> io::Result<()> {
+    let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
+    let new = if nonblocking {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    if new != flags {
+        syscall!(fcntl(fd, libc::F_SETFL, new))?;
+    }
+    Ok(())
+}
+
+/// Converts an optional timeout to milliseconds for poll/epoll_wait, rounding up so that a
+/// sub-millisecond timeout does not become a busy loop of zero-timeout waits.
+pub fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
+    match timeout {
+        None => -1,
+        Some(d) => {
+            let ms = d.as_nanos().div_ceil(1_000_000);
+            ms.min(libc::c_int::MAX as u128) as libc::c_int
+        }
+    }
+}
+
+/// `epoll_create1(EPOLL_CLOEXEC)`.
+pub fn epoll_create() -> io::Result<OwnedFd> {
+    let fd = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
+    // SAFETY: epoll_create1 returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `epoll_ctl(2)`; `event` is ignored by the kernel for EPOLL_CTL_DEL.
+pub fn epoll_ctl(
+    epfd: RawFd,
+    op: libc::c_int,
+    fd: RawFd,
+    events: u32,
+    data: u64,
+) -> io::Result<()> {
+    let mut event = libc::epoll_event { events, u64: data };
+    // SAFETY: `event` is a valid epoll_event on our stack for the duration of the call.
+    syscall!(epoll_ctl(epfd, op, fd, &mut event)).map(drop)
+}
+
+/// `epoll_wait(2)` into the spare capacity of `events`, whose length is set to what was returned.
+/// EINTR is reported as zero events, so that the caller's loop re-checks its state.
+pub fn epoll_wait(
+    epfd: RawFd,
+    events: &mut Vec<libc::epoll_event>,
+    timeout: Option<Duration>,
+) -> io::Result<usize> {
+    events.clear();
+    let cap = events.capacity().min(libc::c_int::MAX as usize) as libc::c_int;
+    // SAFETY: the kernel writes at most `cap` events into the vector's allocation, which has room
+    // for `capacity()` elements.
+    match syscall!(epoll_wait(
+        epfd,
+        events.as_mut_ptr(),
+        cap,
+        timeout_ms(timeout)
+    )) {
+        Ok(n) => {
+            // SAFETY: the kernel initialised the first `n` (≤ cap) elements.
+            unsafe { events.set_len(n as usize) };
+            Ok(n as usize)
+        }
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// `poll(2)` over the given array. EINTR is reported as zero ready descriptors.
+pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
+    // SAFETY: the pointer and length describe a live, exclusively borrowed slice of pollfd.
+    match syscall!(poll(
+        fds.as_mut_ptr(),
+        fds.len() as libc::nfds_t,
+        timeout_ms(timeout)
+    )) {
+        Ok(n) => Ok(n as usize),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// The raw `select(2)` syscall over bitmaps of any size: glibc's FD_SET aborts for fd ≥ 1024, but
+/// the kernel takes as many bits as `nfds` says. Each slice must hold at least `nfds` bits.
+/// EINTR is reported as zero ready descriptors.
+pub fn select(
+    nfds: usize,
+    read: &mut [u64],
+    write: &mut [u64],
+    timeout: Option<Duration>,
+) -> io::Result<usize> {
+    let words = nfds.div_ceil(64);
+    assert!(
+        read.len() >= words && write.len() >= words,
+        "select bitmap smaller than nfds"
+    );
+    let mut tv = timeout.map(|d| libc::timeval {
+        tv_sec: d.as_secs().min(i32::MAX as u64) as libc::time_t,
+        // Rounded up to whole microseconds for the same reason as `timeout_ms`.
+        tv_usec: d.subsec_nanos().div_ceil(1000) as libc::suseconds_t,
+    });
+    let tv_ptr = tv
+        .as_mut()
+        .map_or(std::ptr::null_mut(), |tv| tv as *mut libc::timeval);
+    // SAFETY: both bitmaps are live, exclusively borrowed and at least `nfds` bits long (checked
+    // above); the kernel reads and writes only the first `nfds` bits of each. fd_set is a plain
+    // array of longs, the same layout as our u64 words on 64-bit Linux.
+    let res = unsafe {
+        libc::syscall(
+            libc::SYS_select,
+            nfds as libc::c_long,
+            read.as_mut_ptr(),
+            write.as_mut_ptr(),
+            std::ptr::null_mut::<libc::fd_set>(),
+            tv_ptr,
+        )
+    };
+    if res == -1 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(0);
+        }
+        return Err(e);
+    }
+    Ok(res as usize)
+}
+
+/// Ignores SIGPIPE for the whole process: writes to a closed peer return EPIPE instead.
+pub fn ignore_sigpipe() -> io::Result<()> {
+    // SAFETY: installing SIG_IGN has no handler code to run and no memory to share.
+    if unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) } == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(io::Error::from)?;
+    }
+    Ok(hard)
+}
+
+/// The current soft RLIMIT_NOFILE.
+pub fn nofile_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, Resource};
+    getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft)
+}
+
+/// CPU time (user, system) this process has used so far.
+pub fn process_cpu_time() -> (Duration, Duration) {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: getrusage fills the struct we point to; RUSAGE_SELF cannot fail with a valid pointer.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    (tv(usage.ru_utime), tv(usage.ru_stime))
+}
+
+/// A descriptor held in reserve for EMFILE: closing it frees one slot, so that a blocked accept
+/// can be served or refused instead of the listener staying readable forever.
+pub fn open_reserve_fd() -> io::Result<OwnedFd> {
+    let fd = syscall!(open(
+        c"/dev/null".as_ptr(),
+        libc::O_RDONLY | libc::O_CLOEXEC
+    ))?;
+    // SAFETY: open returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// True for the errors that mean "out of descriptors", where accept must back off.
+pub fn is_fd_exhaustion(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}

@@ -1,0 +1,443 @@
+//! The integration suite: the real binary, over TCP, once per backend. A new backend is tested by
+//! adding one line to the `suite!` invocation at the bottom.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::*;
+
+fn start(backend: &[&str], proto: &str) -> Server {
+    let mut args = backend.to_vec();
+    args.extend(["--proto", proto]);
+    Server::start(&args)
+}
+
+pub fn ready_line_names_backend_and_proto(backend: &[&str]) {
+    let server = start(backend, "echo");
+    let name = backend[1];
+    assert!(
+        server.ready_line.contains(&format!(" backend={name} "))
+            && server.ready_line.contains(" proto=echo"),
+        "{}",
+        server.ready_line
+    );
+    assert_ne!(
+        server.addr.port(),
+        0,
+        "the ready line must give the real port"
+    );
+}
+
+pub fn echo_is_byte_exact_from_1_byte_to_4_mib(backend: &[&str]) {
+    let server = start(backend, "echo");
+    let stream = server.connect();
+    for (i, size) in [1usize, 100, 4096, 65_537, 1 << 20, 4 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        let data = pattern(size, i as u64);
+        let back = echo_round_trip(&stream, data.clone(), false);
+        assert!(back == data, "size {size}: echo differs");
+    }
+}
+
+pub fn echo_finishes_after_half_close(backend: &[&str]) {
+    let server = start(backend, "echo");
+    let stream = server.connect();
+    let data = pattern(3 << 20, 99);
+    let back = echo_round_trip(&stream, data.clone(), true);
+    assert_eq!(back.len(), data.len());
+    assert!(back == data, "echo after half-close differs");
+}
+
+pub fn echo_serves_500_concurrent_connections(backend: &[&str]) {
+    let server = start(backend, "echo");
+    let streams: Vec<TcpStream> = (0..500).map(|_| server.connect()).collect();
+    for (i, s) in streams.iter().enumerate() {
+        (&*s)
+            .write_all(format!("hello {i:05}\n").as_bytes())
+            .unwrap();
+    }
+    for (i, s) in streams.iter().enumerate() {
+        let mut buf = [0u8; 12];
+        (&*s).read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, format!("hello {i:05}\n").as_bytes());
+    }
+}
+
+pub fn client_that_does_not_read_does_not_stall_others(backend: &[&str]) {
+    let server = start(backend, "echo");
+    // The hog writes 64 MiB and never reads: the server must stop reading from it once its output
+    // is full, and keep serving the other client.
+    let hog = server.connect();
+    hog.set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    for _ in 0..64 {
+        if (&hog).write_all(&chunk).is_err() {
+            break; // the pipe is full on both sides: exactly the point
+        }
+    }
+    let other = server.connect();
+    for round in 0..20 {
+        let data = pattern(1000, round);
+        assert!(echo_round_trip(&other, data.clone(), false) == data);
+    }
+    // Backpressure, not buffering: the server holds at most a few windows of the hog's data.
+    let rss = rss_kib(server.pid());
+    assert!(
+        rss < 32 * 1024,
+        "server RSS {rss} KiB while a client does not read"
+    );
+    // And the hog was paused, not dropped: its echo is still there to read.
+    let mut back = vec![0u8; 1 << 20];
+    (&hog).read_exact(&mut back).unwrap();
+    assert!(back.iter().all(|&b| b == 7));
+    // And HTTP: a client that asks for 1 GiB and never reads.
+    let server = start(backend, "http");
+    let mut big = server.connect();
+    big.write_all(b"GET /bytes/1073741824 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    for _ in 0..20 {
+        let r = http_once(&server, b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(r.body, b"Hello, World!");
+    }
+    let stats = stats(&server);
+    let out = stats["bytes_out"].as_u64().unwrap();
+    assert!(
+        out < 64 << 20,
+        "server pushed {out} bytes to a client that reads nothing"
+    );
+}
+
+pub fn http_plaintext_keep_alive(backend: &[&str]) {
+    let server = start(backend, "http");
+    let stream = server.connect();
+    let mut reader = HttpReader::new(stream.try_clone().unwrap());
+    for path in ["/", "/plaintext", "/", "/plaintext"] {
+        (&stream)
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .unwrap();
+        let r = reader.read_response(false).unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, b"Hello, World!");
+        assert_eq!(r.header("content-type"), Some("text/plain"));
+        assert_eq!(r.header("server"), Some("c10k"));
+        assert_eq!(r.header("date").map(str::len), Some(29));
+    }
+}
+
+pub fn http_pipelined_requests_answered_in_order(backend: &[&str]) {
+    let server = start(backend, "http");
+    let stream = server.connect();
+    let mut batch = Vec::new();
+    for i in 0..50 {
+        match i % 3 {
+            0 => batch.extend_from_slice(b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n"),
+            1 => batch.extend_from_slice(
+                format!("GET /bytes/{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+            ),
+            _ => batch.extend_from_slice(b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n"),
+        }
+    }
+    (&stream).write_all(&batch).unwrap();
+    let mut reader = HttpReader::new(stream);
+    for i in 0..50 {
+        let r = reader.read_response(false).unwrap();
+        match i % 3 {
+            0 => assert_eq!((r.status, r.body.as_slice()), (200, &b"Hello, World!"[..])),
+            1 => assert_eq!((r.status, r.body.len()), (200, i)),
+            _ => assert_eq!(r.status, 404),
+        }
+    }
+}
+
+pub fn http_head_has_headers_and_no_body(backend: &[&str]) {
+    let server = start(backend, "http");
+    let stream = server.connect();
+    (&stream)
+        .write_all(b"HEAD /plaintext HTTP/1.1\r\nHost: t\r\n\r\nHEAD /bytes/1000 HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut reader = HttpReader::new(stream);
+    let head = reader.read_response(true).unwrap();
+    assert_eq!(
+        (head.status, head.header("content-length")),
+        (200, Some("13"))
+    );
+    let head = reader.read_response(true).unwrap();
+    assert_eq!(
+        (head.status, head.header("content-length")),
+        (200, Some("1000"))
+    );
+    // If HEAD had sent a body, this would parse its bytes as the next status line.
+    let get = reader.read_response(false).unwrap();
+    assert_eq!(get.body, b"Hello, World!");
+}
+
+pub fn http_post_echo_chunked_and_content_length(backend: &[&str]) {
+    let server = start(backend, "http");
+    let body = pattern(100_000, 5);
+    let mut request =
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for piece in body.chunks(7_777) {
+        request.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        request.extend_from_slice(piece);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    request.extend_from_slice(
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    request.extend_from_slice(&body);
+    let stream = server.connect();
+    let writer = stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || (&writer).write_all(&request).unwrap());
+    let mut reader = HttpReader::new(stream);
+    for _ in 0..2 {
+        let r = reader.read_response(false).unwrap();
+        assert_eq!(r.status, 200);
+        assert!(
+            r.body == body,
+            "POST /echo body differs ({} bytes back)",
+            r.body.len()
+        );
+    }
+    sender.join().unwrap();
+}
+
+pub fn http_bytes_streams_large_bodies(backend: &[&str]) {
+    let server = start(backend, "http");
+    let r = http_once(&server, b"GET /bytes/5000000 HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), 5_000_000);
+    assert!(r
+        .body
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b == b'a' + (i % 26) as u8));
+}
+
+pub fn http_unknown_path_is_404(backend: &[&str]) {
+    let server = start(backend, "http");
+    assert_eq!(
+        http_once(&server, b"GET /missing HTTP/1.1\r\nHost: t\r\n\r\n").status,
+        404
+    );
+}
+
+/// Each limit answers with its status, then closes cleanly (FIN, not RST), so the client reads it.
+pub fn http_limits_answer_then_close(backend: &[&str]) {
+    let server = start(backend, "http");
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(9000));
+    let many_headers = format!("GET / HTTP/1.1\r\n{}\r\n", "X-A: b\r\n".repeat(101));
+    let big_header = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "b".repeat(9000));
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        (long_uri.into_bytes(), 414),
+        (many_headers.into_bytes(), 431),
+        (big_header.into_bytes(), 431),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\n\r\n".to_vec(),
+            413,
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_vec(),
+            400,
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd".to_vec(),
+            400,
+        ),
+        (b"GET / HTTP/2.0\r\n\r\n".to_vec(), 505),
+        (b"BREW /pot HTTP/1.1\r\n\r\n".to_vec(), 501),
+        (b"\x01\x02garbage\r\n\r\n".to_vec(), 400),
+    ];
+    for (request, status) in cases {
+        let stream = server.connect();
+        (&stream).write_all(&request).unwrap();
+        let mut reader = HttpReader::new(stream);
+        let r = reader.read_response(false).unwrap_or_else(|e| {
+            panic!(
+                "{:?}: {e}",
+                String::from_utf8_lossy(&request[..40.min(request.len())])
+            )
+        });
+        assert_eq!(
+            r.status,
+            status,
+            "{:?}",
+            String::from_utf8_lossy(&request[..40.min(request.len())])
+        );
+        assert_eq!(r.header("connection"), Some("close"));
+        assert!(
+            reader.at_clean_eof().expect("clean close, not a reset"),
+            "connection left open"
+        );
+    }
+    // The server is still fine.
+    assert_eq!(
+        http_once(&server, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").status,
+        200
+    );
+}
+
+pub fn http_connection_close_and_http10(backend: &[&str]) {
+    let server = start(backend, "http");
+    for request in [
+        &b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"[..],
+        &b"GET / HTTP/1.0\r\n\r\n"[..],
+    ] {
+        let stream = server.connect();
+        (&stream).write_all(request).unwrap();
+        let mut reader = HttpReader::new(stream);
+        let r = reader.read_response(false).unwrap();
+        assert_eq!(r.body, b"Hello, World!");
+        assert!(
+            reader.at_clean_eof().unwrap(),
+            "server kept the connection open"
+        );
+    }
+}
+
+pub fn reset_in_the_middle_of_a_request_is_harmless(backend: &[&str]) {
+    let server = start(backend, "http");
+    for _ in 0..20 {
+        let stream = server.connect();
+        (&stream)
+            .write_all(b"POST /echo HTTP/1.1\r\nContent-Length: 100000\r\n\r\npartial")
+            .unwrap();
+        socket2::SockRef::from(&stream)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(stream); // RST
+    }
+    assert_eq!(
+        http_once(&server, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").status,
+        200
+    );
+    let stats = stats(&server);
+    assert_eq!(stats["connections_current"].as_u64(), Some(1), "{stats}");
+}
+
+pub fn stats_reports_backend_and_counters(backend: &[&str]) {
+    let server = start(backend, "http");
+    for _ in 0..5 {
+        http_once(&server, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    }
+    let s = stats(&server);
+    assert_eq!(s["backend"], backend[1]);
+    assert!(s["requests"].as_u64().unwrap() >= 6, "{s}");
+    assert!(s["connections_total"].as_u64().unwrap() >= 6, "{s}");
+    for key in ["reads", "writes", "accepts"] {
+        assert!(s["syscalls"][key].as_u64().unwrap() >= 5, "{key}: {s}");
+    }
+    assert!(s["bytes_in"].as_u64().unwrap() > 0 && s["bytes_out"].as_u64().unwrap() > 0);
+}
+
+pub fn max_conns_refuses_with_503(backend: &[&str]) {
+    let mut args = backend.to_vec();
+    args.extend(["--proto", "http", "--max-conns", "2"]);
+    let server = Server::start(&args);
+    let held: Vec<TcpStream> = (0..2).map(|_| server.connect()).collect();
+    // Prove both are admitted before the third arrives.
+    for s in &held {
+        (&*s)
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        assert_eq!(HttpReader::new(s).read_response(false).unwrap().status, 200);
+    }
+    let third = server.connect();
+    let r = HttpReader::new(&third).read_response(false).unwrap();
+    assert_eq!(r.status, 503);
+    drop(held);
+}
+
+pub fn sigterm_finishes_in_flight_response_and_exits_0(backend: &[&str]) {
+    let server = start(backend, "http");
+    let stream = server.connect();
+    (&stream)
+        .write_all(b"GET /bytes/20000000 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut reader = HttpReader::new(stream);
+    // The response has started (its head is here) before the signal.
+    let mut first = [0u8; 16];
+    reader.inner_mut().read_exact(&mut first).unwrap();
+    assert_eq!(&first[..12], b"HTTP/1.1 200");
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    let mut rest = Vec::new();
+    reader.into_inner().read_to_end(&mut rest).unwrap();
+    let head_end = find(&rest, b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(
+        rest.len() - head_end,
+        20_000_000,
+        "the in-flight body was cut short"
+    );
+    let status = server.stop_after_signal();
+    assert!(status.success(), "exit status {status:?}");
+}
+
+pub fn bad_cli_input_is_one_line_and_exit_2(backend: &[&str]) {
+    let exe = env!("CARGO_BIN_EXE_c10k");
+    let taken = start(backend, "http");
+    let port_in_use = taken.addr.to_string();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["serve", "--backend", "kqueue"],
+        vec!["serve", "--listen", "not-an-address"],
+        vec!["serve", "--listen", &port_in_use],
+        vec!["serve", "--max-conns", "-5"],
+        vec!["serve", "--frobnicate"],
+    ];
+    for args in cases {
+        let out = std::process::Command::new(exe)
+            .args(&args)
+            .args(&backend[..0])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?} printed a ready line");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+/// One module per backend, each running every case above.
+macro_rules! suite {
+    ($($name:ident: [$($arg:literal),*];)*) => {$(
+        mod $name {
+            const ARGS: &[&str] = &[$($arg),*];
+            #[test] fn ready_line_names_backend_and_proto() { super::ready_line_names_backend_and_proto(ARGS) }
+            #[test] fn echo_is_byte_exact_from_1_byte_to_4_mib() { super::echo_is_byte_exact_from_1_byte_to_4_mib(ARGS) }
+            #[test] fn echo_finishes_after_half_close() { super::echo_finishes_after_half_close(ARGS) }
+            #[test] fn echo_serves_500_concurrent_connections() { super::echo_serves_500_concurrent_connections(ARGS) }
+            #[test] fn client_that_does_not_read_does_not_stall_others() { super::client_that_does_not_read_does_not_stall_others(ARGS) }
+            #[test] fn http_plaintext_keep_alive() { super::http_plaintext_keep_alive(ARGS) }
+            #[test] fn http_pipelined_requests_answered_in_order() { super::http_pipelined_requests_answered_in_order(ARGS) }
+            #[test] fn http_head_has_headers_and_no_body() { super::http_head_has_headers_and_no_body(ARGS) }
+            #[test] fn http_post_echo_chunked_and_content_length() { super::http_post_echo_chunked_and_content_length(ARGS) }
+            #[test] fn http_bytes_streams_large_bodies() { super::http_bytes_streams_large_bodies(ARGS) }
+            #[test] fn http_unknown_path_is_404() { super::http_unknown_path_is_404(ARGS) }
+            #[test] fn http_limits_answer_then_close() { super::http_limits_answer_then_close(ARGS) }
+            #[test] fn http_connection_close_and_http10() { super::http_connection_close_and_http10(ARGS) }
+            #[test] fn reset_in_the_middle_of_a_request_is_harmless() { super::reset_in_the_middle_of_a_request_is_harmless(ARGS) }
+            #[test] fn stats_reports_backend_and_counters() { super::stats_reports_backend_and_counters(ARGS) }
+            #[test] fn max_conns_refuses_with_503() { super::max_conns_refuses_with_503(ARGS) }
+            #[test] fn sigterm_finishes_in_flight_response_and_exits_0() { super::sigterm_finishes_in_flight_response_and_exits_0(ARGS) }
+            #[test] fn bad_cli_input_is_one_line_and_exit_2() { super::bad_cli_input_is_one_line_and_exit_2(ARGS) }
+        }
+    )*};
+}
+
+suite! {
+    select: ["--backend", "select"];
+    poll: ["--backend", "poll"];
+    epoll: ["--backend", "epoll"];
+    epoll_edge: ["--backend", "epoll", "--edge"];
+}

@@ -11,8 +11,6 @@ use std::time::Duration;
 
 /// Calls a libc function and maps a `-1` return to the thread's `errno`. Every call site carries
 /// its own `// SAFETY:` comment for the arguments it passes.
-#[macro_export]
-#[allow(clippy::macro_metavars_in_unsafe)]
 macro_rules! syscall {
     ($fn: ident ( $($arg: expr),* $(,)* ) ) => {{
         #[allow(unused_unsafe)]

@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod date;
+pub mod driver;
 pub mod proto;
 pub mod reactor;
 pub mod server;

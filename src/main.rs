@@ -53,6 +53,12 @@ struct ServeArgs {
     /// Seconds that in-flight responses get after SIGINT/SIGTERM before the server exits anyway.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     shutdown_grace: f64,
+    /// Stack size of each connection's thread, in KiB (threads backend).
+    #[arg(long = "thread-stack", default_value_t = 64, value_name = "KIB")]
+    thread_stack_kib: usize,
+    /// Lower RLIMIT_SIGPENDING to N queued signals (sigio backend), e.g. to force queue overflow.
+    #[arg(long, value_name = "N")]
+    sigio_queue_limit: Option<u64>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -106,7 +112,12 @@ fn list_backends() {
             Ok(()) => "yes".to_string(),
             Err(reason) => format!("no: {reason}"),
         };
-        println!("{:<10} {:<12} {}", b.name, available, b.model);
+        let teaching = if b.teaching {
+            " [teaching backend]"
+        } else {
+            ""
+        };
+        println!("{:<10} {:<12} {}{teaching}", b.name, available, b.model);
         println!("{:<10} {:<12} limits: {}", "", "", b.limits);
     }
 }
@@ -126,6 +137,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         max_conns: args.max_conns,
         backlog: args.backlog,
         shutdown_grace: Duration::from_secs_f64(args.shutdown_grace),
+        thread_stack_kib: args.thread_stack_kib,
+        sigio_queue_limit: args.sigio_queue_limit,
     };
     let server = match Server::bind(config) {
         Ok(server) => server,

@@ -22,8 +22,8 @@ use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
 use crate::backend::{Event, Features, Interest, Poller, Token};
-use crate::date::HttpDate;
-use crate::proto::{Env, Proto, Session, Status, OUTPUT_HIGH_WATER};
+use crate::driver::{DriverOptions, LoopEnv};
+use crate::proto::{Session, Status, OUTPUT_HIGH_WATER};
 use crate::stats::{self, Counters};
 use crate::sys;
 
@@ -45,16 +45,6 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// client reads our response instead of a reset caused by its unread request bytes.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 256 * 1024;
-
-/// What the loop needs to know beyond its poller.
-#[derive(Clone, Debug)]
-pub struct ReactorOptions {
-    pub proto: Proto,
-    /// Connections beyond this are refused at once (HTTP: 503 first).
-    pub max_conns: usize,
-    /// After SIGINT/SIGTERM, how long in-flight responses may take before the loop exits anyway.
-    pub shutdown_grace: Duration,
-}
 
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,39 +141,13 @@ impl Slab {
     }
 }
 
-/// The loop's shared scratch buffers, clock and counters: everything a connection's turn needs
-/// besides the connection itself.
+/// The loop's shared scratch buffers and its protocol environment: everything a connection's
+/// turn needs besides the connection itself.
 struct Shared {
-    backend: &'static str,
+    env: LoopEnv,
     edge_triggered: bool,
-    date: HttpDate,
-    counters: Counters,
     scratch_in: Vec<u8>,
     scratch_out: Vec<u8>,
-    poller_counters: crate::backend::PollerCounters,
-}
-
-impl Shared {
-    fn snapshot(&self) -> Counters {
-        let mut c = self.counters;
-        c.syscalls.waits += self.poller_counters.waits;
-        c.syscalls.ctl += self.poller_counters.ctl;
-        c
-    }
-}
-
-impl Env for Shared {
-    fn http_date(&self) -> &[u8] {
-        self.date.as_bytes()
-    }
-
-    fn stats_json(&self) -> String {
-        stats::stats_json(self.backend, "worker", 1, &self.snapshot())
-    }
-
-    fn count_request(&mut self) {
-        self.counters.requests += 1;
-    }
 }
 
 /// What a connection's turn decided.
@@ -202,7 +166,7 @@ pub struct Reactor {
     signals: Option<SignalFd>,
     conns: Slab,
     shared: Shared,
-    options: ReactorOptions,
+    options: DriverOptions,
     pending: Vec<Token>,
     /// Linger deadlines, lazily deleted: an entry whose connection has gone is skipped.
     timers: BinaryHeap<Reverse<(Instant, Token)>>,
@@ -218,7 +182,7 @@ impl Reactor {
         mut poller: Box<dyn Poller>,
         listener: OwnedFd,
         signals: Option<SignalFd>,
-        options: ReactorOptions,
+        options: DriverOptions,
     ) -> io::Result<Reactor> {
         sys::set_nonblocking(listener.as_raw_fd(), true)?;
         poller.register(listener.as_raw_fd(), LISTENER, Interest::READ)?;
@@ -228,13 +192,10 @@ impl Reactor {
         Ok(Reactor {
             features: poller.features(),
             shared: Shared {
-                backend: poller.name(),
+                env: LoopEnv::new(poller.name()),
                 edge_triggered: poller.features().edge_triggered,
-                date: HttpDate::default(),
-                counters: Counters::default(),
                 scratch_in: Vec::with_capacity(READ_CHUNK),
                 scratch_out: Vec::with_capacity(OUTPUT_HIGH_WATER * 2),
-                poller_counters: poller.counters(),
             },
             poller,
             listener: Some(listener),
@@ -257,7 +218,7 @@ impl Reactor {
             let timeout = self.next_timeout();
             events.clear();
             self.poller.poll(&mut events, timeout)?;
-            self.shared.date.refresh();
+            self.shared.env.date.refresh();
             for event in &events {
                 match event.token {
                     LISTENER => self.accept_connections(),
@@ -271,9 +232,12 @@ impl Reactor {
                 break;
             }
         }
-        self.shared.poller_counters = self.poller.counters();
-        let counters = self.shared.snapshot();
-        log::info!("{}", stats::summary_line(self.shared.backend, &counters));
+        self.sync_poller_counters();
+        let counters = self.shared.env.counters;
+        log::info!(
+            "{}",
+            stats::summary_line(self.shared.env.backend, &counters)
+        );
         Ok(counters)
     }
 
@@ -304,10 +268,10 @@ impl Reactor {
 
     /// One turn for one connection, then whatever it decided.
     fn drive(&mut self, token: Token) {
+        self.sync_poller_counters();
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
-        self.shared.poller_counters = self.poller.counters();
         let was_lingering = conn.phase == Phase::Lingering;
         let verdict = turn(conn, &mut self.shared);
         let shutting_down = self.shutdown_deadline.is_some();
@@ -327,6 +291,14 @@ impl Reactor {
             log::warn!("cannot update interest for fd {}: {e}", conn.fd.as_raw_fd());
             self.close(token);
         }
+    }
+
+    /// The poller counts its own waits and registrations; `/stats` shows them with the rest.
+    fn sync_poller_counters(&mut self) {
+        let polled = self.poller.counters();
+        let syscalls = &mut self.shared.env.counters.syscalls;
+        syscalls.waits = polled.waits;
+        syscalls.ctl = polled.ctl;
     }
 
     fn run_pending(&mut self) {
@@ -358,7 +330,7 @@ impl Reactor {
             if let Err(e) = self.poller.deregister(conn.fd.as_raw_fd()) {
                 log::debug!("deregister fd {}: {e}", conn.fd.as_raw_fd());
             }
-            self.shared.counters.connections_current -= 1;
+            self.shared.env.counters.connections_current -= 1;
             give_back_buffers(conn, &mut self.shared);
             // A descriptor was freed: if accepting was paused for EMFILE, try again now.
             if self.accept_paused_until.is_some() {
@@ -372,7 +344,7 @@ impl Reactor {
             return;
         };
         for _ in 0..ACCEPTS_PER_TURN {
-            self.shared.counters.syscalls.accepts += 1;
+            self.shared.env.counters.syscalls.accepts += 1;
             let fd = match sys::accept(listener, true) {
                 Ok(fd) => fd,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -388,14 +360,14 @@ impl Reactor {
     }
 
     fn admit(&mut self, fd: OwnedFd) {
-        let counters = &mut self.shared.counters;
+        let counters = &mut self.shared.env.counters;
         counters.connections_total += 1;
         let max_fd = self.features.max_fd.unwrap_or(usize::MAX);
         if self.conns.len >= self.options.max_conns || fd.as_raw_fd() as usize > max_fd {
             counters.connections_refused += 1;
-            let refusal = Session::refusal(self.options.proto, &self.shared);
+            let refusal = Session::refusal(self.options.proto, &self.shared.env);
             if !refusal.is_empty() {
-                self.shared.counters.syscalls.writes += 1;
+                self.shared.env.counters.syscalls.writes += 1;
                 let _ = sys::send(fd.as_raw_fd(), &refusal);
                 let _ = sys::shutdown_write(fd.as_raw_fd());
             }
@@ -429,7 +401,7 @@ impl Reactor {
         };
         match self.poller.register(raw, token, interest) {
             Ok(()) => {
-                self.shared.counters.connections_current += 1;
+                self.shared.env.counters.connections_current += 1;
                 if let Some(conn) = self.conns.get_mut(token) {
                     conn.registered = interest;
                 }
@@ -482,7 +454,7 @@ impl Reactor {
             }
         }
         for signo in received {
-            self.shared.counters.syscalls.signals += 1;
+            self.shared.env.counters.syscalls.signals += 1;
             match Signal::try_from(signo) {
                 Ok(Signal::SIGHUP) => {
                     log::info!("SIGHUP ignored: c10k has no configuration to reload")
@@ -543,10 +515,10 @@ fn turn(conn: &mut Conn, shared: &mut Shared) -> Verdict {
     loop {
         // 1. Send what is pending.
         if conn.pending_output() > 0 && conn.write_ready {
-            shared.counters.syscalls.writes += 1;
+            shared.env.counters.syscalls.writes += 1;
             match sys::send(fd, &conn.output[conn.sent..]) {
                 Ok(n) => {
-                    shared.counters.bytes_out += n as u64;
+                    shared.env.counters.bytes_out += n as u64;
                     conn.sent += n;
                     if conn.sent == conn.output.len() {
                         conn.output.clear();
@@ -570,7 +542,9 @@ fn turn(conn: &mut Conn, shared: &mut Shared) -> Verdict {
                 conn.sent = 0;
             }
             let produced_before = conn.output.len();
-            let consumed = conn.session.advance(&conn.input, &mut conn.output, shared);
+            let consumed = conn
+                .session
+                .advance(&conn.input, &mut conn.output, &mut shared.env);
             conn.input.drain(..consumed);
             if consumed > 0 || conn.output.len() > produced_before {
                 continue;
@@ -597,12 +571,12 @@ fn turn(conn: &mut Conn, shared: &mut Shared) -> Verdict {
                 );
                 return Verdict::Close;
             }
-            shared.counters.syscalls.reads += 1;
+            shared.env.counters.syscalls.reads += 1;
             let want = READ_CHUNK.min(budget);
             match sys::read_append(fd, &mut conn.input, want) {
                 Ok(0) => conn.peer_eof = true,
                 Ok(n) => {
-                    shared.counters.bytes_in += n as u64;
+                    shared.env.counters.bytes_in += n as u64;
                     budget = budget.saturating_sub(n);
                     // Level-triggered: a short read emptied the socket buffer, so skip the read
                     // that would only say EAGAIN; if more (or a FIN) is there, the next wait
@@ -667,7 +641,7 @@ fn start_lingering(conn: &mut Conn, shared: &mut Shared) -> Verdict {
 fn linger(conn: &mut Conn, shared: &mut Shared) -> Verdict {
     let mut discard = [0u8; 4096];
     while conn.read_ready {
-        shared.counters.syscalls.reads += 1;
+        shared.env.counters.syscalls.reads += 1;
         match sys::read(conn.fd.as_raw_fd(), &mut discard) {
             Ok(0) => return Verdict::Close,
             Ok(n) => {

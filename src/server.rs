@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::backend::BackendKind;
+use crate::backend::{BackendKind, Driver};
+use crate::driver::{self, DriverOptions};
 use crate::proto::Proto;
-use crate::reactor::{self, Reactor, ReactorOptions};
+use crate::reactor::{self, Reactor};
 use crate::stats::Counters;
 use crate::sys;
 
@@ -25,6 +26,10 @@ pub struct ServeConfig {
     pub max_conns: Option<usize>,
     pub backlog: i32,
     pub shutdown_grace: Duration,
+    /// Stack of each connection thread (threads backend).
+    pub thread_stack_kib: usize,
+    /// Lowers RLIMIT_SIGPENDING to this many queued signals (sigio backend), to force overflow.
+    pub sigio_queue_limit: Option<u64>,
 }
 
 impl Default for ServeConfig {
@@ -37,6 +42,8 @@ impl Default for ServeConfig {
             max_conns: None,
             backlog: 4096,
             shutdown_grace: Duration::from_secs(10),
+            thread_stack_kib: 64,
+            sigio_queue_limit: None,
         }
     }
 }
@@ -72,6 +79,14 @@ impl Server {
                 config.backend.name()
             )));
         }
+        if config.sigio_queue_limit.is_some() && config.backend != BackendKind::Sigio {
+            return Err(StartError(
+                "--sigio-queue-limit applies to the sigio backend only".into(),
+            ));
+        }
+        if config.thread_stack_kib < 16 {
+            return Err(StartError("--thread-stack must be at least 16 KiB".into()));
+        }
         if config.backlog < 1 {
             return Err(StartError("--backlog must be at least 1".into()));
         }
@@ -96,6 +111,10 @@ impl Server {
             Some(n) => n,
             None => fd_budget,
         };
+        if let Some(limit) = config.sigio_queue_limit {
+            crate::backend::sigio::limit_signal_queue(limit)
+                .map_err(|e| StartError(format!("cannot set RLIMIT_SIGPENDING to {limit}: {e}")))?;
+        }
         let (listener, local_addr) = bind_listener(config.listen, config.backlog, false)
             .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;
         Ok(Server {
@@ -127,13 +146,20 @@ impl Server {
     /// Serves until SIGINT/SIGTERM; returns the final counters.
     pub fn run(self) -> io::Result<Counters> {
         let signals = reactor::shutdown_signals()?;
-        let poller = self.config.backend.create_poller(self.config.edge)?;
-        let options = ReactorOptions {
+        let options = DriverOptions {
             proto: self.config.proto,
             max_conns: self.max_conns,
             shutdown_grace: self.config.shutdown_grace,
+            thread_stack_kib: self.config.thread_stack_kib,
         };
-        Reactor::new(poller, self.listener, Some(signals), options)?.run()
+        match self.config.backend.info().driver {
+            Driver::Reactor => {
+                let poller = self.config.backend.create_poller(self.config.edge)?;
+                Reactor::new(poller, self.listener, Some(signals), options)?.run()
+            }
+            Driver::Threads => driver::threads::run(self.listener, signals, &options),
+            Driver::Uring => driver::uring::run(self.listener, signals, &options),
+        }
     }
 }
 

@@ -12,9 +12,11 @@
 //! Semantics are data ([`Features`]), as in nginx's event flags: the reactor branches on the
 //! features, never on the backend's name.
 
+pub mod busy_poll;
 pub mod epoll;
 pub mod poll;
 pub mod select;
+pub mod sigio;
 
 use std::io;
 use std::os::fd::RawFd;
@@ -97,38 +99,94 @@ pub struct PollerCounters {
 /// own drivers over the same protocol code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BackendKind {
+    Threads,
+    BusyPoll,
     Select,
     Poll,
     Epoll,
+    Sigio,
+    Uring,
+}
+
+/// Which loop runs a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Driver {
+    /// The shared readiness reactor over this backend's [`Poller`].
+    Reactor,
+    /// Blocking accept and one OS thread per connection.
+    Threads,
+    /// Completion-driven io_uring loop.
+    Uring,
 }
 
 /// How a backend is presented to users.
 pub struct BackendInfo {
     pub kind: BackendKind,
     pub name: &'static str,
+    pub driver: Driver,
+    /// Shown to learn from, not to deploy (busy polling burns a core by design).
+    pub teaching: bool,
     pub model: &'static str,
     pub limits: &'static str,
 }
 
-/// In order of preference for a user who does not choose, best first.
+/// In the order the classic texts teach them.
 pub const BACKENDS: &[BackendInfo] = &[
     BackendInfo {
-        kind: BackendKind::Epoll,
-        name: "epoll",
-        model: "readiness, O(ready) per wait; level-triggered, or edge-triggered with --edge",
-        limits: "RLIMIT_NOFILE only",
+        kind: BackendKind::Threads,
+        name: "threads",
+        driver: Driver::Threads,
+        teaching: false,
+        model: "blocking I/O, one OS thread per connection",
+        limits: "threads: pid_max/threads-max (32768 here, system-wide); a stack per connection (--thread-stack)",
     },
     BackendInfo {
-        kind: BackendKind::Poll,
-        name: "poll",
-        model: "readiness, O(n) per wait: the whole pollfd array crosses into the kernel each time",
-        limits: "RLIMIT_NOFILE only; cost grows with every connection, idle or not",
+        kind: BackendKind::BusyPoll,
+        name: "busy-poll",
+        driver: Driver::Reactor,
+        teaching: true,
+        model: "non-blocking I/O, every connection tried in turn with no multiplexing syscall",
+        limits: "teaching backend: burns a whole core even when idle; O(n) reads per pass",
     },
     BackendInfo {
         kind: BackendKind::Select,
         name: "select",
+        driver: Driver::Reactor,
+        teaching: false,
         model: "readiness, O(highest fd) per wait: bitmaps copied in and scanned each time",
         limits: "own growable bitmaps through the raw syscall: no FD_SETSIZE (1024) cap",
+    },
+    BackendInfo {
+        kind: BackendKind::Poll,
+        name: "poll",
+        driver: Driver::Reactor,
+        teaching: false,
+        model: "readiness, O(n) per wait: the whole pollfd array crosses into the kernel each time",
+        limits: "RLIMIT_NOFILE only; cost grows with every connection, idle or not",
+    },
+    BackendInfo {
+        kind: BackendKind::Epoll,
+        name: "epoll",
+        driver: Driver::Reactor,
+        teaching: false,
+        model: "readiness, O(ready) per wait; level-triggered, or edge-triggered with --edge",
+        limits: "RLIMIT_NOFILE only",
+    },
+    BackendInfo {
+        kind: BackendKind::Sigio,
+        name: "sigio",
+        driver: Driver::Reactor,
+        teaching: false,
+        model: "signal-driven I/O: O_ASYNC + F_SETSIG realtime signals taken with sigtimedwait",
+        limits: "realtime signal queue (RLIMIT_SIGPENDING, per user): on overflow, a poll(2) scan of every connection",
+    },
+    BackendInfo {
+        kind: BackendKind::Uring,
+        name: "uring",
+        driver: Driver::Uring,
+        teaching: false,
+        model: "completion-driven io_uring: accept, recv and send submitted as operations",
+        limits: "needs Linux ≥ 5.19 for multishot accept; unavailable under seccomp or io_uring_disabled",
     },
 ];
 
@@ -148,19 +206,32 @@ impl BackendKind {
         BACKENDS.iter().find(|b| b.name == name).map(|b| b.kind)
     }
 
-    /// Whether this kernel supports it (probed by creating one).
+    /// Whether this kernel supports it, and if not, why.
     pub fn probe(self) -> Result<(), String> {
-        self.create_poller(false)
-            .map(drop)
-            .map_err(|e| e.to_string())
+        match self.info().driver {
+            Driver::Reactor => self
+                .create_poller(false)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Driver::Threads => Ok(()),
+            Driver::Uring => crate::driver::uring::probe(),
+        }
     }
 
-    /// A poller for a readiness backend; `edge` asks for edge-triggered where supported.
+    /// A poller for a backend the reactor drives; `edge` asks for edge-triggered where supported.
     pub fn create_poller(self, edge: bool) -> io::Result<Box<dyn Poller>> {
         Ok(match self {
             BackendKind::Select => Box::new(select::Select::new()),
             BackendKind::Poll => Box::new(poll::Poll::new()),
             BackendKind::Epoll => Box::new(epoll::Epoll::new(edge)?),
+            BackendKind::BusyPoll => Box::new(busy_poll::BusyPoll::new()?),
+            BackendKind::Sigio => Box::new(sigio::Sigio::new()?),
+            BackendKind::Threads | BackendKind::Uring => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("{} is not a readiness backend", self.name()),
+                ))
+            }
         })
     }
 }

@@ -184,6 +184,11 @@ fn pattern(n: usize) -> Vec<u8> {
 
 #[test]
 fn session_is_small() {
+    println!(
+        "HttpSession {} bytes, Session {} bytes",
+        std::mem::size_of::<HttpSession>(),
+        std::mem::size_of::<Session>()
+    );
     assert!(
         std::mem::size_of::<HttpSession>() <= 24,
         "{}",
@@ -606,6 +611,17 @@ fn limits_header_section() {
     one_field.resize(16 + MAX_HEADER_SECTION + 2, b'v');
     let run = one(&one_field);
     assert!(run.out.starts_with(b"HTTP/1.1 431 "));
+    // Exactly the maximum section (plus its final CRLF) is fine.
+    let mut at_max = b"GET / HTTP/1.1\r\nX: ".to_vec();
+    at_max.resize(16 + MAX_HEADER_SECTION - 2, b'v');
+    at_max.extend_from_slice(b"\r\n\r\n");
+    for step in [1, 1000, at_max.len()] {
+        let pieces: Vec<&[u8]> = at_max.chunks(step).collect();
+        let run = drive(&pieces);
+        assert_eq!(responses(&run.out, &[false])[0].status, 200);
+    }
+    at_max.insert(20, b'v');
+    assert_rejected(&at_max, 431);
     // Too many fields, each short.
     let mut many = b"GET / HTTP/1.1\r\n".to_vec();
     for i in 0..=MAX_HEADERS {

@@ -1,0 +1,226 @@
+//! What a run asks for, independent of how it was asked (CLI or library), and its validation.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// Largest `--pipeline` depth.
+pub const MAX_PIPELINE: usize = 1024;
+/// Largest `--procs`.
+pub const MAX_PROCS: usize = 256;
+/// Smallest echo message: the 16-byte header (sequence number, connection id, checksum).
+pub const ECHO_HEADER: usize = 16;
+/// Largest echo message or HTTP request body.
+pub const MAX_MESSAGE: usize = 64 << 20;
+
+/// One run: the target, the load and the protocol.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Config {
+    pub mode: Mode,
+    pub target: SocketAddr,
+    /// Connections in total, over all processes and threads.
+    pub conns: usize,
+    /// Event-loop threads per process.
+    pub threads: usize,
+    /// Worker processes; 1 runs in this process.
+    pub procs: usize,
+    /// How long to measure (after `warmup`); exclusive with `requests`.
+    pub duration: Option<Duration>,
+    /// How many requests to measure (after `warmup`); exclusive with `duration`.
+    pub requests: Option<u64>,
+    /// New connections per second over the whole run (None: all at once).
+    pub connect_rate: Option<f64>,
+    /// Time excluded from the results at the start.
+    pub warmup: Duration,
+    /// Open loop: requests per second, one global schedule. None: closed loop.
+    pub rate: Option<f64>,
+    /// A connect or request older than this is a timeout.
+    pub timeout: Duration,
+    /// Source addresses, used round-robin by connection; empty: the kernel chooses.
+    pub sources: Vec<IpAddr>,
+    /// Requests in flight per connection.
+    pub pipeline: usize,
+    /// Period of the interval snapshots (JSON lines, hdr log, progress).
+    pub interval: Duration,
+    /// Set in a worker process: its share of the run.
+    #[serde(default)]
+    pub worker: Option<Share>,
+    /// The loadgen executable started for `procs > 1` (default: this executable).
+    #[serde(skip)]
+    pub worker_exe: Option<PathBuf>,
+}
+
+/// Process `index` of `of`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Share {
+    pub of: usize,
+    pub index: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Mode {
+    Http(HttpOpts),
+    Echo { size: usize },
+    Hold(HoldOpts),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HttpOpts {
+    /// The Host header.
+    pub host: String,
+    /// Path and query.
+    pub path: String,
+    pub method: String,
+    pub body_size: usize,
+    /// false: `Connection: close` and a new connection per request.
+    pub keepalive: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HoldOpts {
+    /// Send a small verified echo message on each connection this often.
+    pub ping_interval: Option<Duration>,
+    pub ping_size: usize,
+}
+
+impl Mode {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Http(_) => "http",
+            Mode::Echo { .. } => "echo",
+            Mode::Hold(_) => "hold",
+        }
+    }
+}
+
+impl Config {
+    /// A closed-loop run of 10 s over `conns` connections, one thread per core.
+    pub fn new(mode: Mode, target: SocketAddr, conns: usize) -> Config {
+        Config {
+            mode,
+            target,
+            conns,
+            threads: default_threads(),
+            procs: 1,
+            duration: Some(Duration::from_secs(10)),
+            requests: None,
+            connect_rate: None,
+            warmup: Duration::ZERO,
+            rate: None,
+            timeout: Duration::from_secs(5),
+            sources: Vec::new(),
+            pipeline: 1,
+            interval: Duration::from_secs(1),
+            worker: None,
+            worker_exe: None,
+        }
+    }
+
+    /// Checks what no run could satisfy; limits of this machine are the preflight's job.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.conns == 0 {
+            return bad("--conns must be at least 1".into());
+        }
+        if self.threads == 0 {
+            return bad("--threads must be at least 1".into());
+        }
+        if self.procs == 0 || self.procs > MAX_PROCS {
+            return bad(format!("--procs must be between 1 and {MAX_PROCS}"));
+        }
+        if self.procs > self.conns {
+            return bad(format!(
+                "--procs {} is more than --conns {}: each process needs a connection",
+                self.procs, self.conns
+            ));
+        }
+        if self.pipeline == 0 || self.pipeline > MAX_PIPELINE {
+            return bad(format!("--pipeline must be between 1 and {MAX_PIPELINE}"));
+        }
+        match (self.duration, self.requests) {
+            (Some(_), Some(_)) => return bad("give --duration or --requests, not both".into()),
+            (None, None) => return bad("give --duration or --requests".into()),
+            (Some(d), None) if d.is_zero() => return bad("--duration must be positive".into()),
+            (None, Some(0)) => return bad("--requests must be at least 1".into()),
+            _ => {}
+        }
+        for (name, r) in [("--rate", self.rate), ("--connect-rate", self.connect_rate)] {
+            if let Some(r) = r {
+                if !(r.is_finite() && r > 0.0) {
+                    return bad(format!("{name} must be a positive number"));
+                }
+            }
+        }
+        if self.timeout.is_zero() {
+            return bad("--timeout must be positive".into());
+        }
+        if self.interval < Duration::from_millis(10) {
+            return bad("--interval must be at least 10ms".into());
+        }
+        if self.sources.iter().any(|s| s.is_ipv4() != self.target.is_ipv4()) {
+            return bad("--source addresses must be of the target's address family".into());
+        }
+        match &self.mode {
+            Mode::Http(h) => {
+                if h.body_size > MAX_MESSAGE {
+                    return bad(format!("--body-size must be at most {MAX_MESSAGE}"));
+                }
+                if !h.keepalive && self.pipeline > 1 {
+                    return bad("--no-keepalive sends one request per connection: drop --pipeline".into());
+                }
+                if h.method.is_empty() || !h.method.bytes().all(|b| b.is_ascii_uppercase()) {
+                    return bad(format!("--method {:?} is not an HTTP method", h.method));
+                }
+            }
+            Mode::Echo { size } => {
+                if *size < ECHO_HEADER || *size > MAX_MESSAGE {
+                    return bad(format!(
+                        "--size must be between {ECHO_HEADER} and {MAX_MESSAGE} bytes"
+                    ));
+                }
+            }
+            Mode::Hold(h) => {
+                if self.requests.is_some() {
+                    return bad("hold runs for a --duration, not a number of --requests".into());
+                }
+                if self.rate.is_some() {
+                    return bad("hold sends no requests: use --ping-interval, not --rate".into());
+                }
+                if h.ping_interval.is_some_and(|p| p < Duration::from_millis(1)) {
+                    return bad("--ping-interval must be at least 1ms".into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// This process's share of the run: (processes, index).
+    pub(crate) fn share(&self) -> Share {
+        self.worker.unwrap_or(Share { of: 1, index: 0 })
+    }
+
+    /// Connections this process opens.
+    pub fn conns_in_process(&self, index: usize) -> usize {
+        split(self.conns as u64, self.procs, index) as usize
+    }
+
+    /// Threads per process actually used: never more than a process's connections.
+    pub fn effective_threads(&self) -> usize {
+        self.threads.min((self.conns / self.procs).max(1))
+    }
+}
+
+/// Item `index` of `total` split into `n` near-equal parts.
+pub(crate) fn split(total: u64, n: usize, index: usize) -> u64 {
+    let n = n as u64;
+    total / n + u64::from((index as u64) < total % n)
+}
+
+/// One thread per core.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

@@ -1,0 +1,25 @@
+//! io_uring (not yet implemented).
+
+use std::io;
+use std::os::fd::OwnedFd;
+
+use nix::sys::signalfd::SignalFd;
+
+use super::DriverOptions;
+use crate::stats::Counters;
+
+pub fn run(
+    _listener: OwnedFd,
+    _signals: SignalFd,
+    _options: &DriverOptions,
+) -> io::Result<Counters> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "the uring backend is not built yet",
+    ))
+}
+
+/// Whether io_uring can be set up here (old kernel, seccomp, io_uring_disabled).
+pub fn probe() -> Result<(), String> {
+    Err("not built yet".into())
+}

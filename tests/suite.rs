@@ -408,6 +408,55 @@ pub fn bad_cli_input_is_one_line_and_exit_2(backend: &[&str]) {
     }
 }
 
+/// C10K: 10,000 concurrent connections held by the server (another process: one process may
+/// have 20,000 descriptors here), each echoing once while all are open.
+pub fn c10k_ten_thousand_connections_each_echo(backend: &[&str]) {
+    const CONNS: usize = 10_000;
+    if backend[1] == "busy-poll" {
+        eprintln!("busy-poll is a teaching backend: it tries every connection on every pass, so C10K is out of its scope");
+        return;
+    }
+    // This process holds 10,000 client sockets: two such tests at once would pass our own limit.
+    let _one_at_a_time = C10K_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    assert!(
+        hard >= CONNS as u64 + 100,
+        "RLIMIT_NOFILE hard limit {hard} is too low for C10K"
+    );
+    let server = start(backend, "echo");
+    let streams: Vec<TcpStream> = (0..CONNS)
+        .map(|i| TcpStream::connect(server.addr).unwrap_or_else(|e| panic!("connection {i}: {e}")))
+        .collect();
+    for (i, s) in streams.iter().enumerate() {
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        (&*s).write_all(&(i as u64).to_le_bytes()).unwrap();
+    }
+    for (i, s) in streams.iter().enumerate() {
+        let mut buf = [0u8; 8];
+        (&*s)
+            .read_exact(&mut buf)
+            .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        assert_eq!(
+            u64::from_le_bytes(buf),
+            i as u64,
+            "connection {i} got another's bytes"
+        );
+    }
+    // Every one of them is still open on the server side: a second round trip on each.
+    for (i, s) in streams.iter().enumerate().step_by(97) {
+        (&*s).write_all(b"again!!!").unwrap();
+        let mut buf = [0u8; 8];
+        (&*s)
+            .read_exact(&mut buf)
+            .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        assert_eq!(&buf, b"again!!!");
+    }
+}
+
+static C10K_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// One module per backend, each running every case above.
 macro_rules! suite {
     ($($name:ident: [$($arg:literal),*];)*) => {$(
@@ -430,6 +479,7 @@ macro_rules! suite {
             #[test] fn stats_reports_backend_and_counters() { super::stats_reports_backend_and_counters(ARGS) }
             #[test] fn max_conns_refuses_with_503() { super::max_conns_refuses_with_503(ARGS) }
             #[test] fn sigterm_finishes_in_flight_response_and_exits_0() { super::sigterm_finishes_in_flight_response_and_exits_0(ARGS) }
+            #[test] fn c10k_ten_thousand_connections_each_echo() { super::c10k_ten_thousand_connections_each_echo(ARGS) }
             #[test] fn bad_cli_input_is_one_line_and_exit_2() { super::bad_cli_input_is_one_line_and_exit_2(ARGS) }
         }
     )*};

@@ -7,6 +7,7 @@
 //! - [`sys`]: the few syscall wrappers that hold the crate's `unsafe`.
 
 pub mod backend;
+pub mod board;
 pub mod date;
 pub mod driver;
 pub mod proto;
@@ -14,3 +15,4 @@ pub mod reactor;
 pub mod server;
 pub mod stats;
 pub mod sys;
+pub mod workers;

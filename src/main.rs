@@ -59,6 +59,17 @@ struct ServeArgs {
     /// Lower RLIMIT_SIGPENDING to N queued signals (sigio backend), e.g. to force queue overflow.
     #[arg(long, value_name = "N")]
     sigio_queue_limit: Option<u64>,
+    /// Worker processes, each with its own SO_REUSEPORT listener (and descriptor limit),
+    /// supervised by this process: a worker that dies is respawned.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    workers: usize,
+    /// Set by the master on the workers it starts.
+    #[arg(long, hide = true, requires = "worker_count")]
+    worker_index: Option<usize>,
+    #[arg(long, hide = true)]
+    worker_count: Option<usize>,
+    #[arg(long, hide = true)]
+    stats_board: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -139,7 +150,16 @@ fn serve(args: ServeArgs) -> ExitCode {
         shutdown_grace: Duration::from_secs_f64(args.shutdown_grace),
         thread_stack_kib: args.thread_stack_kib,
         sigio_queue_limit: args.sigio_queue_limit,
+        workers: args.worker_count.unwrap_or(args.workers),
+        worker_index: args.worker_index,
+        stats_board: args.stats_board,
     };
+    if config.worker_index.is_some() {
+        if let Err(e) = c10k::workers::follow_master() {
+            eprintln!("c10k: worker cannot follow its master: {e}");
+            return ExitCode::from(1);
+        }
+    }
     let server = match Server::bind(config) {
         Ok(server) => server,
         Err(e) => {
@@ -147,15 +167,26 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut stdout = std::io::stdout().lock();
-    if writeln!(stdout, "{}", server.ready_line())
-        .and_then(|()| stdout.flush())
-        .is_err()
-    {
-        // Whoever started us is gone; serving anyway would be serving no one on purpose.
-        log::warn!("stdout is closed; the ready line could not be printed");
+    let ready_line = server.ready_line();
+    let announce = move || {
+        let mut stdout = std::io::stdout().lock();
+        if writeln!(stdout, "{ready_line}")
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            log::warn!("stdout is closed; the ready line could not be printed");
+        }
+    };
+    if server.is_master() {
+        return match server.supervise_workers(announce) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                log::error!("{e}");
+                ExitCode::from(1)
+            }
+        };
     }
-    drop(stdout);
+    announce();
     match server.run() {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {

@@ -192,7 +192,10 @@ impl Reactor {
         Ok(Reactor {
             features: poller.features(),
             shared: Shared {
-                env: LoopEnv::new(poller.name()),
+                env: LoopEnv {
+                    board: options.board.clone(),
+                    ..LoopEnv::new(poller.name())
+                },
                 edge_triggered: poller.features().edge_triggered,
                 scratch_in: Vec::with_capacity(READ_CHUNK),
                 scratch_out: Vec::with_capacity(OUTPUT_HIGH_WATER * 2),
@@ -331,6 +334,7 @@ impl Reactor {
                 log::debug!("deregister fd {}: {e}", conn.fd.as_raw_fd());
             }
             self.shared.env.counters.connections_current -= 1;
+            self.shared.env.publish();
             give_back_buffers(conn, &mut self.shared);
             // A descriptor was freed: if accepting was paused for EMFILE, try again now.
             if self.accept_paused_until.is_some() {
@@ -546,6 +550,9 @@ fn turn(conn: &mut Conn, shared: &mut Shared) -> Verdict {
                 .session
                 .advance(&conn.input, &mut conn.output, &mut shared.env);
             conn.input.drain(..consumed);
+            // Published before the response is sent, so /stats on another worker already
+            // counts a request whose response the client has seen.
+            shared.env.publish();
             if consumed > 0 || conn.output.len() > produced_before {
                 continue;
             }

@@ -4,16 +4,20 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::backend::{BackendKind, Driver};
+use crate::board::{BoardFile, StatsBoard};
 use crate::driver::{self, DriverOptions};
 use crate::proto::Proto;
 use crate::reactor::{self, Reactor};
 use crate::stats::Counters;
 use crate::sys;
+use crate::workers::{self, WorkerPlan};
 
 /// Everything `c10k serve` was asked to do.
 #[derive(Clone, Debug)]
@@ -30,6 +34,12 @@ pub struct ServeConfig {
     pub thread_stack_kib: usize,
     /// Lowers RLIMIT_SIGPENDING to this many queued signals (sigio backend), to force overflow.
     pub sigio_queue_limit: Option<u64>,
+    /// Processes serving the port, each with its own SO_REUSEPORT listener.
+    pub workers: usize,
+    /// Set in a worker process: its index among `workers`.
+    pub worker_index: Option<usize>,
+    /// Set in a worker process: the master's stats board, where it publishes its counters.
+    pub stats_board: Option<PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -44,6 +54,9 @@ impl Default for ServeConfig {
             shutdown_grace: Duration::from_secs(10),
             thread_stack_kib: 64,
             sigio_queue_limit: None,
+            workers: 1,
+            worker_index: None,
+            stats_board: None,
         }
     }
 }
@@ -87,6 +100,9 @@ impl Server {
         if config.thread_stack_kib < 16 {
             return Err(StartError("--thread-stack must be at least 16 KiB".into()));
         }
+        if config.workers == 0 {
+            return Err(StartError("--workers must be at least 1".into()));
+        }
         if config.backlog < 1 {
             return Err(StartError("--backlog must be at least 1".into()));
         }
@@ -115,7 +131,8 @@ impl Server {
             crate::backend::sigio::limit_signal_queue(limit)
                 .map_err(|e| StartError(format!("cannot set RLIMIT_SIGPENDING to {limit}: {e}")))?;
         }
-        let (listener, local_addr) = bind_listener(config.listen, config.backlog, false)
+        let reuse_port = config.workers > 1;
+        let (listener, local_addr) = bind_listener(config.listen, config.backlog, reuse_port)
             .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;
         Ok(Server {
             config,
@@ -140,7 +157,69 @@ impl Server {
         if self.config.edge {
             line.push_str(" trigger=edge");
         }
+        if self.config.workers > 1 {
+            line.push_str(&format!(" workers={}", self.config.workers));
+        }
         line
+    }
+
+    fn open_board(&self) -> io::Result<Option<StatsBoard>> {
+        match (&self.config.stats_board, self.config.worker_index) {
+            (Some(path), Some(index)) => {
+                StatsBoard::open(path, self.config.workers, index).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether this process is the master of worker processes rather than a server itself.
+    pub fn is_master(&self) -> bool {
+        self.config.workers > 1 && self.config.worker_index.is_none()
+    }
+
+    /// Master of `--workers N`: starts N workers on this server's port (each binds its own
+    /// SO_REUSEPORT listener), calls `ready` once all listen, supervises until SIGTERM/SIGINT.
+    pub fn supervise_workers(self, ready: impl FnOnce()) -> Result<(), String> {
+        let c = &self.config;
+        let mut serve_args: Vec<String> = vec![
+            "--backend".into(),
+            c.backend.name().into(),
+            "--proto".into(),
+            c.proto.name().into(),
+            "--backlog".into(),
+            c.backlog.to_string(),
+            "--shutdown-grace".into(),
+            c.shutdown_grace.as_secs_f64().to_string(),
+            "--thread-stack".into(),
+            c.thread_stack_kib.to_string(),
+        ];
+        if c.edge {
+            serve_args.push("--edge".into());
+        }
+        if let Some(n) = c.max_conns {
+            serve_args.extend(["--max-conns".into(), n.to_string()]);
+        }
+        if let Some(n) = c.sigio_queue_limit {
+            serve_args.extend(["--sigio-queue-limit".into(), n.to_string()]);
+        }
+        let board = BoardFile::create(c.workers)
+            .map_err(|e| format!("cannot create the workers' stats board: {e}"))?;
+        serve_args.extend(["--stats-board".into(), board.path.display().to_string()]);
+        let plan = WorkerPlan {
+            listen: self.local_addr,
+            count: c.workers,
+            serve_args,
+        };
+        // The master's own listener only reserved the port; workers bind theirs beside it.
+        // It is closed once they listen, before anyone is told the server is ready.
+        let Server { listener, .. } = self;
+        let mut listener = Some(listener);
+        let result = workers::supervise(&plan, || {
+            drop(listener.take());
+            ready();
+        });
+        drop(board);
+        result
     }
 
     /// Serves until SIGINT/SIGTERM; returns the final counters.
@@ -151,6 +230,7 @@ impl Server {
             max_conns: self.max_conns,
             shutdown_grace: self.config.shutdown_grace,
             thread_stack_kib: self.config.thread_stack_kib,
+            board: self.open_board()?.map(Arc::new),
         };
         match self.config.backend.info().driver {
             Driver::Reactor => {

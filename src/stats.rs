@@ -36,6 +36,51 @@ pub struct Syscalls {
 }
 
 impl Counters {
+    /// How many u64 words [`Counters::to_words`] gives.
+    pub const WORDS: usize = 14;
+
+    /// Flattened, for the shared stats board.
+    pub fn to_words(&self) -> [u64; Counters::WORDS] {
+        let s = &self.syscalls;
+        [
+            self.connections_current,
+            self.connections_total,
+            self.connections_refused,
+            self.requests,
+            self.bytes_in,
+            self.bytes_out,
+            s.waits,
+            s.ctl,
+            s.reads,
+            s.writes,
+            s.accepts,
+            s.signals,
+            s.overflow_scans,
+            s.completions,
+        ]
+    }
+
+    pub fn from_words(w: [u64; Counters::WORDS]) -> Counters {
+        Counters {
+            connections_current: w[0],
+            connections_total: w[1],
+            connections_refused: w[2],
+            requests: w[3],
+            bytes_in: w[4],
+            bytes_out: w[5],
+            syscalls: Syscalls {
+                waits: w[6],
+                ctl: w[7],
+                reads: w[8],
+                writes: w[9],
+                accepts: w[10],
+                signals: w[11],
+                overflow_scans: w[12],
+                completions: w[13],
+            },
+        }
+    }
+
     /// Adds another loop's counters into this one.
     pub fn merge(&mut self, other: &Counters) {
         self.connections_current += other.connections_current;
@@ -66,20 +111,25 @@ impl Counters {
 #[derive(Serialize)]
 struct StatsDocument<'a> {
     backend: &'a str,
-    /// "worker" when the figures are this process's alone, "total" when summed over workers.
+    /// "process" when one process serves the port; "total" when the figures are summed over
+    /// every live worker of `--workers N` (from the shared stats board).
     scope: &'a str,
     workers: usize,
+    /// The process that answered.
+    pid: u32,
     #[serde(flatten)]
     counters: &'a Counters,
     syscalls_total: u64,
 }
 
 /// Renders `/stats`.
+/// `scope` is "process" for a server that is one process, "total" for the sum over workers.
 pub fn stats_json(backend: &str, scope: &str, workers: usize, counters: &Counters) -> String {
     serde_json::to_string(&StatsDocument {
         backend,
         scope,
         workers,
+        pid: std::process::id(),
         counters,
         syscalls_total: counters.total_syscalls(),
     })

@@ -277,3 +277,62 @@ pub fn open_reserve_fd() -> io::Result<OwnedFd> {
 pub fn is_fd_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
+
+/// A file mapped MAP_SHARED as an array of atomic words: counters that several processes read
+/// and write without locks. Unmapped on drop.
+pub struct SharedWords {
+    ptr: std::ptr::NonNull<std::sync::atomic::AtomicU64>,
+    len: usize,
+}
+
+// SAFETY: the mapping is only ever accessed through atomics, which are safe to share and send.
+unsafe impl Send for SharedWords {}
+// SAFETY: as above: every access is an atomic operation.
+unsafe impl Sync for SharedWords {}
+
+impl SharedWords {
+    /// Maps the first `words` × 8 bytes of `file` (which must be at least that long).
+    pub fn map(file: &std::fs::File, words: usize) -> io::Result<SharedWords> {
+        use std::os::fd::AsRawFd;
+        let bytes = words
+            .checked_mul(8)
+            .filter(|&b| b > 0)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "bad mapping size"))?;
+        if file.metadata()?.len() < bytes as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "file shorter than the mapping",
+            ));
+        }
+        // SAFETY: a fresh shared mapping of a file we hold open; the kernel picks the address.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = std::ptr::NonNull::new(ptr.cast()).ok_or_else(io::Error::last_os_error)?;
+        Ok(SharedWords { ptr, len: words })
+    }
+
+    pub fn words(&self) -> &[std::sync::atomic::AtomicU64] {
+        // SAFETY: the mapping is `len` words long, page-aligned (so aligned for u64), lives until
+        // drop, and AtomicU64 has the same layout as u64; other processes touch it only
+        // atomically too.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for SharedWords {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the region mapped in `map`; no reference outlives `self`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len * 8) };
+    }
+}

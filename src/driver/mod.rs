@@ -8,8 +8,10 @@
 pub mod threads;
 pub mod uring;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::board::StatsBoard;
 use crate::date::HttpDate;
 use crate::proto::{Env, Proto};
 use crate::stats::{self, Counters};
@@ -24,6 +26,8 @@ pub struct DriverOptions {
     pub shutdown_grace: Duration,
     /// Stack size of each connection's thread (threads backend).
     pub thread_stack_kib: usize,
+    /// With `--workers N`: this worker's slot on the shared stats board.
+    pub board: Option<Arc<StatsBoard>>,
 }
 
 impl Default for DriverOptions {
@@ -33,6 +37,7 @@ impl Default for DriverOptions {
             max_conns: usize::MAX,
             shutdown_grace: Duration::from_secs(10),
             thread_stack_kib: 64,
+            board: None,
         }
     }
 }
@@ -43,6 +48,9 @@ pub struct LoopEnv {
     pub backend: &'static str,
     pub date: HttpDate,
     pub counters: Counters,
+    /// With `--workers N`: the shared board where each worker publishes its counters, so that
+    /// `/stats` gives totals.
+    pub board: Option<Arc<StatsBoard>>,
 }
 
 impl LoopEnv {
@@ -51,6 +59,14 @@ impl LoopEnv {
             backend,
             date: HttpDate::default(),
             counters: Counters::default(),
+            board: None,
+        }
+    }
+
+    /// Publishes this loop's counters on the board, if there is one.
+    pub fn publish(&self) {
+        if let Some(board) = &self.board {
+            board.publish(&self.counters);
         }
     }
 }
@@ -61,7 +77,14 @@ impl Env for LoopEnv {
     }
 
     fn stats_json(&self) -> String {
-        stats::stats_json(self.backend, "worker", 1, &self.counters)
+        match &self.board {
+            Some(board) => {
+                self.publish();
+                let (totals, workers) = board.totals();
+                stats::stats_json(self.backend, "total", workers, &totals)
+            }
+            None => stats::stats_json(self.backend, "process", 1, &self.counters),
+        }
     }
 
     fn count_request(&mut self) {

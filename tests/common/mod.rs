@@ -356,3 +356,15 @@ pub fn rss_kib(pid: i32) -> u64 {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .expect("VmRSS")
 }
+
+/// RSS of a process and its direct children (a master and its workers), from /proc.
+pub fn rss_kib_with_children(pid: i32) -> u64 {
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    rss_kib(pid)
+        + children
+            .split_whitespace()
+            .filter_map(|c| c.parse().ok())
+            .map(rss_kib)
+            .sum::<u64>()
+}

@@ -480,6 +480,56 @@ pub fn c10k_ten_thousand_connections_each_echo(backend: &[&str]) {
 
 static C10K_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// At the descriptor limit the server keeps serving its connections, does not spin on accept
+/// (EMFILE), and accepts the waiting clients as soon as descriptors free up.
+pub fn fd_exhaustion_neither_spins_nor_stops_serving(backend: &[&str]) {
+    let mut args = backend.to_vec();
+    args.extend(["--proto", "http", "--max-conns", "10000"]);
+    let server = Server::start_with_fd_limit(64, &args);
+    let mut keeper = HttpReader::new(server.connect());
+    let mut ask = |path: &str| {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+        keeper.inner_mut().write_all(request.as_bytes()).unwrap();
+        keeper.read_response(false).unwrap()
+    };
+    assert_eq!(ask("/").status, 200);
+    // More clients than descriptors: the kernel completes their handshakes into the backlog.
+    let mut crowd: Vec<TcpStream> = (0..100).map(|_| server.connect()).collect();
+    let accepts = |r: Response| -> u64 {
+        let s: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        s["syscalls"]["accepts"].as_u64().unwrap()
+    };
+    let first = accepts(ask("/stats"));
+    // A window in which a server that retried accept on every EMFILE would make hundreds of
+    // thousands of calls; one that backs off makes a handful.
+    std::thread::sleep(Duration::from_secs(1));
+    let second = accepts(ask("/stats"));
+    assert!(
+        second - first < 500,
+        "{} accept calls in one second at the fd limit: spinning",
+        second - first
+    );
+    assert_eq!(
+        ask("/plaintext").body,
+        b"Hello, World!",
+        "stopped serving at the fd limit"
+    );
+    // Free descriptors: the first 60 clients leave; every one still waiting must now be served.
+    let staying = crowd.split_off(60);
+    drop(crowd);
+    for (i, s) in staying.iter().enumerate() {
+        (&*s)
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let r = HttpReader::new(s).read_response(false);
+        assert_eq!(
+            r.map(|r| r.status).ok(),
+            Some(200),
+            "waiting client {i} was not served"
+        );
+    }
+}
+
 /// One module per backend, each running every case above.
 macro_rules! suite {
     ($($name:ident: [$($arg:literal),*];)*) => {$(
@@ -503,6 +553,7 @@ macro_rules! suite {
             #[test] fn max_conns_refuses_with_503() { super::max_conns_refuses_with_503(ARGS) }
             #[test] fn sigterm_finishes_in_flight_response_and_exits_0() { super::sigterm_finishes_in_flight_response_and_exits_0(ARGS) }
             #[test] fn c10k_ten_thousand_connections_each_echo() { super::c10k_ten_thousand_connections_each_echo(ARGS) }
+            #[test] fn fd_exhaustion_neither_spins_nor_stops_serving() { super::fd_exhaustion_neither_spins_nor_stops_serving(ARGS) }
             #[test] fn bad_cli_input_is_one_line_and_exit_2() { super::bad_cli_input_is_one_line_and_exit_2(ARGS) }
         }
     )*};
@@ -513,5 +564,9 @@ suite! {
     poll: ["--backend", "poll"];
     epoll: ["--backend", "epoll"];
     epoll_edge: ["--backend", "epoll", "--edge"];
+    sigio: ["--backend", "sigio"];
+    busy_poll: ["--backend", "busy-poll"];
+    threads: ["--backend", "threads"];
+    uring: ["--backend", "uring"];
     epoll_workers: ["--backend", "epoll", "--workers", "2"];
 }

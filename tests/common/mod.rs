@@ -25,7 +25,21 @@ impl Server {
     }
 
     pub fn try_start(args: &[&str]) -> Result<Server, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        Server::try_start_with(Command::new(env!("CARGO_BIN_EXE_c10k")), args)
+    }
+
+    /// Starts the server with its descriptor limit (soft and hard) set to `nofile`.
+    pub fn start_with_fd_limit(nofile: u64, args: &[&str]) -> Server {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={nofile}:{nofile}"))
+            .arg(env!("CARGO_BIN_EXE_c10k"));
+        Server::try_start_with(command, args)
+            .unwrap_or_else(|e| panic!("server {args:?} did not start: {e}"))
+    }
+
+    fn try_start_with(mut command: Command, args: &[&str]) -> Result<Server, String> {
+        let mut child = command
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .args(args)

@@ -59,6 +59,9 @@ struct ServeArgs {
     /// Lower RLIMIT_SIGPENDING to N queued signals (sigio backend), e.g. to force queue overflow.
     #[arg(long, value_name = "N")]
     sigio_queue_limit: Option<u64>,
+    /// Threads of the pool backend (default: 2 × cores).
+    #[arg(long, value_name = "N")]
+    pool_threads: Option<usize>,
     /// Worker processes, each with its own SO_REUSEPORT listener (and descriptor limit),
     /// supervised by this process: a worker that dies is respawned.
     #[arg(long, default_value_t = 1, value_name = "N")]
@@ -150,6 +153,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         shutdown_grace: Duration::from_secs_f64(args.shutdown_grace),
         thread_stack_kib: args.thread_stack_kib,
         sigio_queue_limit: args.sigio_queue_limit,
+        pool_threads: args.pool_threads,
         workers: args.worker_count.unwrap_or(args.workers),
         worker_index: args.worker_index,
         stats_board: args.stats_board,

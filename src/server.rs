@@ -34,6 +34,8 @@ pub struct ServeConfig {
     pub thread_stack_kib: usize,
     /// Lowers RLIMIT_SIGPENDING to this many queued signals (sigio backend), to force overflow.
     pub sigio_queue_limit: Option<u64>,
+    /// Threads of the pool backend (None: 2 × cores).
+    pub pool_threads: Option<usize>,
     /// Processes serving the port, each with its own SO_REUSEPORT listener.
     pub workers: usize,
     /// Set in a worker process: its index among `workers`.
@@ -54,6 +56,7 @@ impl Default for ServeConfig {
             shutdown_grace: Duration::from_secs(10),
             thread_stack_kib: 64,
             sigio_queue_limit: None,
+            pool_threads: None,
             workers: 1,
             worker_index: None,
             stats_board: None,
@@ -96,6 +99,12 @@ impl Server {
             return Err(StartError(
                 "--sigio-queue-limit applies to the sigio backend only".into(),
             ));
+        }
+        if config.pool_threads == Some(0) {
+            return Err(StartError("--pool-threads must be at least 1".into()));
+        }
+        if config.pool_threads.is_some() && config.backend != BackendKind::Pool {
+            return Err(StartError("--pool-threads applies to the pool backend only".into()));
         }
         if config.thread_stack_kib < 16 {
             return Err(StartError("--thread-stack must be at least 16 KiB".into()));
@@ -199,6 +208,9 @@ impl Server {
         if let Some(n) = c.max_conns {
             serve_args.extend(["--max-conns".into(), n.to_string()]);
         }
+        if let Some(n) = c.pool_threads {
+            serve_args.extend(["--pool-threads".into(), n.to_string()]);
+        }
         if let Some(n) = c.sigio_queue_limit {
             serve_args.extend(["--sigio-queue-limit".into(), n.to_string()]);
         }
@@ -230,6 +242,7 @@ impl Server {
             max_conns: self.max_conns,
             shutdown_grace: self.config.shutdown_grace,
             thread_stack_kib: self.config.thread_stack_kib,
+            pool_threads: self.config.pool_threads.unwrap_or_else(default_pool_threads),
             board: self.open_board()?.map(Arc::new),
         };
         match self.config.backend.info().driver {
@@ -239,8 +252,15 @@ impl Server {
             }
             Driver::Threads => driver::threads::run(self.listener, signals, &options),
             Driver::Uring => driver::uring::run(self.listener, signals, &options),
+            Driver::Pool => driver::pool::run(self.listener, signals, &options),
+            Driver::Coro => driver::coro::run(self.listener, signals, &options),
         }
     }
+}
+
+/// The pool backend's default: two threads per core.
+fn default_pool_threads() -> usize {
+    2 * std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// A TCP listener with SO_REUSEADDR (and SO_REUSEPORT for worker processes) and an explicit

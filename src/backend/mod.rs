@@ -93,6 +93,10 @@ pub trait Poller {
 pub struct PollerCounters {
     pub waits: u64,
     pub ctl: u64,
+    /// Realtime signals taken (sigio).
+    pub signals: u64,
+    /// Full poll(2) scans after the signal queue overflowed (sigio).
+    pub overflow_scans: u64,
 }
 
 /// Every I/O model c10k serves with. The readiness ones run on the reactor; the others have their
@@ -106,6 +110,8 @@ pub enum BackendKind {
     Epoll,
     Sigio,
     Uring,
+    Pool,
+    Coro,
 }
 
 /// Which loop runs a backend.
@@ -117,6 +123,10 @@ pub enum Driver {
     Threads,
     /// Completion-driven io_uring loop.
     Uring,
+    /// A fixed pool of blocking threads fed by an accept loop through a bounded queue.
+    Pool,
+    /// Straight-line `async fn` per connection on c10k's own executor over epoll.
+    Coro,
 }
 
 /// How a backend is presented to users.
@@ -188,6 +198,22 @@ pub const BACKENDS: &[BackendInfo] = &[
         model: "completion-driven io_uring: accept, recv and send submitted as operations",
         limits: "needs Linux ≥ 5.19 for multishot accept; unavailable under seccomp or io_uring_disabled",
     },
+    BackendInfo {
+        kind: BackendKind::Pool,
+        name: "pool",
+        driver: Driver::Pool,
+        teaching: false,
+        model: "blocking I/O on a fixed pool of threads (--pool-threads), excess connections queued",
+        limits: "a connection holds a thread for its whole keep-alive life: beyond the pool, clients wait in a bounded queue, then get 503",
+    },
+    BackendInfo {
+        kind: BackendKind::Coro,
+        name: "coro",
+        driver: Driver::Coro,
+        teaching: false,
+        model: "coroutines: an async fn per connection on c10k's own executor over epoll (no runtime crate)",
+        limits: "RLIMIT_NOFILE only; the executor adds a task and a waker per connection over plain epoll",
+    },
 ];
 
 impl BackendKind {
@@ -215,6 +241,7 @@ impl BackendKind {
                 .map_err(|e| e.to_string()),
             Driver::Threads => Ok(()),
             Driver::Uring => crate::driver::uring::probe(),
+            Driver::Pool | Driver::Coro => Ok(()),
         }
     }
 
@@ -226,7 +253,7 @@ impl BackendKind {
             BackendKind::Epoll => Box::new(epoll::Epoll::new(edge)?),
             BackendKind::BusyPoll => Box::new(busy_poll::BusyPoll::new()?),
             BackendKind::Sigio => Box::new(sigio::Sigio::new()?),
-            BackendKind::Threads | BackendKind::Uring => {
+            BackendKind::Threads | BackendKind::Uring | BackendKind::Pool | BackendKind::Coro => {
                 return Err(io::Error::new(
                     io::ErrorKind::Unsupported,
                     format!("{} is not a readiness backend", self.name()),

@@ -5,6 +5,8 @@
 //! [`crate::proto::Session::advance`]. The readiness backends share one driver, the
 //! [`crate::reactor`]; the models that do not fit the readiness contract have their own here.
 
+pub mod coro;
+pub mod pool;
 pub mod threads;
 pub mod uring;
 
@@ -24,8 +26,10 @@ pub struct DriverOptions {
     pub max_conns: usize,
     /// After SIGINT/SIGTERM, how long in-flight responses may take before the driver exits anyway.
     pub shutdown_grace: Duration,
-    /// Stack size of each connection's thread (threads backend).
+    /// Stack size of each connection's thread (threads and pool backends).
     pub thread_stack_kib: usize,
+    /// Threads of the pool backend.
+    pub pool_threads: usize,
     /// With `--workers N`: this worker's slot on the shared stats board.
     pub board: Option<Arc<StatsBoard>>,
 }
@@ -37,6 +41,7 @@ impl Default for DriverOptions {
             max_conns: usize::MAX,
             shutdown_grace: Duration::from_secs(10),
             thread_stack_kib: 64,
+            pool_threads: 4,
             board: None,
         }
     }

@@ -51,8 +51,17 @@ struct ServeArgs {
     #[arg(long, default_value_t = 4096, value_name = "N")]
     backlog: i32,
     /// Seconds that in-flight responses get after SIGINT/SIGTERM before the server exits anyway.
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    shutdown_grace: f64,
+    #[arg(long, default_value = "10", value_name = "SECS", value_parser = parse_seconds)]
+    shutdown_grace: Duration,
+    /// Seconds a request head may take to arrive whole (then HTTP 408 and close).
+    #[arg(long, default_value = "30", value_name = "SECS", value_parser = parse_seconds)]
+    header_timeout: Duration,
+    /// Seconds an idle keep-alive connection is kept.
+    #[arg(long, default_value = "60", value_name = "SECS", value_parser = parse_seconds)]
+    idle_timeout: Duration,
+    /// Seconds pending output may make no progress (a client that stopped reading).
+    #[arg(long, default_value = "60", value_name = "SECS", value_parser = parse_seconds)]
+    write_timeout: Duration,
     /// Stack size of each connection's thread, in KiB (threads backend).
     #[arg(long = "thread-stack", default_value_t = 64, value_name = "KIB")]
     thread_stack_kib: usize,
@@ -86,6 +95,17 @@ fn parse_backend(name: &str) -> Result<BackendKind, String> {
         let names: Vec<&str> = BACKENDS.iter().map(|b| b.name).collect();
         format!("unknown backend '{name}' (one of: {})", names.join(", "))
     })
+}
+
+/// Seconds as a decimal number (`30`, `0.5`), finite, non-negative and at most a day.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number of seconds"))?;
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("{text} seconds is out of range (0 to 86400)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 fn main() -> ExitCode {
@@ -137,9 +157,6 @@ fn list_backends() {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    if !(args.shutdown_grace.is_finite() && args.shutdown_grace >= 0.0) {
-        return usage_error("--shutdown-grace must be a non-negative number of seconds");
-    }
     let config = ServeConfig {
         backend: args.backend,
         proto: match args.proto {
@@ -150,7 +167,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         edge: args.edge,
         max_conns: args.max_conns,
         backlog: args.backlog,
-        shutdown_grace: Duration::from_secs_f64(args.shutdown_grace),
+        shutdown_grace: args.shutdown_grace,
+        header_timeout: args.header_timeout,
+        idle_timeout: args.idle_timeout,
+        write_timeout: args.write_timeout,
         thread_stack_kib: args.thread_stack_kib,
         sigio_queue_limit: args.sigio_queue_limit,
         pool_threads: args.pool_threads,

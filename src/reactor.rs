@@ -68,11 +68,36 @@ struct Conn {
     write_ready: bool,
     peer_eof: bool,
     phase: Phase,
-    linger_deadline: Option<Instant>,
     lingered_bytes: usize,
+    /// Loop-clock milliseconds (see [`Clock`]) of the last byte read or written.
+    last_activity: u64,
+    /// When the request head now arriving began ([`NEVER`]: none is arriving).
+    head_started: u64,
+    /// When lingering gives up.
+    linger_until: u64,
+    /// The deadline this connection has in the timer heap ([`NEVER`]: none).
+    timer: u64,
 }
 
+/// No deadline.
+const NEVER: u64 = u64::MAX;
+
 impl Conn {
+    /// When this connection must be acted on if nothing happens: the rule that applies to its
+    /// present state, computed on demand so that a request costs a store, not a timer update.
+    fn deadline(&self, timeouts: &Timeouts) -> u64 {
+        match self.phase {
+            Phase::Lingering => self.linger_until,
+            Phase::Serving if self.pending_output() > 0 => {
+                self.last_activity.saturating_add(timeouts.write_ms)
+            }
+            Phase::Serving if self.head_started != NEVER => {
+                self.head_started.saturating_add(timeouts.header_ms)
+            }
+            Phase::Serving => self.last_activity.saturating_add(timeouts.idle_ms),
+        }
+    }
+
     fn pending_output(&self) -> usize {
         self.output.len() - self.sent
     }
@@ -141,10 +166,42 @@ impl Slab {
     }
 }
 
+/// Milliseconds since the loop started, read once per wake-up: connections store 8-byte stamps
+/// instead of 16-byte `Instant`s, and a turn reads no clock.
+struct Clock {
+    start: Instant,
+    now_ms: u64,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            start: Instant::now(),
+            now_ms: 0,
+        }
+    }
+
+    fn tick(&mut self) {
+        self.now_ms = self.start.elapsed().as_millis() as u64;
+    }
+
+    fn instant(&self, ms: u64) -> Instant {
+        self.start + Duration::from_millis(ms)
+    }
+}
+
+/// The timeouts, in loop-clock milliseconds.
+struct Timeouts {
+    header_ms: u64,
+    idle_ms: u64,
+    write_ms: u64,
+}
+
 /// The loop's shared scratch buffers and its protocol environment: everything a connection's
 /// turn needs besides the connection itself.
 struct Shared {
     env: LoopEnv,
+    clock: Clock,
     edge_triggered: bool,
     scratch_in: Vec<u8>,
     scratch_out: Vec<u8>,
@@ -169,11 +226,14 @@ pub struct Reactor {
     options: DriverOptions,
     pending: Vec<Token>,
     /// Linger deadlines, lazily deleted: an entry whose connection has gone is skipped.
-    timers: BinaryHeap<Reverse<(Instant, Token)>>,
+    timers: BinaryHeap<Reverse<(u64, Token)>>,
+    timeouts: Timeouts,
     accept_paused_until: Option<Instant>,
     shutdown_deadline: Option<Instant>,
     last_exhaustion_log: Option<Instant>,
     exhaustion_events: u64,
+    /// The poller's `signals` already added to the counters (the signalfd's are counted apart).
+    poller_signals: u64,
 }
 
 impl Reactor {
@@ -189,6 +249,11 @@ impl Reactor {
         if let Some(sfd) = &signals {
             poller.register(sfd.as_raw_fd(), SIGNALS, Interest::READ)?;
         }
+        let timeouts = Timeouts {
+            header_ms: options.header_timeout.as_millis() as u64,
+            idle_ms: options.idle_timeout.as_millis() as u64,
+            write_ms: options.write_timeout.as_millis() as u64,
+        };
         Ok(Reactor {
             features: poller.features(),
             shared: Shared {
@@ -196,6 +261,7 @@ impl Reactor {
                     board: options.board.clone(),
                     ..LoopEnv::new(poller.name())
                 },
+                clock: Clock::new(),
                 edge_triggered: poller.features().edge_triggered,
                 scratch_in: Vec::with_capacity(READ_CHUNK),
                 scratch_out: Vec::with_capacity(OUTPUT_HIGH_WATER * 2),
@@ -207,10 +273,12 @@ impl Reactor {
             options,
             pending: Vec::new(),
             timers: BinaryHeap::new(),
+            timeouts,
             accept_paused_until: None,
             shutdown_deadline: None,
             last_exhaustion_log: None,
             exhaustion_events: 0,
+            poller_signals: 0,
         })
     }
 
@@ -222,6 +290,7 @@ impl Reactor {
             events.clear();
             self.poller.poll(&mut events, timeout)?;
             self.shared.env.date.refresh();
+            self.shared.clock.tick();
             for event in &events {
                 match event.token {
                     LISTENER => self.accept_connections(),
@@ -250,7 +319,9 @@ impl Reactor {
         }
         let now = Instant::now();
         [
-            self.timers.peek().map(|Reverse((at, _))| *at),
+            self.timers
+                .peek()
+                .map(|Reverse((at, _))| self.shared.clock.instant(*at)),
             self.accept_paused_until,
             self.shutdown_deadline,
         ]
@@ -275,7 +346,6 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
-        let was_lingering = conn.phase == Phase::Lingering;
         let verdict = turn(conn, &mut self.shared);
         let shutting_down = self.shutdown_deadline.is_some();
         if verdict == Verdict::Close
@@ -287,7 +357,10 @@ impl Reactor {
         if verdict == Verdict::KeepPending {
             self.pending.push(token);
         }
-        if let (false, Some(deadline)) = (was_lingering, conn.linger_deadline) {
+        let deadline = conn.deadline(&self.timeouts);
+        if deadline < conn.timer {
+            // Earlier than the entry it has (if any): that one will be found stale and skipped.
+            conn.timer = deadline;
             self.timers.push(Reverse((deadline, token)));
         }
         if let Err(e) = update_interest(&mut *self.poller, self.features, conn, token) {
@@ -302,6 +375,9 @@ impl Reactor {
         let syscalls = &mut self.shared.env.counters.syscalls;
         syscalls.waits = polled.waits;
         syscalls.ctl = polled.ctl;
+        syscalls.overflow_scans = polled.overflow_scans;
+        syscalls.signals +=
+            polled.signals - std::mem::replace(&mut self.poller_signals, polled.signals);
     }
 
     fn run_pending(&mut self) {
@@ -310,22 +386,72 @@ impl Reactor {
         }
     }
 
+    /// Acts on the connections whose deadline has passed. An entry is only a reminder: the
+    /// deadline is recomputed from the connection's state, and re-armed if it has moved on.
     fn run_timers(&mut self) {
-        let now = Instant::now();
-        while let Some(Reverse((at, token))) = self.timers.peek().copied() {
+        let now = self.shared.clock.now_ms;
+        while let Some(&Reverse((at, token))) = self.timers.peek() {
             if at > now {
                 break;
             }
             self.timers.pop();
-            if let Some(conn) = self.conns.get_mut(token) {
-                if conn.linger_deadline.is_some_and(|d| d <= now) {
-                    self.close(token);
-                }
+            let Some(conn) = self.conns.get_mut(token) else {
+                continue;
+            };
+            if conn.timer != at {
+                continue; // superseded by an earlier entry
             }
+            conn.timer = NEVER;
+            let deadline = conn.deadline(&self.timeouts);
+            if deadline > now {
+                conn.timer = deadline;
+                self.timers.push(Reverse((deadline, token)));
+                continue;
+            }
+            self.expire(token);
         }
-        if self.accept_paused_until.is_some_and(|at| at <= now) {
+        if self
+            .accept_paused_until
+            .is_some_and(|at| at <= Instant::now())
+        {
             self.resume_accepting();
         }
+    }
+
+    /// A deadline passed: a write stalled, a request head took too long (HTTP: 408), a
+    /// keep-alive connection sat idle, or lingering is over.
+    fn expire(&mut self, token: Token) {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        let fd = conn.fd.as_raw_fd();
+        match conn.phase {
+            Phase::Serving if conn.pending_output() > 0 => {
+                log::debug!(
+                    "fd {fd}: write stalled for {} ms; closing",
+                    self.timeouts.write_ms
+                );
+            }
+            Phase::Serving if conn.head_started != NEVER && !conn.input.is_empty() => {
+                log::debug!(
+                    "fd {fd}: request head not complete within {} ms",
+                    self.timeouts.header_ms
+                );
+                conn.head_started = NEVER;
+                if conn.output.capacity() == 0 {
+                    std::mem::swap(&mut conn.output, &mut self.shared.scratch_out);
+                }
+                conn.session
+                    .request_timeout(&mut conn.output, &self.shared.env);
+                if conn.session.status() == Status::CloseAfterFlush {
+                    // Sent like any error response: flush, shut down writing, linger, close.
+                    return self.drive(token);
+                }
+            }
+            Phase::Serving => log::debug!("fd {fd}: idle; closing"),
+            Phase::Lingering => {}
+        }
+        self.close(token);
     }
 
     fn close(&mut self, token: Token) {
@@ -383,9 +509,12 @@ impl Reactor {
             return;
         }
         let raw = fd.as_raw_fd();
+        let session = Session::new(self.options.proto);
+        let now = self.shared.clock.now_ms;
         let conn = Conn {
             fd,
-            session: Session::new(self.options.proto),
+            head_started: if session.awaiting_head() { now } else { NEVER },
+            session,
             input: Vec::new(),
             output: Vec::new(),
             sent: 0,
@@ -394,8 +523,10 @@ impl Reactor {
             write_ready: true,
             peer_eof: false,
             phase: Phase::Serving,
-            linger_deadline: None,
             lingered_bytes: 0,
+            last_activity: now,
+            linger_until: NEVER,
+            timer: NEVER,
         };
         let token = self.conns.insert(conn);
         let interest = if self.features.edge_triggered {
@@ -523,6 +654,7 @@ fn turn(conn: &mut Conn, shared: &mut Shared) -> Verdict {
             match sys::send(fd, &conn.output[conn.sent..]) {
                 Ok(n) => {
                     shared.env.counters.bytes_out += n as u64;
+                    conn.last_activity = shared.clock.now_ms;
                     conn.sent += n;
                     if conn.sent == conn.output.len() {
                         conn.output.clear();
@@ -550,6 +682,10 @@ fn turn(conn: &mut Conn, shared: &mut Shared) -> Verdict {
                 .session
                 .advance(&conn.input, &mut conn.output, &mut shared.env);
             conn.input.drain(..consumed);
+            if consumed > 0 {
+                // A request head ended; if another has begun behind it, its clock starts now.
+                conn.head_started = NEVER;
+            }
             // Published before the response is sent, so /stats on another worker already
             // counts a request whose response the client has seen.
             shared.env.publish();
@@ -584,6 +720,7 @@ fn turn(conn: &mut Conn, shared: &mut Shared) -> Verdict {
                 Ok(0) => conn.peer_eof = true,
                 Ok(n) => {
                     shared.env.counters.bytes_in += n as u64;
+                    conn.last_activity = shared.clock.now_ms;
                     budget = budget.saturating_sub(n);
                     // Level-triggered: a short read emptied the socket buffer, so skip the read
                     // that would only say EAGAIN; if more (or a FIN) is there, the next wait
@@ -609,6 +746,11 @@ fn turn(conn: &mut Conn, shared: &mut Shared) -> Verdict {
 
 /// Gives lent buffers back to the loop when the connection no longer needs them.
 fn finish_turn(conn: &mut Conn, shared: &mut Shared, verdict: Verdict) -> Verdict {
+    if !conn.session.awaiting_head() {
+        conn.head_started = NEVER;
+    } else if conn.head_started == NEVER && !conn.input.is_empty() {
+        conn.head_started = shared.clock.now_ms;
+    }
     if conn.pending_output() == 0 && conn.output.capacity() > 0 {
         conn.output.clear();
         conn.sent = 0;
@@ -636,7 +778,7 @@ fn finish_turn(conn: &mut Conn, shared: &mut Shared, verdict: Verdict) -> Verdic
 fn start_lingering(conn: &mut Conn, shared: &mut Shared) -> Verdict {
     let _ = sys::shutdown_write(conn.fd.as_raw_fd());
     conn.phase = Phase::Lingering;
-    conn.linger_deadline = Some(Instant::now() + LINGER_TIME);
+    conn.linger_until = shared.clock.now_ms + LINGER_TIME.as_millis() as u64;
     conn.input.clear();
     if conn.peer_eof {
         return Verdict::Close;

@@ -34,6 +34,9 @@ pub struct ServeConfig {
     pub thread_stack_kib: usize,
     /// Lowers RLIMIT_SIGPENDING to this many queued signals (sigio backend), to force overflow.
     pub sigio_queue_limit: Option<u64>,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub write_timeout: Duration,
     /// Threads of the pool backend (None: 2 × cores).
     pub pool_threads: Option<usize>,
     /// Processes serving the port, each with its own SO_REUSEPORT listener.
@@ -57,6 +60,9 @@ impl Default for ServeConfig {
             thread_stack_kib: 64,
             sigio_queue_limit: None,
             pool_threads: None,
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
             workers: 1,
             worker_index: None,
             stats_board: None,
@@ -104,7 +110,9 @@ impl Server {
             return Err(StartError("--pool-threads must be at least 1".into()));
         }
         if config.pool_threads.is_some() && config.backend != BackendKind::Pool {
-            return Err(StartError("--pool-threads applies to the pool backend only".into()));
+            return Err(StartError(
+                "--pool-threads applies to the pool backend only".into(),
+            ));
         }
         if config.thread_stack_kib < 16 {
             return Err(StartError("--thread-stack must be at least 16 KiB".into()));
@@ -201,6 +209,12 @@ impl Server {
             c.shutdown_grace.as_secs_f64().to_string(),
             "--thread-stack".into(),
             c.thread_stack_kib.to_string(),
+            "--header-timeout".into(),
+            c.header_timeout.as_secs_f64().to_string(),
+            "--idle-timeout".into(),
+            c.idle_timeout.as_secs_f64().to_string(),
+            "--write-timeout".into(),
+            c.write_timeout.as_secs_f64().to_string(),
         ];
         if c.edge {
             serve_args.push("--edge".into());
@@ -242,7 +256,13 @@ impl Server {
             max_conns: self.max_conns,
             shutdown_grace: self.config.shutdown_grace,
             thread_stack_kib: self.config.thread_stack_kib,
-            pool_threads: self.config.pool_threads.unwrap_or_else(default_pool_threads),
+            pool_threads: self
+                .config
+                .pool_threads
+                .unwrap_or_else(default_pool_threads),
+            header_timeout: self.config.header_timeout,
+            idle_timeout: self.config.idle_timeout,
+            write_timeout: self.config.write_timeout,
             board: self.open_board()?.map(Arc::new),
         };
         match self.config.backend.info().driver {

@@ -530,6 +530,104 @@ pub fn fd_exhaustion_neither_spins_nor_stops_serving(backend: &[&str]) {
     }
 }
 
+fn start_with(backend: &[&str], extra: &[&str]) -> Server {
+    let mut args = backend.to_vec();
+    args.extend(["--proto", "http"]);
+    args.extend(extra);
+    Server::start(&args)
+}
+
+pub fn header_timeout_answers_408_then_closes(backend: &[&str]) {
+    let server = start_with(backend, &["--header-timeout", "0.5"]);
+    let stream = server.connect();
+    (&stream).write_all(b"GET / HTTP/1.1\r\nHost: a").unwrap();
+    // Blocks until the server acts on its timeout (IO_TIMEOUT bounds it).
+    let mut reader = HttpReader::new(stream);
+    let r = reader
+        .read_response(false)
+        .expect("a 408, not a silent close");
+    assert_eq!(r.status, 408);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(reader.at_clean_eof().unwrap());
+}
+
+/// A client dripping one header byte at a time is cut at the header timeout (not kept alive by
+/// each byte), while a normal client is served all along.
+pub fn slow_header_client_is_cut_and_others_are_served(backend: &[&str]) {
+    let server = start_with(backend, &["--header-timeout", "1"]);
+    let slow = server.connect();
+    let head = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Slow: {}\r\n\r\n",
+        "s".repeat(200)
+    );
+    let writer = slow.try_clone().unwrap();
+    let dripper = std::thread::spawn(move || {
+        let mut sent = 0;
+        for byte in head.as_bytes() {
+            if (&writer).write_all(std::slice::from_ref(byte)).is_err() {
+                break;
+            }
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (sent, head.len())
+    });
+    let mut normal = HttpReader::new(server.connect());
+    for _ in 0..20 {
+        normal
+            .inner_mut()
+            .write_all(b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        assert_eq!(normal.read_response(false).unwrap().body, b"Hello, World!");
+    }
+    let r = HttpReader::new(&slow)
+        .read_response(false)
+        .expect("a 408 for the slow client");
+    assert_eq!(r.status, 408);
+    drop(slow);
+    let (sent, total) = dripper.join().unwrap();
+    assert!(
+        sent < total,
+        "the slow client sent its whole head ({sent} bytes) without being cut"
+    );
+}
+
+pub fn idle_keep_alive_connection_is_closed(backend: &[&str]) {
+    let server = start_with(backend, &["--idle-timeout", "0.5"]);
+    let mut reader = HttpReader::new(server.connect());
+    reader
+        .inner_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(reader.read_response(false).unwrap().status, 200);
+    // Nothing more is sent: the server closes (cleanly, without a response).
+    assert!(reader.at_clean_eof().expect("closed cleanly"));
+}
+
+/// A client that stops reading while a response is pending is dropped after the write timeout,
+/// freeing its connection.
+pub fn write_stall_is_closed(backend: &[&str]) {
+    let server = start_with(backend, &["--write-timeout", "0.5"]);
+    let stalled = server.connect();
+    (&stalled)
+        .write_all(b"GET /bytes/1073741824 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    loop {
+        let s = stats(&server);
+        // Only the /stats connection itself is left.
+        if s["connections_current"].as_u64() == Some(1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stalled client still held: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(stalled);
+}
+
 /// One module per backend, each running every case above.
 macro_rules! suite {
     ($($name:ident: [$($arg:literal),*];)*) => {$(
@@ -554,6 +652,10 @@ macro_rules! suite {
             #[test] fn sigterm_finishes_in_flight_response_and_exits_0() { super::sigterm_finishes_in_flight_response_and_exits_0(ARGS) }
             #[test] fn c10k_ten_thousand_connections_each_echo() { super::c10k_ten_thousand_connections_each_echo(ARGS) }
             #[test] fn fd_exhaustion_neither_spins_nor_stops_serving() { super::fd_exhaustion_neither_spins_nor_stops_serving(ARGS) }
+            #[test] fn header_timeout_answers_408_then_closes() { super::header_timeout_answers_408_then_closes(ARGS) }
+            #[test] fn slow_header_client_is_cut_and_others_are_served() { super::slow_header_client_is_cut_and_others_are_served(ARGS) }
+            #[test] fn idle_keep_alive_connection_is_closed() { super::idle_keep_alive_connection_is_closed(ARGS) }
+            #[test] fn write_stall_is_closed() { super::write_stall_is_closed(ARGS) }
             #[test] fn bad_cli_input_is_one_line_and_exit_2() { super::bad_cli_input_is_one_line_and_exit_2(ARGS) }
         }
     )*};

@@ -30,6 +30,12 @@ pub struct DriverOptions {
     pub thread_stack_kib: usize,
     /// Threads of the pool backend.
     pub pool_threads: usize,
+    /// A request head must arrive whole within this (HTTP: 408, then close).
+    pub header_timeout: Duration,
+    /// A keep-alive connection with nothing in progress is closed after this.
+    pub idle_timeout: Duration,
+    /// A connection whose pending output makes no progress for this long is closed.
+    pub write_timeout: Duration,
     /// With `--workers N`: this worker's slot on the shared stats board.
     pub board: Option<Arc<StatsBoard>>,
 }
@@ -42,6 +48,9 @@ impl Default for DriverOptions {
             shutdown_grace: Duration::from_secs(10),
             thread_stack_kib: 64,
             pool_threads: 4,
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
             board: None,
         }
     }

@@ -101,6 +101,23 @@ impl Session {
         }
     }
 
+    /// True between requests or while a request head is arriving — the times when the header
+    /// timeout, not the idle timeout, applies to buffered input. Echo has no requests: never.
+    pub fn awaiting_head(&self) -> bool {
+        match self {
+            Session::Echo(_) => false,
+            Session::Http(s) => s.awaiting_head(),
+        }
+    }
+
+    /// The header timeout expired with part of a request received: HTTP answers 408 and turns
+    /// to `CloseAfterFlush`; echo has nothing to say.
+    pub fn request_timeout(&mut self, out: &mut Vec<u8>, env: &dyn Env) {
+        if let Session::Http(s) = self {
+            s.request_timeout(out, env);
+        }
+    }
+
     /// Written before the connection is closed because the server is full (`--max-conns`) or
     /// cannot take it (thread creation failed): HTTP gets a 503, echo gets nothing.
     pub fn refusal(proto: Proto, env: &dyn Env) -> Vec<u8> {

@@ -193,6 +193,16 @@ impl HttpSession {
         self.stalled || matches!(self.state, State::Bytes { .. } | State::Replay(_))
     }
 
+    /// True while waiting for a request head: between requests, or with part of one received.
+    pub fn awaiting_head(&self) -> bool {
+        matches!(self.state, State::Head)
+    }
+
+    /// The client took too long to send its request head: answer 408 and close.
+    pub fn request_timeout(&mut self, out: &mut Vec<u8>, env: &dyn Env) {
+        self.reject(out, env, response::REQUEST_TIMEOUT, false);
+    }
+
     /// See [`crate::proto::Session::advance`].
     pub fn advance(&mut self, input: &[u8], out: &mut Vec<u8>, env: &mut dyn Env) -> usize {
         let mut pos = 0;

@@ -36,6 +36,10 @@ pub const BAD_REQUEST: Canned = Canned {
     status: b"400 Bad Request",
     body: b"Bad Request\n",
 };
+pub const REQUEST_TIMEOUT: Canned = Canned {
+    status: b"408 Request Timeout",
+    body: b"Request Timeout\n",
+};
 pub const CONTENT_TOO_LARGE: Canned = Canned {
     status: b"413 Content Too Large",
     body: b"Content Too Large\n",

@@ -935,3 +935,23 @@ fn perf_plaintext() {
     let piped = t.elapsed().as_nanos() as f64 / f64::from(iters / 16 * 16);
     println!("plaintext: {single:.0} ns/request alone, {piped:.0} ns/request pipelined x16");
 }
+
+#[test]
+fn request_timeout_answers_408_and_closes() {
+    let mut env = TestEnv::new();
+    let mut s = HttpSession::new();
+    let mut out = Vec::new();
+    assert!(s.awaiting_head());
+    let partial = b"GET / HTTP/1.1\r\nHost: x";
+    assert_eq!(s.advance(partial, &mut out, &mut env), 0);
+    assert!(out.is_empty() && s.awaiting_head());
+    s.request_timeout(&mut out, &env);
+    assert!(
+        out.starts_with(b"HTTP/1.1 408 Request Timeout\r\n"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(out.windows(19).any(|w| w == b"Connection: close\r\n"));
+    assert_eq!(s.status(), Status::CloseAfterFlush);
+    assert!(!s.awaiting_head());
+}

@@ -863,3 +863,17 @@ pub fn shutdown_signals() -> io::Result<SignalFd> {
         SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
     )?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle connection is its slab entry and nothing else: keep it small (the budget for the
+    /// event backends is 256 bytes of user-space memory per idle connection).
+    #[test]
+    fn idle_connection_entry_is_small() {
+        let entry = std::mem::size_of::<(u32, Option<Conn>)>();
+        eprintln!("slab entry: {entry} bytes");
+        assert!(entry <= 160, "slab entry grew to {entry} bytes");
+    }
+}

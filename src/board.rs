@@ -121,12 +121,16 @@ mod tests {
         let file = BoardFile::create(3).unwrap();
         let a = StatsBoard::open(&file.path, 3, 0).unwrap();
         let b = StatsBoard::open(&file.path, 3, 2).unwrap();
-        let mut ca = Counters::default();
-        ca.requests = 5;
+        let mut ca = Counters {
+            requests: 5,
+            ..Counters::default()
+        };
         ca.syscalls.reads = 7;
-        let mut cb = Counters::default();
-        cb.requests = 11;
-        cb.connections_current = 2;
+        let cb = Counters {
+            requests: 11,
+            connections_current: 2,
+            ..Counters::default()
+        };
         a.publish(&ca);
         b.publish(&cb);
         let (total, reporting) = a.totals();

@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve echo or HTTP/1.1 with the chosen I/O model. Prints one ready line on stdout.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// List every backend, whether this kernel supports it, and its limits.
     Backends,
 }
@@ -124,7 +124,7 @@ fn main() -> ExitCode {
             list_backends();
             ExitCode::SUCCESS
         }
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
     }
 }
 

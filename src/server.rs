@@ -18,6 +18,7 @@ use crate::reactor::{self, Reactor};
 use crate::stats::Counters;
 use crate::sys;
 use crate::workers::{self, WorkerPlan};
+use nix::sys::signalfd::SignalFd;
 
 /// Everything `c10k serve` was asked to do.
 #[derive(Clone, Debug)]
@@ -90,6 +91,8 @@ pub struct Server {
     listener: OwnedFd,
     local_addr: SocketAddr,
     max_conns: usize,
+    /// SIGINT/SIGTERM/SIGHUP, blocked and readable here (None in a master of workers).
+    signals: Option<SignalFd>,
 }
 
 impl Server {
@@ -151,11 +154,23 @@ impl Server {
         let reuse_port = config.workers > 1;
         let (listener, local_addr) = bind_listener(config.listen, config.backlog, reuse_port)
             .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;
+        // Blocked before anyone can read the ready line, so that a SIGTERM sent right after
+        // it is an orderly shutdown rather than the default action. (A master blocks its own.)
+        let is_master = config.workers > 1 && config.worker_index.is_none();
+        let signals = if is_master {
+            None
+        } else {
+            Some(
+                reactor::shutdown_signals()
+                    .map_err(|e| StartError(format!("cannot set up signal handling: {e}")))?,
+            )
+        };
         Ok(Server {
             config,
             listener,
             local_addr,
             max_conns,
+            signals,
         })
     }
 
@@ -249,8 +264,15 @@ impl Server {
     }
 
     /// Serves until SIGINT/SIGTERM; returns the final counters.
-    pub fn run(self) -> io::Result<Counters> {
-        let signals = reactor::shutdown_signals()?;
+    pub fn run(mut self) -> io::Result<Counters> {
+        let signals = match self.signals.take() {
+            Some(signals) => signals,
+            None => {
+                return Err(io::Error::other(
+                    "a master of workers does not serve itself",
+                ))
+            }
+        };
         let options = DriverOptions {
             proto: self.config.proto,
             max_conns: self.max_conns,

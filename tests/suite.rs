@@ -54,6 +54,10 @@ pub fn echo_finishes_after_half_close(backend: &[&str]) {
 }
 
 pub fn echo_serves_500_concurrent_connections(backend: &[&str]) {
+    if backend[1] == "pool" {
+        eprintln!("pool: a connection holds one of the --pool-threads threads for its whole life, so 500 open at once cannot all be served: the excess waits in the bounded queue, then gets refused (tests/pool.rs checks exactly that)");
+        return;
+    }
     let server = start(backend, "echo");
     let streams: Vec<TcpStream> = (0..500).map(|_| server.connect()).collect();
     for (i, s) in streams.iter().enumerate() {
@@ -322,8 +326,20 @@ pub fn reset_in_the_middle_of_a_request_is_harmless(backend: &[&str]) {
         http_once(&server, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").status,
         200
     );
-    let stats = stats(&server);
-    assert_eq!(stats["connections_current"].as_u64(), Some(1), "{stats}");
+    // Only the /stats connection itself is left once every reset has been seen (a thread or a
+    // worker process may see its reset a moment later: wait for it, bounded).
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    loop {
+        let stats = stats(&server);
+        if stats["connections_current"].as_u64() == Some(1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reset connections still counted: {stats}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 pub fn stats_reports_backend_and_counters(backend: &[&str]) {
@@ -439,6 +455,10 @@ pub fn c10k_ten_thousand_connections_each_echo(backend: &[&str]) {
         eprintln!("busy-poll is a teaching backend: it tries every connection on every pass, so C10K is out of its scope");
         return;
     }
+    if backend[1] == "pool" {
+        eprintln!("pool: a connection holds a thread for its whole life, so 10,000 open connections on a handful of threads is the model's cliff by design: all but threads + queue are refused (tests/pool.rs)");
+        return;
+    }
     // This process holds 10,000 client sockets: two such tests at once would pass our own limit.
     let _one_at_a_time = C10K_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let (_, hard) =
@@ -483,6 +503,10 @@ static C10K_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// At the descriptor limit the server keeps serving its connections, does not spin on accept
 /// (EMFILE), and accepts the waiting clients as soon as descriptors free up.
 pub fn fd_exhaustion_neither_spins_nor_stops_serving(backend: &[&str]) {
+    if backend[1] == "pool" {
+        eprintln!("pool: 100 waiting clients exceed its threads + queue, so the excess is refused with 503 instead of waiting in the backlog (by design); its EMFILE pause is checked in tests/pool.rs");
+        return;
+    }
     let mut args = backend.to_vec();
     args.extend(["--proto", "http", "--max-conns", "10000"]);
     let server = Server::start_with_fd_limit(64, &args);
@@ -671,4 +695,6 @@ suite! {
     threads: ["--backend", "threads"];
     uring: ["--backend", "uring"];
     epoll_workers: ["--backend", "epoll", "--workers", "2"];
+    coro: ["--backend", "coro"];
+    pool: ["--backend", "pool"];
 }

@@ -1,0 +1,638 @@
+//! Coroutines: each connection is an `async fn` written as straight-line code — read, let the
+//! protocol answer, write the answer, loop — run by c10k's own single-threaded executor over
+//! edge-triggered epoll (`executor.rs`, `io.rs`). No runtime crate: a slab of tasks, one waker per
+//! task, a ready queue, and a reactor step that wakes the tasks whose descriptors became ready.
+//!
+//! Invariants this driver keeps (the reactor's, in straight-line form):
+//! - A connection writes everything the protocol produced (at most about one high-water mark)
+//!   before it reads again: a client that does not read stops being read from, and holds one
+//!   output buffer, not more.
+//! - Idle connections own no buffers: input and output buffers are lent from the loop's pool when
+//!   the socket is readable or the protocol has output, and given back before the task waits
+//!   for a client (a partial request is kept right-sized). 10,000 idle connections cost 10,000
+//!   small tasks.
+//! - A task reads at most `READ_BUDGET_PER_TURN` bytes before it yields, so one fast client cannot
+//!   starve the others; the accept task yields after `ACCEPTS_PER_TURN` accepts.
+//! - Timeouts are deadlines the waiting future checks, with a timer armed lazily (`Alarm`): the
+//!   header timeout from when a request head began (HTTP: 408, then close), the idle timeout
+//!   between requests, the write timeout while output makes no progress.
+//! - After an error response (`CloseAfterFlush`): flush, shut down writing, read and discard for
+//!   at most 2 s / 256 KiB, then close, so the client reads the response rather than a reset.
+//! - `--max-conns`: beyond it a connection gets the refusal (HTTP 503) and is closed. EMFILE
+//!   pauses accepting (clients wait in the backlog) until a connection closes or 100 ms pass —
+//!   a timer, never a spin.
+//! - SIGINT/SIGTERM (signalfd, a task like the others): stop accepting, close idle connections,
+//!   let busy ones finish within `--shutdown-grace`, then exit.
+
+mod executor;
+mod io;
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::io as stdio;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::SignalFd;
+
+use self::executor::{yield_now, Alarm, Executor, Runtime};
+use self::io::{readable, IoDriver, Registration};
+use super::{DriverOptions, LoopEnv};
+use crate::proto::{Session, Status, OUTPUT_HIGH_WATER};
+use crate::stats::{self, Counters};
+use crate::sys;
+
+const BACKEND: &str = "coro";
+/// Bytes asked of one read.
+const READ_CHUNK: usize = 64 * 1024;
+/// Bytes one connection may read before it yields to the other ready tasks.
+const READ_BUDGET_PER_TURN: usize = 256 * 1024;
+/// See the reactor: a protocol that neither consumes nor rejects this much input has a bug.
+const MAX_BUFFERED_INPUT: usize = 2 * 1024 * 1024 + 64 * 1024;
+/// Accepts before the accept task yields.
+const ACCEPTS_PER_TURN: usize = 256;
+/// After EMFILE/ENFILE, how long accepting pauses unless a connection closes first.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// After an error response: how long and how much is read and discarded before closing.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 * 1024;
+/// Capacity of a lent buffer: a read chunk plus a partial request, or a high-water mark of output
+/// plus the protocol's last append past it.
+const BUFFER_CAPACITY: usize = 2 * OUTPUT_HIGH_WATER;
+/// Buffers the pool keeps when they come back; more are freed.
+const POOLED_BUFFERS: usize = 32;
+
+/// What every task of this loop shares.
+struct Ctx {
+    rt: Rc<Runtime>,
+    env: RefCell<LoopEnv>,
+    options: DriverOptions,
+    buffers: RefCell<Vec<Vec<u8>>>,
+    /// Open connections (their tasks are alive).
+    conns: Cell<usize>,
+    shutdown_deadline: Cell<Option<Instant>>,
+    /// Set by the signal task once connections have drained or the grace period is over.
+    done: Cell<bool>,
+    /// The accept task's waker: woken at shutdown, or when a connection closes during a pause.
+    acceptor: RefCell<Option<Waker>>,
+    accept_paused: Cell<bool>,
+    /// The signal task's waker while it waits for connections to drain.
+    drainer: RefCell<Option<Waker>>,
+    exhaustion_events: Cell<u64>,
+    last_exhaustion_log: Cell<Option<Instant>>,
+}
+
+impl Ctx {
+    fn shutting_down(&self) -> bool {
+        self.shutdown_deadline.get().is_some()
+    }
+
+    fn lend(&self) -> Vec<u8> {
+        self.buffers
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BUFFER_CAPACITY))
+    }
+
+    /// Takes the buffer back (leaving an unallocated one), keeping it for the next lender if it
+    /// has the usual size and the pool is not full.
+    fn give_back(&self, buf: &mut Vec<u8>) {
+        if buf.capacity() == 0 {
+            return;
+        }
+        let mut buf = std::mem::take(buf);
+        let mut pool = self.buffers.borrow_mut();
+        if (BUFFER_CAPACITY..=4 * BUFFER_CAPACITY).contains(&buf.capacity())
+            && pool.len() < POOLED_BUFFERS
+        {
+            buf.clear();
+            pool.push(buf);
+        }
+    }
+
+    /// The protocol's turn. The poller's own counts are copied in first, so `/stats` is current.
+    fn advance(&self, session: &mut Session, input: &[u8], output: &mut Vec<u8>) -> usize {
+        let mut env = self.env.borrow_mut();
+        sync_poller_counters(&self.rt, &mut env);
+        let consumed = session.advance(input, output, &mut *env);
+        // Published before the response is sent, so /stats on another worker already counts it.
+        env.publish();
+        consumed
+    }
+
+    fn with_counters(&self, f: impl FnOnce(&mut Counters)) {
+        f(&mut self.env.borrow_mut().counters)
+    }
+}
+
+fn sync_poller_counters(rt: &Runtime, env: &mut LoopEnv) {
+    let polled = rt.io.borrow().counters();
+    env.counters.syscalls.waits = polled.waits;
+    env.counters.syscalls.ctl = polled.ctl;
+}
+
+/// A connection's (or the listener's) descriptor and its registration; the registration is
+/// dropped first (field order), so the descriptor leaves epoll before it is closed.
+struct Socket {
+    reg: Registration,
+    fd: OwnedFd,
+}
+
+impl Socket {
+    fn new(rt: &Rc<Runtime>, fd: OwnedFd) -> stdio::Result<Socket> {
+        Ok(Socket {
+            reg: Registration::new(rt, fd.as_raw_fd())?,
+            fd,
+        })
+    }
+}
+
+/// Serves until SIGINT/SIGTERM and the end of the grace period; returns the counters.
+pub fn run(
+    listener: OwnedFd,
+    signals: SignalFd,
+    options: &DriverOptions,
+) -> stdio::Result<Counters> {
+    sys::set_nonblocking(listener.as_raw_fd(), true)?;
+    let rt = Runtime::new(IoDriver::new()?);
+    let ctx = Rc::new(Ctx {
+        rt: Rc::clone(&rt),
+        env: RefCell::new(LoopEnv {
+            board: options.board.clone(),
+            ..LoopEnv::new(BACKEND)
+        }),
+        options: options.clone(),
+        buffers: RefCell::new(Vec::new()),
+        conns: Cell::new(0),
+        shutdown_deadline: Cell::new(None),
+        done: Cell::new(false),
+        acceptor: RefCell::new(None),
+        accept_paused: Cell::new(false),
+        drainer: RefCell::new(None),
+        exhaustion_events: Cell::new(0),
+        last_exhaustion_log: Cell::new(None),
+    });
+    let listener = Socket::new(&rt, listener)?;
+    let signal_reg = Registration::new(&rt, signals.as_raw_fd())?;
+    rt.spawn(accept_loop(Rc::clone(&ctx), listener));
+    rt.spawn(signal_task(Rc::clone(&ctx), signals, signal_reg));
+    let mut executor = Executor::new(Rc::clone(&rt));
+    executor.run(|| ctx.env.borrow_mut().date.refresh(), || ctx.done.get())?;
+    log::debug!("executor stopped with {} tasks", executor.live());
+    // Whatever is left (connections past the grace period) is dropped here: closed.
+    drop(executor);
+    let mut env = ctx.env.borrow_mut();
+    sync_poller_counters(&rt, &mut env);
+    env.publish();
+    let counters = env.counters;
+    log::info!("{}", stats::summary_line(BACKEND, &counters));
+    Ok(counters)
+}
+
+/// Accepts connections and spawns a task for each, until shutdown.
+async fn accept_loop(ctx: Rc<Ctx>, listener: Socket) {
+    loop {
+        let go = poll_fn(|cx| {
+            if ctx.shutting_down() {
+                return Poll::Ready(false);
+            }
+            ctx.acceptor
+                .borrow_mut()
+                .get_or_insert_with(|| cx.waker().clone());
+            listener.reg.poll_read_ready(cx).map(|()| true)
+        })
+        .await;
+        if !go {
+            break;
+        }
+        let mut budget_spent = true;
+        for _ in 0..ACCEPTS_PER_TURN {
+            ctx.with_counters(|c| c.syscalls.accepts += 1);
+            match sys::accept(listener.fd.as_raw_fd(), true) {
+                Ok(fd) => admit(&ctx, fd),
+                Err(e) if e.kind() == stdio::ErrorKind::WouldBlock => {
+                    listener.reg.clear_read_ready();
+                    budget_spent = false;
+                    break;
+                }
+                Err(e) if sys::is_fd_exhaustion(&e) => {
+                    pause_accepting(&ctx, &e).await;
+                    budget_spent = false;
+                    break;
+                }
+                // ECONNABORTED and friends: that client is gone, the next may not be.
+                Err(e) => log::debug!("accept: {e}"),
+            }
+        }
+        if budget_spent {
+            yield_now().await;
+        }
+    }
+    log::debug!("no longer accepting");
+}
+
+fn admit(ctx: &Rc<Ctx>, fd: OwnedFd) {
+    {
+        let mut env = ctx.env.borrow_mut();
+        env.counters.connections_total += 1;
+        if ctx.conns.get() >= ctx.options.max_conns {
+            env.counters.connections_refused += 1;
+            let refusal = Session::refusal(ctx.options.proto, &*env);
+            if !refusal.is_empty() {
+                env.counters.syscalls.writes += 1;
+                // A fresh socket's send buffer takes ~150 bytes without blocking.
+                if let Ok(n) = sys::send(fd.as_raw_fd(), &refusal) {
+                    env.counters.bytes_out += n as u64;
+                }
+                let _ = sys::shutdown_write(fd.as_raw_fd());
+            }
+            log::debug!(
+                "refused a connection: {} open, --max-conns {}",
+                ctx.conns.get(),
+                ctx.options.max_conns
+            );
+            return;
+        }
+    }
+    let raw = fd.as_raw_fd();
+    match Socket::new(&ctx.rt, fd) {
+        Ok(socket) => {
+            ctx.conns.set(ctx.conns.get() + 1);
+            let mut env = ctx.env.borrow_mut();
+            env.counters.connections_current += 1;
+            env.publish();
+            ctx.rt.spawn(serve(Rc::clone(ctx), socket));
+        }
+        Err(e) => log::warn!("cannot register fd {raw}: {e}; closing it"),
+    }
+}
+
+/// Out of descriptors: clients wait in the backlog until a connection closes or the pause ends.
+/// Logged at most once a second.
+async fn pause_accepting(ctx: &Ctx, error: &stdio::Error) {
+    ctx.exhaustion_events.set(ctx.exhaustion_events.get() + 1);
+    let now = Instant::now();
+    if ctx
+        .last_exhaustion_log
+        .get()
+        .is_none_or(|at| now - at >= Duration::from_secs(1))
+    {
+        log::warn!(
+            "accept: {error} ({} times so far); pausing accepts, serving the {} open connections",
+            ctx.exhaustion_events.get(),
+            ctx.conns.get()
+        );
+        ctx.last_exhaustion_log.set(Some(now));
+    }
+    ctx.accept_paused.set(true);
+    let until = now + ACCEPT_PAUSE;
+    let mut timer_set = false;
+    poll_fn(|cx| {
+        if !ctx.accept_paused.get() || ctx.shutting_down() || Instant::now() >= until {
+            return Poll::Ready(());
+        }
+        if !timer_set {
+            ctx.rt.wake_at(until, cx.waker().clone());
+            timer_set = true;
+        }
+        Poll::Pending
+    })
+    .await;
+    ctx.accept_paused.set(false);
+}
+
+/// Keeps the open-connection count true however the task ends (returned, or dropped when the
+/// grace period is over), and tells whoever waits for a connection to close.
+struct ConnGuard(Rc<Ctx>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let ctx = &self.0;
+        ctx.conns.set(ctx.conns.get() - 1);
+        {
+            let mut env = ctx.env.borrow_mut();
+            env.counters.connections_current -= 1;
+            env.publish();
+        }
+        if ctx.accept_paused.replace(false) {
+            // A descriptor was freed: accepting resumes now rather than after the pause.
+            if let Some(w) = ctx.acceptor.borrow().as_ref() {
+                w.wake_by_ref();
+            }
+        }
+        if ctx.shutting_down() {
+            if let Some(w) = ctx.drainer.borrow().as_ref() {
+                w.wake_by_ref();
+            }
+        }
+    }
+}
+
+/// One connection, start to end, in the order things happen to it.
+async fn serve(ctx: Rc<Ctx>, socket: Socket) {
+    let _guard = ConnGuard(Rc::clone(&ctx));
+    let reg = &socket.reg;
+    let timeouts = (
+        ctx.options.header_timeout,
+        ctx.options.idle_timeout,
+        ctx.options.write_timeout,
+    );
+    let mut session = Session::new(ctx.options.proto);
+    let mut input: Vec<u8> = Vec::new();
+    let mut output: Vec<u8> = Vec::new();
+    let mut peer_eof = false;
+    let mut budget = READ_BUDGET_PER_TURN;
+    let mut alarm = Alarm::default();
+    // When the request head now arriving began: the header timeout counts from here, so a client
+    // dripping a byte at a time is still cut. A new HTTP connection is awaiting its first head.
+    let mut head_started = session.awaiting_head().then(|| ctx.rt.now());
+    loop {
+        // 1. Let the protocol turn input (or a streamed body) into output, up to the high-water
+        //    mark, and write all of it before asking for more.
+        let mut progressed = false;
+        if !input.is_empty() || session.has_pending_output() {
+            if output.capacity() == 0 {
+                output = ctx.lend();
+            }
+            let before = output.len();
+            let consumed = ctx.advance(&mut session, &input, &mut output);
+            input.drain(..consumed);
+            if consumed > 0 {
+                // A request head ended; if another has begun behind it, its clock starts now.
+                head_started = None;
+            }
+            progressed = consumed > 0 || output.len() > before;
+        }
+        if !output.is_empty() {
+            if input.is_empty() {
+                ctx.give_back(&mut input);
+            }
+            if let Err(e) = send_all(&ctx, reg, &output, timeouts.2, &mut alarm).await {
+                log::debug!("fd {}: {e}; closing", reg.fd());
+                break;
+            }
+            output.clear();
+            continue;
+        }
+        ctx.give_back(&mut output);
+        if progressed {
+            continue;
+        }
+        // 2. Close, if the protocol or the peer said so.
+        if session.status() == Status::CloseAfterFlush {
+            linger(&ctx, &socket, peer_eof, &mut alarm).await;
+            break;
+        }
+        if peer_eof {
+            // Everything the peer sent before its half-close has been answered.
+            break;
+        }
+        if input.len() > MAX_BUFFERED_INPUT {
+            log::warn!(
+                "fd {}: protocol left {} bytes unconsumed; closing",
+                reg.fd(),
+                input.len()
+            );
+            break;
+        }
+        // 3. Read more: wait for the socket first, holding no buffer while waiting, until the
+        //    header timeout (from when the head began) or the idle timeout (from now).
+        if !session.awaiting_head() {
+            head_started = None;
+        } else if head_started.is_none() && !input.is_empty() {
+            head_started = Some(ctx.rt.now());
+        }
+        let deadline = match head_started {
+            Some(start) => start + timeouts.0,
+            None => ctx.rt.now() + timeouts.1,
+        };
+        let idle = input.is_empty() && !session.has_pending_output();
+        if input.is_empty() {
+            ctx.give_back(&mut input);
+        } else if input.capacity() >= READ_CHUNK && !reg.read_ready() {
+            let partial = input.clone();
+            ctx.give_back(&mut input);
+            input = partial;
+        }
+        let mut waited = false;
+        let wait = poll_fn(|cx| {
+            if idle && ctx.shutting_down() {
+                return Poll::Ready(Wait::Shutdown);
+            }
+            if reg.poll_read_ready(cx).is_ready() {
+                return Poll::Ready(Wait::Ready);
+            }
+            waited = true;
+            if alarm.expired(&ctx.rt, deadline, cx) {
+                return Poll::Ready(Wait::TimedOut);
+            }
+            Poll::Pending
+        })
+        .await;
+        match wait {
+            Wait::Ready => {}
+            Wait::Shutdown => break, // and nothing in flight
+            Wait::TimedOut if head_started.is_some() && !input.is_empty() => {
+                log::debug!(
+                    "fd {}: request head not complete within {:?}",
+                    reg.fd(),
+                    timeouts.0
+                );
+                head_started = None;
+                output = ctx.lend();
+                session.request_timeout(&mut output, &*ctx.env.borrow());
+                if session.status() == Status::CloseAfterFlush {
+                    continue; // sent like any error response: flush, linger, close
+                }
+                break;
+            }
+            Wait::TimedOut => {
+                log::debug!("fd {}: idle; closing", reg.fd());
+                break;
+            }
+        }
+        if waited {
+            budget = READ_BUDGET_PER_TURN;
+        } else if budget == 0 {
+            yield_now().await;
+            budget = READ_BUDGET_PER_TURN;
+        }
+        if input.capacity() == 0 {
+            input = ctx.lend();
+        }
+        ctx.with_counters(|c| c.syscalls.reads += 1);
+        match reg.read_append(&mut input, READ_CHUNK) {
+            Ok(0) => peer_eof = true,
+            Ok(n) => {
+                ctx.with_counters(|c| c.bytes_in += n as u64);
+                budget = budget.saturating_sub(n);
+            }
+            Err(e) if e.kind() == stdio::ErrorKind::WouldBlock => {}
+            Err(_) => break,
+        }
+    }
+    ctx.give_back(&mut input);
+    ctx.give_back(&mut output);
+}
+
+/// How a wait for input ended.
+enum Wait {
+    Ready,
+    Shutdown,
+    TimedOut,
+}
+
+/// Writes all of `data`, waiting for writability whenever the socket buffer is full; fails when
+/// no byte could be written for `write_timeout`.
+async fn send_all(
+    ctx: &Ctx,
+    reg: &Registration,
+    data: &[u8],
+    write_timeout: Duration,
+    alarm: &mut Alarm,
+) -> stdio::Result<()> {
+    let mut sent = 0;
+    let mut deadline = ctx.rt.now() + write_timeout;
+    while sent < data.len() {
+        let ready = poll_fn(|cx| {
+            if reg.poll_write_ready(cx).is_ready() {
+                Poll::Ready(true)
+            } else if alarm.expired(&ctx.rt, deadline, cx) {
+                Poll::Ready(false)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        if !ready {
+            return Err(stdio::Error::new(
+                stdio::ErrorKind::TimedOut,
+                format!("write stalled for {write_timeout:?}"),
+            ));
+        }
+        let result = reg.send(&data[sent..]);
+        ctx.with_counters(|c| {
+            c.syscalls.writes += 1;
+            if let Ok(n) = result {
+                c.bytes_out += n as u64;
+            }
+        });
+        match result {
+            Ok(n) => {
+                sent += n;
+                deadline = ctx.rt.now() + write_timeout;
+            }
+            Err(e) if e.kind() == stdio::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Shuts down writing, then reads and discards until EOF, too much, or the deadline, so that the
+/// client reads our response rather than a reset caused by its unread bytes.
+async fn linger(ctx: &Ctx, socket: &Socket, peer_eof: bool, alarm: &mut Alarm) {
+    let _ = sys::shutdown_write(socket.fd.as_raw_fd());
+    if peer_eof {
+        return;
+    }
+    let reg = &socket.reg;
+    let deadline = ctx.rt.now() + LINGER_TIME;
+    let mut discarded = 0;
+    loop {
+        let ready = poll_fn(|cx| {
+            if reg.poll_read_ready(cx).is_ready() {
+                Poll::Ready(true)
+            } else if alarm.expired(&ctx.rt, deadline, cx) {
+                Poll::Ready(false)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        if !ready {
+            return;
+        }
+        let mut scratch = ctx.lend();
+        ctx.with_counters(|c| c.syscalls.reads += 1);
+        let result = reg.read_append(&mut scratch, READ_CHUNK);
+        ctx.give_back(&mut scratch);
+        match result {
+            Ok(0) => return,
+            Ok(n) => {
+                discarded += n;
+                if discarded > LINGER_BYTES {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == stdio::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Takes SIGINT/SIGTERM/SIGHUP from the signalfd; on a stop signal, shuts down: no more accepts,
+/// idle connections closed, busy ones given the grace period, then the loop ends.
+async fn signal_task(ctx: Rc<Ctx>, signals: SignalFd, reg: Registration) {
+    'wait: loop {
+        readable(&reg).await;
+        loop {
+            match signals.read_signal() {
+                Ok(Some(info)) => {
+                    ctx.with_counters(|c| c.syscalls.signals += 1);
+                    match Signal::try_from(info.ssi_signo as i32) {
+                        Ok(Signal::SIGHUP) => {
+                            log::info!("SIGHUP ignored: c10k has no configuration to reload")
+                        }
+                        Ok(signal) => {
+                            log::info!(
+                                "{signal}: no longer accepting; finishing in-flight responses"
+                            );
+                            break 'wait;
+                        }
+                        Err(_) => {}
+                    }
+                }
+                Ok(None) => {
+                    reg.clear_read_ready();
+                    break;
+                }
+                Err(e) => {
+                    log::warn!("signalfd: {e}");
+                    reg.clear_read_ready();
+                    break;
+                }
+            }
+        }
+    }
+    drop(reg);
+    let deadline = Instant::now() + ctx.options.shutdown_grace;
+    ctx.shutdown_deadline.set(Some(deadline));
+    if let Some(w) = ctx.acceptor.borrow().as_ref() {
+        w.wake_by_ref();
+    }
+    // Idle connections are waiting to read: woken, they see the shutdown and close.
+    ctx.rt.io.borrow().wake_all_readers();
+    let mut timer_set = false;
+    poll_fn(|cx| {
+        if ctx.conns.get() == 0 || Instant::now() >= deadline {
+            return Poll::Ready(());
+        }
+        ctx.drainer
+            .borrow_mut()
+            .get_or_insert_with(|| cx.waker().clone());
+        if !timer_set {
+            ctx.rt.wake_at(deadline, cx.waker().clone());
+            timer_set = true;
+        }
+        Poll::Pending
+    })
+    .await;
+    if ctx.conns.get() > 0 {
+        log::warn!("grace period over: closing {} connections", ctx.conns.get());
+    }
+    ctx.done.set(true);
+}

@@ -31,7 +31,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// I/O model.
+    /// I/O model: threads, busy-poll, select, poll, epoll, sigio, uring, pool or coro
+    /// (`c10k backends` says which this kernel supports).
     #[arg(long, default_value = "epoll", value_parser = parse_backend)]
     backend: BackendKind,
     /// Protocol to serve.

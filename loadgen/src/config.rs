@@ -161,7 +161,11 @@ impl Config {
         if self.interval < Duration::from_millis(10) {
             return bad("--interval must be at least 10ms".into());
         }
-        if self.sources.iter().any(|s| s.is_ipv4() != self.target.is_ipv4()) {
+        if self
+            .sources
+            .iter()
+            .any(|s| s.is_ipv4() != self.target.is_ipv4())
+        {
             return bad("--source addresses must be of the target's address family".into());
         }
         match &self.mode {
@@ -170,7 +174,9 @@ impl Config {
                     return bad(format!("--body-size must be at most {MAX_MESSAGE}"));
                 }
                 if !h.keepalive && self.pipeline > 1 {
-                    return bad("--no-keepalive sends one request per connection: drop --pipeline".into());
+                    return bad(
+                        "--no-keepalive sends one request per connection: drop --pipeline".into(),
+                    );
                 }
                 if h.method.is_empty() || !h.method.bytes().all(|b| b.is_ascii_uppercase()) {
                     return bad(format!("--method {:?} is not an HTTP method", h.method));
@@ -190,7 +196,9 @@ impl Config {
                 if self.rate.is_some() {
                     return bad("hold sends no requests: use --ping-interval, not --rate".into());
                 }
-                if h.ping_interval.is_some_and(|p| p < Duration::from_millis(1)) {
+                if h.ping_interval
+                    .is_some_and(|p| p < Duration::from_millis(1))
+                {
                     return bad("--ping-interval must be at least 1ms".into());
                 }
             }

@@ -45,6 +45,8 @@ summable! {
         pub closed_by_peer: u64,
         /// Established connections closed by loadgen for a protocol error or failed verification.
         pub closed_on_error: u64,
+        /// Established connections closed by loadgen after a request on them timed out.
+        pub closed_on_timeout: u64,
         /// Open when the run ended (for hold: the connections held).
         pub open_at_end: u64,
     }
@@ -102,6 +104,8 @@ summable! {
         /// Event-loop wakeups and the ones that came more than 2 ms after the timer asked.
         pub wakeups: u64,
         pub late_wakeups: u64,
+        /// Threads stopped early by SIGINT/SIGTERM.
+        pub interrupted_threads: u64,
     }
 }
 

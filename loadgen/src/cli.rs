@@ -1,0 +1,396 @@
+//! The command line: subcommands and options, and their translation into a [`Config`].
+//! Values accept units: durations `500ms`, `10s`, `2m`, `1h` (bare numbers are seconds); counts
+//! and rates `10k`, `1.5M`.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{default_threads, Config, HoldOpts, HttpOpts, Mode};
+use crate::Error;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "loadgen",
+    version,
+    about = "Load generator for connections and latency, corrected for coordinated omission"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// HTTP/1.1 requests to URL (http://host:port/path).
+    Http(HttpArgs),
+    /// Verified echo messages to ADDR (host:port).
+    Echo(EchoArgs),
+    /// Open and hold many connections to ADDR (host:port): the C10K test.
+    Hold(HoldArgs),
+    /// Merge JSON reports (--json) or HdrHistogram interval logs (--hdr-log) of several runs.
+    Merge(MergeArgs),
+    /// Internal: a worker process of --procs (configuration on stdin).
+    #[command(name = "__worker", hide = true)]
+    Worker,
+}
+
+#[derive(Args, Debug)]
+pub struct Common {
+    /// Connections in total (over all threads and processes).
+    #[arg(short = 'c', long, default_value = "10", value_parser = parse_count)]
+    pub conns: u64,
+    /// Measured time, after the warmup [default: 10s].
+    #[arg(short = 'd', long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Measured requests (instead of --duration).
+    #[arg(short = 'n', long, value_parser = parse_count, conflicts_with = "duration")]
+    pub requests: Option<u64>,
+    /// New connections per second (a ramp); default: all at once.
+    #[arg(long, value_parser = parse_rate)]
+    pub connect_rate: Option<f64>,
+    /// Time excluded from the results at the start.
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub warmup: Duration,
+    /// Open loop: requests per second on one global schedule; latency from the intended time.
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// A connect or request older than this is a timeout (counted and recorded).
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub timeout: Duration,
+    /// Source addresses used round-robin: 127.0.0.2-127.0.0.9, or a comma-separated list.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Worker processes, each with its share of the connections.
+    #[arg(long, default_value = "1")]
+    pub procs: usize,
+    /// Event-loop threads per process [default: number of cores].
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Print a JSON line per interval on stderr.
+    #[arg(long, value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+    /// Write an HdrHistogram interval log of the latency.
+    #[arg(long)]
+    pub hdr_log: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct HttpArgs {
+    pub url: String,
+    #[command(flatten)]
+    pub common: Common,
+    /// Requests in flight per connection.
+    #[arg(long, default_value = "1")]
+    pub pipeline: usize,
+    /// A new connection per request (Connection: close).
+    #[arg(long)]
+    pub no_keepalive: bool,
+    #[arg(short = 'm', long, default_value = "GET")]
+    pub method: String,
+    /// Request body bytes.
+    #[arg(long, default_value = "0", value_parser = parse_count)]
+    pub body_size: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct EchoArgs {
+    pub addr: String,
+    #[command(flatten)]
+    pub common: Common,
+    /// Messages in flight per connection.
+    #[arg(long, default_value = "1")]
+    pub pipeline: usize,
+    /// Bytes per message (at least 16: sequence number, connection id, checksum).
+    #[arg(short = 's', long, default_value = "64", value_parser = parse_count)]
+    pub size: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct HoldArgs {
+    pub addr: String,
+    #[command(flatten)]
+    pub common: Common,
+    /// Send a small verified echo message on each connection this often (the server must echo).
+    #[arg(long, value_parser = parse_duration)]
+    pub ping_interval: Option<Duration>,
+    /// Bytes per ping (at least 16).
+    #[arg(long, default_value = "16", value_parser = parse_count)]
+    pub ping_size: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// JSON reports, or HdrHistogram interval logs (not both).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Write the merged JSON report here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the merged interval log here.
+    #[arg(long)]
+    pub hdr_log: Option<PathBuf>,
+}
+
+/// Where a run's outputs go.
+#[derive(Debug, Default)]
+pub struct Outputs {
+    pub json: Option<PathBuf>,
+    pub interval: bool,
+    pub hdr_log: Option<PathBuf>,
+}
+
+impl HttpArgs {
+    pub fn config(&self) -> Result<(Config, Outputs), Error> {
+        let (host, port, path) = parse_url(&self.url)?;
+        let target = resolve(&host, port)?;
+        let host_header = if port == 80 {
+            host
+        } else {
+            format!("{host}:{port}")
+        };
+        let mode = Mode::Http(HttpOpts {
+            host: host_header,
+            path,
+            method: self.method.clone(),
+            body_size: usize::try_from(self.body_size).unwrap_or(usize::MAX),
+            keepalive: !self.no_keepalive,
+        });
+        self.common.config(mode, target, self.pipeline)
+    }
+}
+
+impl EchoArgs {
+    pub fn config(&self) -> Result<(Config, Outputs), Error> {
+        let target = parse_addr(&self.addr)?;
+        let size = usize::try_from(self.size).unwrap_or(usize::MAX);
+        self.common
+            .config(Mode::Echo { size }, target, self.pipeline)
+    }
+}
+
+impl HoldArgs {
+    pub fn config(&self) -> Result<(Config, Outputs), Error> {
+        let target = parse_addr(&self.addr)?;
+        let ping_size = usize::try_from(self.ping_size).unwrap_or(usize::MAX);
+        if !(crate::config::ECHO_HEADER..=65536).contains(&ping_size) {
+            return Err(Error::Config(
+                "--ping-size must be between 16 and 65536".into(),
+            ));
+        }
+        let mode = Mode::Hold(HoldOpts {
+            ping_interval: self.ping_interval,
+            ping_size,
+        });
+        self.common.config(mode, target, 1)
+    }
+}
+
+impl Common {
+    fn config(
+        &self,
+        mode: Mode,
+        target: SocketAddr,
+        pipeline: usize,
+    ) -> Result<(Config, Outputs), Error> {
+        let conns = usize::try_from(self.conns)
+            .map_err(|_| Error::Config("--conns is too large".into()))?;
+        let mut cfg = Config::new(mode, target, conns);
+        cfg.threads = self.threads.unwrap_or_else(default_threads);
+        cfg.procs = self.procs;
+        cfg.requests = self.requests;
+        cfg.duration = match self.requests {
+            Some(_) => None,
+            None => Some(self.duration.unwrap_or(Duration::from_secs(10))),
+        };
+        cfg.connect_rate = self.connect_rate;
+        cfg.warmup = self.warmup;
+        cfg.rate = self.rate;
+        cfg.timeout = self.timeout;
+        cfg.pipeline = pipeline;
+        if let Some(s) = &self.source {
+            cfg.sources = parse_sources(s)?;
+        }
+        if let Some(i) = self.interval {
+            cfg.interval = i;
+        }
+        cfg.validate()?;
+        let outputs = Outputs {
+            json: self.json.clone(),
+            interval: self.interval.is_some(),
+            hdr_log: self.hdr_log.clone(),
+        };
+        Ok((cfg, outputs))
+    }
+}
+
+fn parse_number(s: &str) -> Result<f64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&s[..i], 1e3),
+        Some((i, 'm' | 'M')) => (&s[..i], 1e6),
+        Some((i, 'g' | 'G')) => (&s[..i], 1e9),
+        _ => (s, 1.0),
+    };
+    let v: f64 = num.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    let v = v * mult;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("{s:?} is not a non-negative number"));
+    }
+    Ok(v)
+}
+
+/// A count: `100`, `10k`, `1.5M`.
+pub fn parse_count(s: &str) -> Result<u64, String> {
+    let v = parse_number(s)?;
+    if v.fract() != 0.0 || v > 1e15 {
+        return Err(format!("{s:?} is not a whole number"));
+    }
+    Ok(v as u64)
+}
+
+/// A rate per second: `5000`, `10k`, `0.5`.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    let v = parse_number(s)?;
+    if v <= 0.0 {
+        return Err(format!("{s:?} must be positive"));
+    }
+    Ok(v)
+}
+
+/// A duration: `250ms`, `10s`, `1.5s`, `2m`, `1h`, `100us`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 10s, 500ms)"))?;
+    let secs = match unit {
+        "" | "s" => v,
+        "ms" => v / 1e3,
+        "us" | "µs" => v / 1e6,
+        "ns" => v / 1e9,
+        "m" | "min" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?} (use ns, us, ms, s, m, h)"
+            ))
+        }
+    };
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `127.0.0.2-127.0.0.9` (an inclusive range) or `a,b,c`; at most 65536 addresses.
+pub fn parse_sources(s: &str) -> Result<Vec<IpAddr>, Error> {
+    let bad = |m: String| Error::Config(format!("--source {s:?}: {m}"));
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        if let Some((a, b)) = part.split_once('-') {
+            let a: std::net::Ipv4Addr = a.trim().parse().map_err(|e| bad(format!("{e}")))?;
+            let b: std::net::Ipv4Addr = b.trim().parse().map_err(|e| bad(format!("{e}")))?;
+            let (a, b) = (u32::from(a), u32::from(b));
+            if b < a {
+                return Err(bad("the range ends before it starts".into()));
+            }
+            if b - a >= 65536 {
+                return Err(bad("more than 65536 addresses".into()));
+            }
+            out.extend((a..=b).map(|v| IpAddr::from(std::net::Ipv4Addr::from(v))));
+        } else {
+            out.push(part.parse().map_err(|e| bad(format!("{e}")))?);
+        }
+    }
+    if out.is_empty() {
+        return Err(bad("no address".into()));
+    }
+    Ok(out)
+}
+
+/// `http://host[:port][/path]` → (host, port, path).
+pub fn parse_url(url: &str) -> Result<(String, u16, String), Error> {
+    let bad = |m: &str| Error::Config(format!("URL {url:?}: {m}"));
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| bad("only http:// URLs are supported"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        return Err(bad("no host"));
+    }
+    if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(bad("the path has spaces or control characters"));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            (h, p.parse().map_err(|_| bad("bad port"))?)
+        }
+        _ => (authority, 80),
+    };
+    Ok((host.to_string(), port, path.to_string()))
+}
+
+/// `host:port` → an address.
+pub fn parse_addr(addr: &str) -> Result<SocketAddr, Error> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| Error::Config(format!("address {addr:?}: expected host:port")))?;
+    let port = port
+        .parse()
+        .map_err(|_| Error::Config(format!("address {addr:?}: bad port")))?;
+    resolve(host.trim_start_matches('[').trim_end_matches(']'), port)
+}
+
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, Error> {
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| Error::Config(format!("cannot resolve {host:?}: {e}")))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| Error::Config(format!("{host:?} has no address")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_with_units() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert_eq!(parse_count("10k").unwrap(), 10_000);
+        assert!(parse_count("1.5").is_err());
+        assert_eq!(parse_rate("1.5k").unwrap(), 1500.0);
+        assert!(parse_rate("0").is_err());
+    }
+
+    #[test]
+    fn sources_and_urls() {
+        let s = parse_sources("127.0.0.2-127.0.0.4,10.0.0.1").unwrap();
+        assert_eq!(s.len(), 4);
+        assert!(parse_sources("127.0.0.9-127.0.0.2").is_err());
+        assert_eq!(
+            parse_url("http://127.0.0.1:8080/a?b").unwrap(),
+            ("127.0.0.1".into(), 8080, "/a?b".into())
+        );
+        assert_eq!(parse_url("http://h").unwrap(), ("h".into(), 80, "/".into()));
+        assert!(parse_url("https://h/").is_err());
+    }
+}

@@ -1,0 +1,381 @@
+//! Connection I/O of the event loop: connecting, reading and decoding responses, matching them
+//! with the requests in flight, writing, closing.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+
+use c10k::backend::{Event, Interest, Poller};
+use socket2::Socket;
+
+use super::{Close, Engine, Phase, LATE_WAKEUP_NS, SIGNAL_TOKEN, TIMER_TOKEN};
+use crate::client::{Client, Outcome};
+use crate::stats::record_ns;
+use crate::sys;
+
+impl<C: Client> Engine<C> {
+    pub(super) fn token(&self, idx: usize) -> u64 {
+        (u64::from(self.conns[idx].gen) << 32) | idx as u64
+    }
+
+    pub(super) fn start_connect(&mut self, idx: usize, now: u64) {
+        self.stats.conns.attempts += 1;
+        let source = self.conns[idx].source;
+        match sys::connect(self.plan.target, source) {
+            Ok(sys::Connect::Done(s)) => {
+                let token = self.token(idx);
+                if let Err(e) = self.poller.register(s.as_raw_fd(), token, Interest::READ) {
+                    return self.connect_failed(&e);
+                }
+                let c = &mut self.conns[idx];
+                c.socket = Some(s);
+                c.phase = Phase::Connecting { since: now };
+                self.connecting += 1;
+                self.established(idx, now);
+            }
+            Ok(sys::Connect::InProgress(s)) => {
+                let token = self.token(idx);
+                if let Err(e) = self.poller.register(s.as_raw_fd(), token, Interest::WRITE) {
+                    return self.connect_failed(&e);
+                }
+                let c = &mut self.conns[idx];
+                c.socket = Some(s);
+                c.phase = Phase::Connecting { since: now };
+                self.connecting += 1;
+            }
+            Err(e) => self.connect_failed(&e),
+        }
+    }
+
+    pub(super) fn connect_failed(&mut self, e: &io::Error) {
+        let c = &mut self.stats.conns;
+        c.failed += 1;
+        match e.raw_os_error() {
+            Some(libc::ECONNREFUSED) => c.econnrefused += 1,
+            Some(libc::ETIMEDOUT) => c.etimedout += 1,
+            Some(libc::EADDRNOTAVAIL) => c.eaddrnotavail += 1,
+            Some(libc::EMFILE) | Some(libc::ENFILE) => c.emfile += 1,
+            _ => c.other_connect_error += 1,
+        }
+        self.iv.errors += 1;
+        log::debug!("connect failed: {e}");
+    }
+
+    /// A connecting slot gives up (error or timeout): closed, not retried.
+    pub(super) fn abandon_connect(&mut self, idx: usize, e: &io::Error) {
+        let c = &mut self.conns[idx];
+        c.socket = None;
+        c.phase = Phase::Idle;
+        c.gen = c.gen.wrapping_add(1);
+        self.connecting -= 1;
+        self.connect_failed(e);
+    }
+
+    pub(super) fn established(&mut self, idx: usize, now: u64) {
+        let c = &mut self.conns[idx];
+        let Phase::Connecting { since } = c.phase else {
+            return;
+        };
+        c.phase = Phase::Open;
+        self.client.reset(&mut c.state);
+        if !c.ever_open {
+            c.ever_open = true;
+            self.stats.conns.established += 1;
+        }
+        self.connecting -= 1;
+        self.open += 1;
+        record_ns(&mut self.stats.connect, now - since);
+        if self.plan.hold {
+            if let Some(p) = self.plan.ping {
+                let gen = self.conns[idx].gen;
+                self.pings.push_back((now + p, idx as u32, gen));
+            }
+        } else if self.plan.schedule.is_some() {
+            self.push_free(idx);
+            self.dispatch(now);
+        } else {
+            self.refill(idx, now);
+        }
+    }
+
+    pub(super) fn handle(&mut self, ev: Event) {
+        if ev.token == SIGNAL_TOKEN {
+            self.interrupted = true;
+            let _ = self.poller.deregister(self.signals.as_fd().as_raw_fd());
+            return;
+        }
+        if ev.token == TIMER_TOKEN {
+            let _ = self.timer.wait(); // clears the expiry; EAGAIN if already cleared
+            let late = self.now().saturating_sub(self.armed);
+            record_ns(&mut self.stats.loop_lag, late);
+            if late > LATE_WAKEUP_NS {
+                self.stats.this.late_wakeups += 1;
+            }
+            self.armed = u64::MAX;
+            return;
+        }
+        let idx = (ev.token & 0xffff_ffff) as usize;
+        let gen = (ev.token >> 32) as u32;
+        if self.conns.get(idx).is_none_or(|c| c.gen != gen) {
+            return; // stale: the slot was closed since
+        }
+        let now = self.now();
+        match self.conns[idx].phase {
+            Phase::Idle => {}
+            Phase::Connecting { .. } => {
+                if !(ev.writable || ev.hangup || ev.readable) {
+                    return;
+                }
+                let err = match self.conns[idx].socket.as_ref().map(Socket::take_error) {
+                    Some(Ok(None)) => None,
+                    Some(Ok(Some(e))) | Some(Err(e)) => Some(e),
+                    None => return,
+                };
+                if let Some(e) = err {
+                    return self.abandon_connect(idx, &e);
+                }
+                let fd = self.conns[idx].socket.as_ref().map(AsRawFd::as_raw_fd);
+                let token = self.token(idx);
+                if let Some(fd) = fd {
+                    if let Err(e) = self.poller.reregister(fd, token, Interest::READ) {
+                        return self.abandon_connect(idx, &e);
+                    }
+                }
+                self.established(idx, now);
+            }
+            Phase::Open => {
+                if ev.readable {
+                    self.on_readable(idx, now);
+                }
+                if ev.writable && self.conns[idx].gen == gen && self.conns[idx].want_write {
+                    self.flush(idx, now);
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_readable(&mut self, idx: usize, now: u64) {
+        let gen = self.conns[idx].gen;
+        loop {
+            let Some(fd) = self.conns[idx].socket.as_ref().map(AsRawFd::as_raw_fd) else {
+                return;
+            };
+            let n = match c10k::sys::read(fd, &mut self.rbuf) {
+                Ok(0) => {
+                    let c = &mut self.conns[idx];
+                    if let Some(o) = self.client.on_eof(&mut c.state) {
+                        self.outcomes.push(o);
+                        self.complete_all(idx, now);
+                    }
+                    return self.close(idx, Close::Eof, now);
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => return self.close(idx, Close::Reset, now),
+            };
+            self.iv.bytes_received += n as u64;
+            if self.in_window(now) {
+                self.stats.reqs.bytes_received += n as u64;
+            }
+            if let Err(e) = self.decode(idx, n) {
+                log::debug!("protocol error: {}", e.0);
+                self.stats.reqs.protocol_errors += 1;
+                self.iv.errors += 1;
+                self.complete_all(idx, now);
+                return self.close(idx, Close::Error, now);
+            }
+            let responses = self.outcomes.len();
+            let closing = self.complete_all(idx, now);
+            if self.conns[idx].gen != gen {
+                return;
+            }
+            if closing {
+                return self.close(idx, Close::Error, now);
+            }
+            if responses > 0 {
+                if self.client.close_after_response() {
+                    return self.close(idx, Close::Done, now);
+                }
+                if self.plan.schedule.is_some() {
+                    self.push_free(idx);
+                    self.dispatch(now);
+                } else if !self.plan.hold {
+                    self.refill(idx, now);
+                }
+            }
+            if n < self.rbuf.len() || self.conns[idx].gen != gen {
+                return;
+            }
+        }
+    }
+
+    /// Decodes `rbuf[..n]` (after any carried bytes) into `self.outcomes`.
+    pub(super) fn decode(&mut self, idx: usize, n: usize) -> Result<(), crate::client::ProtoError> {
+        let c = &mut self.conns[idx];
+        let from_carry = !c.carry.is_empty();
+        if from_carry {
+            c.carry.extend_from_slice(&self.rbuf[..n]);
+        }
+        let data: &[u8] = if from_carry {
+            &c.carry
+        } else {
+            &self.rbuf[..n]
+        };
+        let mut pos = 0;
+        let result = loop {
+            match self.client.decode(&mut c.state, &data[pos..]) {
+                Ok(d) => {
+                    pos += d.consumed;
+                    match d.outcome {
+                        Some(o) => self.outcomes.push(o),
+                        None if d.consumed == 0 || pos == data.len() => break Ok(()),
+                        None => {}
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        if from_carry {
+            c.carry.drain(..pos);
+        } else {
+            c.carry.extend_from_slice(&self.rbuf[pos..n]);
+        }
+        result
+    }
+
+    /// Matches the decoded outcomes with the oldest requests in flight. Returns true when the
+    /// connection must close (a corrupted echo, or a response nobody asked for).
+    pub(super) fn complete_all(&mut self, idx: usize, now: u64) -> bool {
+        let mut close = false;
+        let outcomes = std::mem::take(&mut self.outcomes);
+        for &o in &outcomes {
+            let Some(req) = self.conns[idx].inflight.pop_front() else {
+                self.stats.reqs.protocol_errors += 1;
+                self.iv.errors += 1;
+                close = true;
+                break;
+            };
+            match o {
+                Outcome::Corrupted => {
+                    self.stats.reqs.corrupted += 1;
+                    self.iv.errors += 1;
+                    close = true;
+                }
+                Outcome::Reordered => {
+                    self.stats.reqs.reordered += 1;
+                    self.iv.errors += 1;
+                }
+                _ => {}
+            }
+            if req.timed_out {
+                self.stats.reqs.late += 1;
+                continue;
+            }
+            self.unresolved -= 1;
+            self.iv.completed += 1;
+            record_ns(&mut self.iv_latency, now - req.intended);
+            if !self.in_window(req.intended) {
+                continue;
+            }
+            let r = &mut self.stats.reqs;
+            r.completed += 1;
+            match o {
+                Outcome::Status(s) => match s {
+                    100..=199 => r.status_1xx += 1,
+                    200..=299 => r.status_2xx += 1,
+                    300..=399 => r.status_3xx += 1,
+                    400..=499 => r.status_4xx += 1,
+                    500..=599 => r.status_5xx += 1,
+                    _ => r.status_other += 1,
+                },
+                Outcome::Verified => r.verified += 1,
+                Outcome::Corrupted | Outcome::Reordered => {}
+            }
+            record_ns(&mut self.stats.latency, now - req.intended);
+            record_ns(&mut self.stats.service, now - req.sent);
+        }
+        self.outcomes = outcomes;
+        self.outcomes.clear();
+        close
+    }
+
+    pub(super) fn flush(&mut self, idx: usize, now: u64) {
+        let c = &mut self.conns[idx];
+        let Some(fd) = c.socket.as_ref().map(AsRawFd::as_raw_fd) else {
+            return;
+        };
+        while c.out_pos < c.out.len() {
+            match c10k::sys::send(fd, &c.out[c.out_pos..]) {
+                Ok(n) => {
+                    c.out_pos += n;
+                    if now >= self.measure_start && now < self.measure_end {
+                        self.stats.reqs.bytes_sent += n as u64;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !c.want_write {
+                        c.want_write = true;
+                        let token = (u64::from(c.gen) << 32) | idx as u64;
+                        if self.poller.reregister(fd, token, Interest::BOTH).is_err() {
+                            return self.close(idx, Close::Reset, now);
+                        }
+                    }
+                    return;
+                }
+                Err(_) => return self.close(idx, Close::Reset, now),
+            }
+        }
+        c.out.clear();
+        c.out_pos = 0;
+        if c.want_write {
+            c.want_write = false;
+            let token = (u64::from(c.gen) << 32) | idx as u64;
+            if self.poller.reregister(fd, token, Interest::READ).is_err() {
+                self.close(idx, Close::Reset, now);
+            }
+        }
+    }
+
+    pub(super) fn close(&mut self, idx: usize, why: Close, now: u64) {
+        let c = &mut self.conns[idx];
+        if c.phase != Phase::Open {
+            return;
+        }
+        if !c.carry.is_empty() || self.client.mid_response(&c.state) {
+            self.stats.reqs.truncated += 1;
+        }
+        let mut aborted = 0;
+        let mut aborted_in_window = 0;
+        for r in c.inflight.drain(..) {
+            if !r.timed_out {
+                aborted += 1;
+                if r.intended >= self.measure_start && r.intended < self.measure_end {
+                    aborted_in_window += 1;
+                }
+            }
+        }
+        c.socket = None; // closing the descriptor also removes it from epoll
+        c.phase = Phase::Idle;
+        c.gen = c.gen.wrapping_add(1);
+        c.out.clear();
+        c.out_pos = 0;
+        c.want_write = false;
+        c.carry.clear();
+        self.open -= 1;
+        self.unresolved -= aborted;
+        self.stats.reqs.aborted += aborted_in_window;
+        let counters = &mut self.stats.conns;
+        match why {
+            Close::Eof => counters.closed_by_peer += 1,
+            Close::Reset => counters.econnreset += 1,
+            Close::Error => counters.closed_on_error += 1,
+            Close::Timeout => counters.closed_on_timeout += 1,
+            Close::Done => {}
+        }
+        if matches!(why, Close::Eof | Close::Reset | Close::Error) {
+            self.iv.errors += 1;
+        }
+        if self.plan.reconnect && self.may_issue(now) {
+            self.start_connect(idx, now);
+        }
+    }
+}

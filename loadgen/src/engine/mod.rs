@@ -1,0 +1,637 @@
+//! One event loop per thread over epoll: connects at the planned times, sends requests (closed
+//! loop, open loop on the global schedule, or hold pings), reads responses into one buffer per
+//! thread, and records latencies. Nothing is shared with other threads except the channel that
+//! carries interval snapshots; the thread's [`Stats`] are returned when it ends.
+//!
+//! Times are nanoseconds since the run's start (`ThreadPlan::start`), read once per wakeup and
+//! once per event.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+use c10k::backend::epoll::Epoll;
+use c10k::backend::{Event, Interest, Poller};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use socket2::Socket;
+
+use crate::client::{Client, Outcome};
+use crate::interval::Snapshot;
+use crate::stats::{new_histogram, record_ns, Stats};
+use crate::sys;
+
+mod conn_io;
+
+/// One thread's read buffer.
+const READ_BUF: usize = 256 * 1024;
+/// A wakeup this late for a timer counts as event-loop lag.
+const LATE_WAKEUP_NS: u64 = 2_000_000;
+/// The token of the timer descriptor (no connection slot has this index).
+const TIMER_TOKEN: u64 = u64::MAX;
+/// The token of the signal descriptor.
+const SIGNAL_TOKEN: u64 = u64::MAX - 1;
+
+/// One connection slot of this thread.
+pub(crate) struct ConnPlan {
+    /// Index over the whole run (all processes and threads).
+    pub global: usize,
+    pub source: Option<IpAddr>,
+    /// When to connect, ns after the start.
+    pub connect_at: u64,
+}
+
+/// The open-loop schedule: this thread's request `k` is the run's request `k * stride + offset`,
+/// due at `start + (k * stride + offset) / rate`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Schedule {
+    pub rate: f64,
+    pub stride: u64,
+    pub offset: u64,
+}
+
+impl Schedule {
+    fn due(&self, k: u64) -> u64 {
+        ((k * self.stride + self.offset) as f64 * 1e9 / self.rate) as u64
+    }
+
+    /// Requests due at or before `t`.
+    fn due_by(&self, t: u64) -> u64 {
+        let global = (t as f64 * self.rate / 1e9).floor() as u64;
+        if global < self.offset {
+            0
+        } else {
+            (global - self.offset) / self.stride + 1
+        }
+    }
+}
+
+pub(crate) struct ThreadPlan {
+    pub thread: usize,
+    pub start: Instant,
+    pub target: SocketAddr,
+    pub conns: Vec<ConnPlan>,
+    pub pipeline: usize,
+    pub timeout: u64,
+    pub warmup: u64,
+    pub duration: Option<u64>,
+    /// This thread's share of `--requests`.
+    pub requests: Option<u64>,
+    pub schedule: Option<Schedule>,
+    /// Reopen a connection that closed (http, echo); hold does not.
+    pub reconnect: bool,
+    /// Hold: no requests; the duration starts once every connect has been resolved.
+    pub hold: bool,
+    pub ping: Option<u64>,
+    pub interval: u64,
+    pub snapshots: Sender<Snapshot>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Connecting { since: u64 },
+    Open,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Req {
+    intended: u64,
+    sent: u64,
+    timed_out: bool,
+}
+
+struct Conn<S> {
+    socket: Option<Socket>,
+    gen: u32,
+    phase: Phase,
+    out: Vec<u8>,
+    out_pos: usize,
+    want_write: bool,
+    carry: Vec<u8>,
+    inflight: VecDeque<Req>,
+    state: S,
+    in_free: bool,
+    ever_open: bool,
+    source: Option<IpAddr>,
+}
+
+/// Why a connection closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Close {
+    /// The peer closed (EOF).
+    Eof,
+    /// ECONNRESET, EPIPE or another socket error.
+    Reset,
+    /// A response that could not be parsed, or a corrupted echo.
+    Error,
+    /// A request on it timed out.
+    Timeout,
+    /// loadgen's own choice (no keep-alive, end of the run).
+    Done,
+}
+
+/// Counters for the current interval.
+#[derive(Default)]
+struct IntervalAcc {
+    completed: u64,
+    bytes_received: u64,
+    errors: u64,
+    timeouts: u64,
+}
+
+struct Engine<C: Client> {
+    plan: ThreadPlan,
+    client: C,
+    poller: Epoll,
+    /// Wakes the loop at the next deadline to the nanosecond (epoll's own timeout has 1 ms
+    /// granularity, which would add up to 1 ms to open-loop latencies).
+    timer: TimerFd,
+    /// The deadline the timer is set for (u64::MAX: none).
+    armed: u64,
+    /// SIGINT/SIGTERM, when the caller has blocked them (the `loadgen` command does): the run
+    /// stops early and still reports. Never read, so that every thread sees the signal.
+    signals: SignalFd,
+    interrupted: bool,
+    conns: Vec<Conn<C::State>>,
+    stats: Stats,
+    rbuf: Vec<u8>,
+    outcomes: Vec<Outcome>,
+    events: Vec<Event>,
+    /// Open connections with room for another request (open loop), checked when popped.
+    free: Vec<u32>,
+    /// Hold pings: (due, slot, generation), in due order since every period is the same.
+    pings: VecDeque<(u64, u32, u32)>,
+    next_connect: usize,
+    open: u64,
+    connecting: u64,
+    /// Open loop: this thread's next request index.
+    next_k: u64,
+    /// Requests issued after the warmup (for `--requests`).
+    measured_issued: u64,
+    /// Requests in flight and not yet timed out.
+    unresolved: u64,
+    measure_start: u64,
+    measure_end: u64,
+    iv: IntervalAcc,
+    iv_latency: hdrhistogram::Histogram<u64>,
+    iv_index: u64,
+    next_check: u64,
+    check_every: u64,
+}
+
+/// Runs one thread's share of the run to its end.
+pub(crate) fn run_thread<C: Client>(client: C, plan: ThreadPlan) -> io::Result<Stats> {
+    let cpu0 = sys::thread_cpu_time();
+    let conns = plan
+        .conns
+        .iter()
+        .map(|c| Conn {
+            socket: None,
+            gen: 0,
+            phase: Phase::Idle,
+            out: Vec::new(),
+            out_pos: 0,
+            want_write: false,
+            carry: Vec::new(),
+            inflight: VecDeque::with_capacity(plan.pipeline),
+            state: client.new_state(c.global as u32),
+            in_free: false,
+            ever_open: false,
+            source: c.source,
+        })
+        .collect();
+    let measure_start = if plan.hold { 0 } else { plan.warmup };
+    let measure_end = match plan.duration {
+        Some(d) if !plan.hold => measure_start + d,
+        _ => u64::MAX,
+    };
+    let check_every = (plan.timeout / 10).clamp(5_000_000, 200_000_000);
+    let timer = TimerFd::new(
+        ClockId::CLOCK_MONOTONIC,
+        TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+    )?;
+    let mut poller = Epoll::new(false)?;
+    poller.register(timer.as_fd().as_raw_fd(), TIMER_TOKEN, Interest::READ)?;
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGINT);
+    mask.add(Signal::SIGTERM);
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+    poller.register(signals.as_fd().as_raw_fd(), SIGNAL_TOKEN, Interest::READ)?;
+    let mut engine = Engine {
+        client,
+        poller,
+        timer,
+        armed: u64::MAX,
+        signals,
+        interrupted: false,
+        conns,
+        stats: Stats::default(),
+        rbuf: vec![0; READ_BUF],
+        outcomes: Vec::new(),
+        events: Vec::with_capacity(1024),
+        free: Vec::new(),
+        pings: VecDeque::new(),
+        next_connect: 0,
+        open: 0,
+        connecting: 0,
+        next_k: 0,
+        measured_issued: 0,
+        unresolved: 0,
+        measure_start,
+        measure_end,
+        iv: IntervalAcc::default(),
+        iv_latency: new_histogram(),
+        iv_index: 0,
+        next_check: check_every,
+        check_every,
+        plan,
+    };
+    engine.stats.conns.requested = engine.conns.len() as u64;
+    let wall0 = engine.now();
+    engine.run()?;
+    let end = engine.now();
+    engine.finish(end);
+    let wall = Duration::from_nanos(end - wall0);
+    let cpu = sys::thread_cpu_time().saturating_sub(cpu0);
+    let s = &mut engine.stats;
+    s.this.threads = 1;
+    s.this.thread_cpu_us = cpu.as_micros() as u64;
+    s.this.thread_wall_us = wall.as_micros() as u64;
+    s.this.saturated_threads = u64::from(cpu.as_secs_f64() >= 0.9 * wall.as_secs_f64());
+    Ok(engine.stats)
+}
+
+impl<C: Client> Engine<C> {
+    fn now(&self) -> u64 {
+        self.plan.start.elapsed().as_nanos() as u64
+    }
+
+    fn in_window(&self, t: u64) -> bool {
+        t >= self.measure_start && t < self.measure_end
+    }
+
+    fn run(&mut self) -> io::Result<()> {
+        // Intervals are aligned on the end of the warmup: the first covers the warmup alone.
+        let mut tick_from = 0;
+        let mut next_tick = if self.measure_start > 0 {
+            self.measure_start
+        } else {
+            self.plan.interval
+        };
+        loop {
+            let now = self.now();
+            self.connect_due(now);
+            if self.plan.schedule.is_some() {
+                self.dispatch(now);
+            }
+            self.ping_due(now);
+            if now >= self.next_check {
+                self.check_timeouts(now);
+                self.next_check = now + self.check_every;
+            }
+            if now >= next_tick {
+                self.snapshot(tick_from, next_tick - tick_from);
+                tick_from = next_tick;
+                next_tick += self.plan.interval;
+            }
+            if self.finished(now) {
+                let from = tick_from;
+                let len = now.saturating_sub(from);
+                if len >= self.plan.interval / 10 || self.iv.completed > 0 {
+                    self.snapshot(from, len);
+                }
+                return Ok(());
+            }
+            let deadline = self.deadline(now).min(next_tick);
+            let wait = if deadline <= now {
+                Some(Duration::ZERO)
+            } else {
+                if deadline != self.armed {
+                    let t = TimeSpec::from_duration(Duration::from_nanos(deadline - now));
+                    self.timer
+                        .set(Expiration::OneShot(t), TimerSetTimeFlags::empty())?;
+                    self.armed = deadline;
+                }
+                None
+            };
+            self.events.clear();
+            self.poller.poll(&mut self.events, wait)?;
+            self.stats.this.wakeups += 1;
+            let events = std::mem::take(&mut self.events);
+            for ev in &events {
+                self.handle(*ev);
+            }
+            self.events = events;
+        }
+    }
+
+    /// The earliest timer: next connect, next due request, next ping, timeout check, end.
+    fn deadline(&self, now: u64) -> u64 {
+        let mut d = self.next_check;
+        if let Some(c) = self.plan.conns.get(self.next_connect) {
+            d = d.min(c.connect_at);
+        }
+        if let Some(s) = &self.plan.schedule {
+            if !self.free.is_empty() && self.may_issue(now) {
+                d = d.min(s.due(self.next_k));
+            }
+        }
+        if let Some(&(due, _, _)) = self.pings.front() {
+            d = d.min(due);
+        }
+        if self.plan.requests.is_none() && self.measure_end != u64::MAX {
+            d = d.min(self.measure_end);
+        }
+        d
+    }
+
+    fn finished(&mut self, now: u64) -> bool {
+        if self.interrupted || now >= self.measure_end {
+            return true;
+        }
+        let ramp_done = self.next_connect == self.conns.len() && self.connecting == 0;
+        if ramp_done && self.open == 0 {
+            return true; // nothing left to do: every connection failed or closed
+        }
+        if self.plan.hold {
+            if ramp_done && self.measure_end == u64::MAX {
+                self.measure_end = now + self.plan.duration.unwrap_or(0);
+            }
+            return false;
+        }
+        match self.plan.requests {
+            // Every connect resolved too: a thread with no requests still reports its connections.
+            Some(n) => {
+                ramp_done
+                    && now >= self.measure_start
+                    && self.measured_issued >= n
+                    && self.unresolved == 0
+            }
+            None => false,
+        }
+    }
+
+    /// Whether a new request may be issued at `now`.
+    fn may_issue(&self, now: u64) -> bool {
+        if self.plan.hold || now >= self.measure_end {
+            return false;
+        }
+        match self.plan.requests {
+            Some(n) => now < self.measure_start || self.measured_issued < n,
+            None => true,
+        }
+    }
+
+    fn connect_due(&mut self, now: u64) {
+        while let Some(c) = self.plan.conns.get(self.next_connect) {
+            if c.connect_at > now {
+                break;
+            }
+            let idx = self.next_connect;
+            self.next_connect += 1;
+            self.start_connect(idx, now);
+        }
+    }
+
+    fn push_free(&mut self, idx: usize) {
+        let c = &mut self.conns[idx];
+        if !c.in_free && c.phase == Phase::Open && c.inflight.len() < self.plan.pipeline {
+            c.in_free = true;
+            self.free.push(idx as u32);
+        }
+    }
+
+    /// Appends one request to the connection's output (the caller flushes).
+    fn issue(&mut self, idx: usize, intended: u64, now: u64) {
+        let c = &mut self.conns[idx];
+        self.client.encode(&mut c.state, &mut c.out);
+        c.inflight.push_back(Req {
+            intended,
+            sent: now,
+            timed_out: false,
+        });
+        self.unresolved += 1;
+        if intended >= self.measure_start {
+            self.measured_issued += 1;
+        }
+        if intended >= self.measure_start && intended < self.measure_end {
+            self.stats.reqs.sent += 1;
+        }
+    }
+
+    /// Closed loop: keep `pipeline` requests in flight.
+    fn refill(&mut self, idx: usize, now: u64) {
+        let mut any = false;
+        while self.conns[idx].phase == Phase::Open
+            && self.conns[idx].inflight.len() < self.plan.pipeline
+            && self.may_issue(now)
+        {
+            self.issue(idx, now, now);
+            any = true;
+        }
+        if any {
+            self.flush(idx, now);
+        }
+    }
+
+    /// Open loop: send every request that is due on a free connection, oldest first; a request
+    /// still unsent after the timeout is a timeout.
+    fn dispatch(&mut self, now: u64) {
+        let Some(s) = self.plan.schedule else { return };
+        while self.may_issue(now) {
+            let due = s.due(self.next_k);
+            if due > now {
+                break;
+            }
+            if now - due >= self.plan.timeout {
+                self.next_k += 1;
+                self.unresolved += 1; // resolved at once, as a timeout
+                if due >= self.measure_start {
+                    self.measured_issued += 1;
+                }
+                if self.in_window(due) {
+                    self.stats.reqs.sent += 1;
+                }
+                self.time_out(due, now);
+                continue;
+            }
+            let Some(idx) = self.pop_free() else { break };
+            self.next_k += 1;
+            self.issue(idx, due, now);
+            self.flush(idx, now);
+            self.push_free(idx);
+        }
+    }
+
+    fn pop_free(&mut self) -> Option<usize> {
+        while let Some(i) = self.free.pop() {
+            let c = &mut self.conns[i as usize];
+            c.in_free = false;
+            if c.phase == Phase::Open && c.inflight.len() < self.plan.pipeline {
+                return Some(i as usize);
+            }
+        }
+        None
+    }
+
+    /// Counts and records a request found past its timeout.
+    fn time_out(&mut self, intended: u64, now: u64) {
+        self.unresolved -= 1;
+        self.iv.timeouts += 1;
+        self.iv.errors += 1;
+        record_ns(&mut self.iv_latency, now - intended);
+        if self.in_window(intended) {
+            self.stats.reqs.timeouts += 1;
+            record_ns(&mut self.stats.latency, now - intended);
+        }
+    }
+
+    fn ping_due(&mut self, now: u64) {
+        let Some(period) = self.plan.ping else { return };
+        while let Some(&(due, idx, gen)) = self.pings.front() {
+            if due > now {
+                break;
+            }
+            self.pings.pop_front();
+            let i = idx as usize;
+            if self.conns[i].gen != gen || self.conns[i].phase != Phase::Open {
+                continue;
+            }
+            if self.conns[i].inflight.len() < self.plan.pipeline && now < self.measure_end {
+                self.issue(i, due, now);
+                self.flush(i, now);
+            }
+            if self.conns[i].gen == gen {
+                self.pings.push_back((due + period, idx, gen));
+            }
+        }
+    }
+
+    fn check_timeouts(&mut self, now: u64) {
+        let timeout = self.plan.timeout;
+        for idx in 0..self.conns.len() {
+            match self.conns[idx].phase {
+                Phase::Connecting { since } if now - since >= timeout => {
+                    let e = io::Error::from_raw_os_error(libc::ETIMEDOUT);
+                    self.abandon_connect(idx, &e);
+                }
+                Phase::Open => {
+                    let mut expired = 0;
+                    for r in self.conns[idx].inflight.iter_mut() {
+                        if now - r.intended < timeout {
+                            break;
+                        }
+                        if !r.timed_out {
+                            r.timed_out = true;
+                            expired += 1;
+                        }
+                    }
+                    if expired > 0 {
+                        let reqs: Vec<u64> = self.conns[idx]
+                            .inflight
+                            .iter()
+                            .filter(|r| r.timed_out)
+                            .rev()
+                            .take(expired)
+                            .map(|r| r.intended)
+                            .collect();
+                        for intended in reqs {
+                            self.time_out(intended, now);
+                        }
+                        // An answer can no longer be matched in time, and a closed loop would
+                        // wait on it forever: start over on a new connection. A held
+                        // connection stays (the hold is what is measured).
+                        if !self.plan.hold {
+                            self.close(idx, Close::Timeout, now);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn snapshot(&mut self, from: u64, len: u64) {
+        let iv = std::mem::take(&mut self.iv);
+        let mut latency = new_histogram();
+        std::mem::swap(&mut latency, &mut self.iv_latency);
+        let snap = Snapshot {
+            index: self.iv_index,
+            start_s: from as f64 / 1e9,
+            duration_s: len as f64 / 1e9,
+            warmup: from < self.measure_start,
+            completed: iv.completed,
+            errors: iv.errors,
+            timeouts: iv.timeouts,
+            bytes_received: iv.bytes_received,
+            conns_open: self.open,
+            conns_connecting: self.connecting,
+            parts: 1,
+            latency,
+        };
+        self.iv_index += 1;
+        // The receiver only goes away when the run is over.
+        let _ = self.plan.snapshots.send(snap);
+    }
+
+    /// Counts what is left at the end and closes everything.
+    fn finish(&mut self, now: u64) {
+        let end = now.min(self.measure_end);
+        self.stats.elapsed_s = end.saturating_sub(self.measure_start) as f64 / 1e9;
+        if self.plan.hold {
+            let held = match self.measure_end {
+                u64::MAX => 0,
+                e => end.saturating_sub(e - self.plan.duration.unwrap_or(0)),
+            };
+            self.stats.elapsed_s = held as f64 / 1e9;
+        }
+        self.stats.this.interrupted_threads = u64::from(self.interrupted);
+        let mut in_flight = 0;
+        for c in &self.conns {
+            in_flight += c.inflight.iter().filter(|r| !r.timed_out).count() as u64;
+        }
+        if let Some(s) = self.plan.schedule {
+            if self.may_issue_at_end() {
+                in_flight += s.due_by(end).saturating_sub(self.next_k);
+            }
+        }
+        self.stats.reqs.in_flight_at_end = in_flight;
+        self.stats.conns.open_at_end = self.open;
+        for c in &mut self.conns {
+            c.socket = None;
+        }
+    }
+
+    fn may_issue_at_end(&self) -> bool {
+        match self.plan.requests {
+            Some(n) => self.measured_issued < n,
+            None => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Schedule;
+
+    #[test]
+    fn one_global_schedule_interleaves_threads() {
+        // 1000 req/s over 4 slots: slot 1 owns the run's requests 1, 5, 9, ...
+        let s = Schedule {
+            rate: 1000.0,
+            stride: 4,
+            offset: 1,
+        };
+        assert_eq!(s.due(0), 1_000_000);
+        assert_eq!(s.due(2), 9_000_000);
+        assert_eq!(s.due_by(0), 0);
+        assert_eq!(s.due_by(1_000_000), 1);
+        assert_eq!(s.due_by(9_000_000), 3);
+    }
+}

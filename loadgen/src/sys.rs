@@ -1,0 +1,56 @@
+//! Sockets and clocks through safe APIs (socket2, nix); reads and writes use the server crate's
+//! wrappers (`c10k::sys`). This module has no `unsafe`.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use nix::sys::socket::{setsockopt, sockopt};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+/// Whether a nonblocking connect finished at once or is under way.
+pub enum Connect {
+    Done(Socket),
+    InProgress(Socket),
+}
+
+/// A nonblocking TCP connect to `target`, bound first to `source` (port chosen at connect time,
+/// thanks to IP_BIND_ADDRESS_NO_PORT, so that each (source, destination) pair has its own ports).
+pub fn connect(target: SocketAddr, source: Option<IpAddr>) -> io::Result<Connect> {
+    let socket = Socket::new(
+        Domain::for_address(target),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    socket.set_nodelay(true)?;
+    if let Some(ip) = source {
+        if ip.is_ipv4() {
+            setsockopt(&socket, sockopt::IpBindAddressNoPort, &true).map_err(io::Error::from)?;
+        }
+        socket.bind(&SockAddr::from(SocketAddr::new(ip, 0)))?;
+    }
+    match socket.connect(&SockAddr::from(target)) {
+        Ok(()) => Ok(Connect::Done(socket)),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(Connect::InProgress(socket)),
+        Err(e) => Err(e),
+    }
+}
+
+/// CPU time used by the calling thread.
+pub fn thread_cpu_time() -> Duration {
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(Duration::ZERO, Duration::from)
+}
+
+/// The ephemeral port range (`net.ipv4.ip_local_port_range`): ports per (source, destination).
+pub fn local_port_budget() -> u64 {
+    read_port_range(Path::new("/proc/sys/net/ipv4/ip_local_port_range")).unwrap_or(28232)
+}
+
+fn read_port_range(path: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut it = text.split_whitespace().map(|v| v.parse::<u64>().ok());
+    let (lo, hi) = (it.next()??, it.next()??);
+    Some(hi.checked_sub(lo)? + 1)
+}

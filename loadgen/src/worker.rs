@@ -1,0 +1,138 @@
+//! `--procs N`: N worker processes of this executable (`loadgen __worker`), each given the run's
+//! configuration with its share on stdin, each answering on stdout with one JSON line per
+//! interval and a final report line; the parent merges both.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::mpsc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, Share};
+use crate::interval::{Aggregator, Snapshot, WireSnapshot};
+use crate::report::Report;
+use crate::Error;
+
+/// One line from a worker.
+#[derive(Serialize, Deserialize)]
+enum WorkerMsg {
+    Interval(WireSnapshot),
+    Report(Box<Report>),
+    Error(String),
+}
+
+pub(crate) fn run_procs(
+    cfg: &Config,
+    on_interval: &mut dyn FnMut(&Snapshot),
+) -> Result<Report, Error> {
+    let exe = match &cfg.worker_exe {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| Error::Io(format!("cannot find loadgen's executable: {e}")))?,
+    };
+    let (tx, rx) = mpsc::channel::<(usize, WorkerMsg)>();
+    let mut children = Vec::new();
+    let mut readers = Vec::new();
+    for index in 0..cfg.procs {
+        let mut share = cfg.clone();
+        share.worker = Some(Share {
+            of: cfg.procs,
+            index,
+        });
+        let input = serde_json::to_vec(&share).map_err(|e| Error::Io(e.to_string()))?;
+        let mut child = Command::new(&exe)
+            .arg("__worker")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| Error::Io(format!("cannot start worker {}: {e}", exe.display())))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(&input)
+                .map_err(|e| Error::Io(format!("cannot configure worker {index}: {e}")))?;
+        }
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let tx = tx.clone();
+        readers.push(std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let msg = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| WorkerMsg::Error(format!("unreadable worker output: {e}")));
+                if tx.send((index, msg)).is_err() {
+                    break;
+                }
+            }
+        }));
+        children.push(child);
+    }
+    drop(tx);
+    let mut agg = Aggregator::new(cfg.procs);
+    let mut reports = Vec::new();
+    let mut errors = Vec::new();
+    for (index, msg) in rx {
+        match msg {
+            WorkerMsg::Interval(w) => match w.into_snapshot() {
+                Ok(s) => agg.push(s, on_interval),
+                Err(e) => errors.push(format!("worker {index}: {e}")),
+            },
+            WorkerMsg::Report(r) => reports.push(*r),
+            WorkerMsg::Error(e) => errors.push(format!("worker {index}: {e}")),
+        }
+    }
+    agg.finish(on_interval);
+    for r in readers {
+        let _ = r.join();
+    }
+    for mut c in children {
+        let _ = c.wait();
+    }
+    if reports.len() < cfg.procs {
+        if errors.is_empty() {
+            errors.push(format!(
+                "{} of {} workers sent no report",
+                cfg.procs - reports.len(),
+                cfg.procs
+            ));
+        }
+        return Err(Error::Io(errors.join("; ")));
+    }
+    let mut report = Report::merge(&reports).map_err(Error::Io)?;
+    report.setup.merged_runs = 1;
+    report.setup.procs = cfg.procs as u64;
+    report.setup.threads = reports[0].setup.threads;
+    Ok(report)
+}
+
+/// `loadgen __worker`: the configuration on stdin, JSON lines on stdout.
+pub fn worker_main() -> ExitCode {
+    let out = |msg: &WorkerMsg| {
+        let mut stdout = std::io::stdout().lock();
+        let _ = serde_json::to_writer(&mut stdout, msg);
+        let _ = stdout.write_all(b"\n");
+        let _ = stdout.flush();
+    };
+    let cfg: Config = match serde_json::from_reader(std::io::stdin().lock()) {
+        Ok(c) => c,
+        Err(e) => {
+            out(&WorkerMsg::Error(format!("bad worker configuration: {e}")));
+            return ExitCode::from(2);
+        }
+    };
+    if cfg.worker.is_none() {
+        out(&WorkerMsg::Error("a worker needs its share".into()));
+        return ExitCode::from(2);
+    }
+    match crate::run(&cfg, &mut |s| {
+        out(&WorkerMsg::Interval(WireSnapshot::from(s)))
+    }) {
+        Ok(r) => {
+            out(&WorkerMsg::Report(Box::new(r)));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            out(&WorkerMsg::Error(e.to_string()));
+            ExitCode::from(2)
+        }
+    }
+}

@@ -289,6 +289,9 @@ impl Reactor {
             let timeout = self.next_timeout();
             events.clear();
             self.poller.poll(&mut events, timeout)?;
+            // Once per wake-up rather than per connection: /stats may lag by the registration
+            // changes of the current batch, and a turn costs no virtual call for it.
+            self.sync_poller_counters();
             self.shared.env.date.refresh();
             self.shared.clock.tick();
             for event in &events {
@@ -342,7 +345,6 @@ impl Reactor {
 
     /// One turn for one connection, then whatever it decided.
     fn drive(&mut self, token: Token) {
-        self.sync_poller_counters();
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };

@@ -186,9 +186,6 @@ def main():
         "kernel_slab_per_conn_bytes": round((peak_slab - slab0) / max(established, 1)),
         "server_cpu_while_holding": round(idle_cpu, 4) if idle_cpu is not None else None,
     }
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"result": result, "loadgen": report}, f, indent=2)
     req = report.get("requests", {})
     # Lost: past the timeout, or back wrong. A ping still in flight when the hold ended was cut
     # off by the end of the run, not lost; it is reported apart.
@@ -198,6 +195,10 @@ def main():
     held = conns.get("open_at_end", 0)
     result["held_at_end"] = held
     ok = established == args.conns and failed == 0 and held == args.conns and bad_pings == 0
+    result["pass"] = ok
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"result": result, "loadgen": report}, f, indent=2)
     print(json.dumps(result, indent=2))
     print("PASS" if ok else "FAIL", file=sys.stderr)
     sys.exit(0 if ok else 1)

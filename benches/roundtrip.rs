@@ -26,8 +26,14 @@ fn start(backend: &str) -> Option<(Server, String)> {
         .spawn()
         .ok()?;
     let mut line = String::new();
-    BufReader::new(child.stdout.take()?).read_line(&mut line).ok()?;
-    let addr = line.strip_prefix("listening on ")?.split_whitespace().next()?.to_string();
+    BufReader::new(child.stdout.take()?)
+        .read_line(&mut line)
+        .ok()?;
+    let addr = line
+        .strip_prefix("listening on ")?
+        .split_whitespace()
+        .next()?
+        .to_string();
     Some((Server(child), addr))
 }
 

@@ -42,9 +42,13 @@ use crate::sys;
 const SQ_ENTRIES: u32 = 4096;
 const CQ_ENTRIES: u32 = 16384;
 /// The provided-buffer ring: `BUF_COUNT` buffers of `BUF_SIZE` bytes, shared by every connection.
+/// Many small buffers rather than a few large ones: when thousands of connections become
+/// readable in one batch each completion takes a buffer before any is recycled, and with 256
+/// buffers 10,000 busy connections spent most recvs on ENOBUFS and re-arming (40 syscalls per
+/// request in the comparison). 16 MiB in all, touched only as far as it is used.
 const BUF_GROUP: u16 = 0;
-const BUF_COUNT: u16 = 256;
-const BUF_SIZE: usize = 16 * 1024;
+const BUF_COUNT: u16 = 4096;
+const BUF_SIZE: usize = 4 * 1024;
 /// See the reactor: a protocol that neither consumes nor rejects this much input has a bug.
 const MAX_BUFFERED_INPUT: usize = 2 * 1024 * 1024 + 64 * 1024;
 /// While a send is in flight the protocol cannot run; receive no more than this meanwhile.

@@ -32,6 +32,8 @@ pub enum Command {
     Hold(HoldArgs),
     /// Merge JSON reports (--json) or HdrHistogram interval logs (--hdr-log) of several runs.
     Merge(MergeArgs),
+    /// Compare the c10k server's backends: a fresh server per step, a Markdown table, charts.
+    Compare(crate::compare::CompareArgs),
     /// Internal: a worker process of --procs (configuration on stdin).
     #[command(name = "__worker", hide = true)]
     Worker,

@@ -12,6 +12,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod compare;
 pub mod config;
 mod engine;
 pub mod hdrlog;

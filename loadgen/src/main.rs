@@ -50,6 +50,7 @@ fn main() -> ExitCode {
         Command::Echo(a) => a.config().and_then(|(c, o)| run(&c, &o)),
         Command::Hold(a) => a.config().and_then(|(c, o)| run(&c, &o)),
         Command::Merge(a) => merge_cmd(&a),
+        Command::Compare(a) => loadgen::compare::main(&a),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,347 @@
+//! One c10k server process per step: started on a free loopback port, its ready line read, its
+//! stderr kept (the per-process summary lines), `/stats` asked over HTTP, its process tree sampled
+//! in /proc (CPU time, resident memory), stopped with SIGTERM.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// How long a server may take to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a server may take to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Lines of stderr kept (besides the summary lines) to explain a failure.
+const TAIL_LINES: usize = 20;
+/// /proc/PID/stat counts CPU time in USER_HZ ticks, 100 per second on Linux.
+const TICK_US: u64 = 10_000;
+
+/// What a server was asked to be.
+pub struct Spec<'a> {
+    pub exe: &'a Path,
+    pub backend: &'a str,
+    pub proto: &'a str,
+    pub workers: Option<usize>,
+    pub idle_timeout_s: u64,
+}
+
+#[derive(Default)]
+struct Captured {
+    /// `backend=... waits=...` lines: one per event loop or process at exit.
+    summaries: Vec<String>,
+    /// Other lines worth parsing (the pool's size).
+    info: Vec<String>,
+    tail: VecDeque<String>,
+}
+
+/// A running server; killed (its whole process group) if dropped before [`Server::stop`].
+pub struct Server {
+    child: Child,
+    pub pid: u32,
+    pub addr: SocketAddr,
+    captured: Arc<Mutex<Captured>>,
+    readers: Vec<JoinHandle<()>>,
+    stopped: bool,
+}
+
+/// What a stopped server left.
+pub struct Stopped {
+    pub status: Option<ExitStatus>,
+    pub summaries: Vec<String>,
+    pub info: Vec<String>,
+    pub tail: Vec<String>,
+}
+
+impl Server {
+    pub fn start(spec: &Spec) -> Result<Server, String> {
+        let mut cmd = Command::new(spec.exe);
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            spec.backend,
+        ])
+        .args(["--proto", spec.proto])
+        .args(["--idle-timeout", &spec.idle_timeout_s.to_string()])
+        .args(["--shutdown-grace", "2"]);
+        if let Some(w) = spec.workers {
+            cmd.args(["--workers", &w.to_string()]);
+        }
+        // Its own process group: a Ctrl-C in the terminal reaches loadgen, which stops it.
+        cmd.env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", spec.exe.display()))?;
+        let pid = child.id();
+        let captured = Arc::new(Mutex::new(Captured::default()));
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        let out_reader = std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap_or(0) > 0 {
+                let _ = tx.send(line);
+            }
+            drop(tx);
+            // Keep the pipe drained so that the server never blocks on it.
+            let _ = std::io::copy(&mut r, &mut std::io::sink());
+        });
+        let cap = Arc::clone(&captured);
+        let err_reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut c = cap.lock().unwrap_or_else(|e| e.into_inner());
+                if line.contains("backend=") && line.contains(" waits=") {
+                    c.summaries.push(line.clone());
+                } else if line.contains("pool: ") && line.contains(" threads") {
+                    c.info.push(line.clone());
+                }
+                if c.tail.len() == TAIL_LINES {
+                    c.tail.pop_front();
+                }
+                c.tail.push_back(line);
+            }
+        });
+        let mut server = Server {
+            child,
+            pid,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            captured,
+            readers: vec![out_reader, err_reader],
+            stopped: false,
+        };
+        let line = match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(l) => l,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(format!(
+                    "no ready line within {} s",
+                    READY_TIMEOUT.as_secs()
+                ))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = server.wait_exit(Duration::from_secs(2));
+                return Err(format!(
+                    "the server exited before its ready line ({}){}",
+                    describe(status),
+                    server.last_words()
+                ));
+            }
+        };
+        // "listening on <ip:port> backend=<name> proto=<echo|http>[ workers=N]"
+        server.addr = line
+            .strip_prefix("listening on ")
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| format!("unexpected ready line {:?}", line.trim_end()))?;
+        Ok(server)
+    }
+
+    /// Err when the server has exited.
+    pub fn check_alive(&mut self) -> Result<(), String> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(s)) => {
+                self.stopped = true;
+                Err(format!(
+                    "the server exited during the step ({}){}",
+                    describe(Some(s)),
+                    self.last_words()
+                ))
+            }
+            Err(e) => Err(format!("cannot wait for the server: {e}")),
+        }
+    }
+
+    /// SIGTERM, then waits for the exit (SIGKILL to the group after a timeout).
+    pub fn stop(mut self) -> Stopped {
+        let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGTERM);
+        let status = self.wait_exit(STOP_TIMEOUT);
+        if status.is_none() {
+            let _ = kill(Pid::from_raw(-(self.pid as i32)), Signal::SIGKILL);
+        }
+        let status = status.or_else(|| self.child.wait().ok());
+        self.stopped = true;
+        // The pipes close when every process of the server has exited.
+        for h in self.readers.drain(..) {
+            let _ = h.join();
+        }
+        let c = self.captured.lock().unwrap_or_else(|e| e.into_inner());
+        Stopped {
+            status,
+            summaries: c.summaries.clone(),
+            info: c.info.clone(),
+            tail: c.tail.iter().cloned().collect(),
+        }
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(s)) => return Some(s),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// The last stderr lines, for an error message.
+    fn last_words(&self) -> String {
+        // Give the reader a moment to collect what the process wrote before it died.
+        std::thread::sleep(Duration::from_millis(50));
+        let c = self.captured.lock().unwrap_or_else(|e| e.into_inner());
+        match c.tail.back() {
+            Some(l) => format!(": {}", l.trim()),
+            None => String::new(),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = kill(Pid::from_raw(-(self.pid as i32)), Signal::SIGKILL);
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn describe(status: Option<ExitStatus>) -> String {
+    match status {
+        Some(s) => s.to_string(),
+        None => "still running".into(),
+    }
+}
+
+/// `GET /stats` on a connection of its own: the parsed JSON document.
+pub fn fetch_stats(addr: SocketAddr, timeout: Duration) -> Option<serde_json::Value> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    s.set_write_timeout(Some(timeout)).ok()?;
+    s.write_all(b"GET /stats HTTP/1.1\r\nHost: compare\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    serde_json::from_str(body.trim()).ok()
+}
+
+/// Sums the `key=value` counters of summary lines (one per event loop or worker process).
+pub fn sum_summaries(lines: &[String]) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for line in lines {
+        let Some(start) = line.find("backend=") else {
+            continue;
+        };
+        for kv in line[start..].split_whitespace() {
+            if let Some((k, v)) = kv.split_once('=') {
+                if let Ok(v) = v.parse::<u64>() {
+                    *out.entry(k.to_string()).or_insert(0) += v;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A process and its descendants, from the parent links in /proc.
+pub fn process_tree(root: u32) -> Vec<u32> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some(f) = stat_fields(pid) {
+                if let Some(ppid) = f.get(1).and_then(|p| p.parse::<u32>().ok()) {
+                    children.entry(ppid).or_default().push(pid);
+                }
+            }
+        }
+    }
+    let mut out = vec![root];
+    let mut seen: HashSet<u32> = out.iter().copied().collect();
+    let mut i = 0;
+    while i < out.len() {
+        if let Some(c) = children.get(&out[i]) {
+            for &p in c {
+                if seen.insert(p) {
+                    out.push(p);
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The fields of /proc/PID/stat after the command name: [0] state, [1] ppid, ... [11] utime,
+/// [12] stime.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// User + system CPU time of these processes (all their threads, live and exited), µs.
+pub fn cpu_us(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|&p| {
+            let f = stat_fields(p)?;
+            let u: u64 = f.get(11)?.parse().ok()?;
+            let s: u64 = f.get(12)?.parse().ok()?;
+            Some((u + s) * TICK_US)
+        })
+        .sum()
+}
+
+/// A /proc/PID/status memory field (`VmRSS`, `VmHWM`) summed over these processes, KiB.
+pub fn status_kib(pids: &[u32], field: &str) -> u64 {
+    pids.iter()
+        .filter_map(|&p| {
+            let text = std::fs::read_to_string(format!("/proc/{p}/status")).ok()?;
+            let line = text
+                .lines()
+                .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// Busy time of all cores (user, nice, system, irq, softirq, steal) from /proc/stat, µs.
+pub fn machine_busy_us() -> u64 {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0;
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| v.get(i)).sum();
+    busy * TICK_US
+}

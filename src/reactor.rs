@@ -500,6 +500,7 @@ impl Reactor {
             let refusal = Session::refusal(self.options.proto, &self.shared.env);
             if !refusal.is_empty() {
                 self.shared.env.counters.syscalls.writes += 1;
+                self.shared.env.publish();
                 let _ = sys::send(fd.as_raw_fd(), &refusal);
                 let _ = sys::shutdown_write(fd.as_raw_fd());
             }
@@ -653,6 +654,10 @@ fn turn(conn: &mut Conn, shared: &mut Shared) -> Verdict {
         // 1. Send what is pending.
         if conn.pending_output() > 0 && conn.write_ready {
             shared.env.counters.syscalls.writes += 1;
+            // With --workers: published before anything is sent, so that /stats answered by
+            // another worker already counts every request (and write) whose response a client
+            // has seen. Without a board this is one branch.
+            shared.env.publish();
             match sys::send(fd, &conn.output[conn.sent..]) {
                 Ok(n) => {
                     shared.env.counters.bytes_out += n as u64;
@@ -688,9 +693,6 @@ fn turn(conn: &mut Conn, shared: &mut Shared) -> Verdict {
                 // A request head ended; if another has begun behind it, its clock starts now.
                 conn.head_started = NEVER;
             }
-            // Published before the response is sent, so /stats on another worker already
-            // counts a request whose response the client has seen.
-            shared.env.publish();
             if consumed > 0 || conn.output.len() > produced_before {
                 continue;
             }

@@ -22,7 +22,7 @@ use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
 use crate::backend::{Event, Features, Interest, Poller, Token};
-use crate::driver::{DriverOptions, LoopEnv};
+use crate::driver::{Clock, DriverOptions, LoopEnv, Timeouts, NEVER};
 use crate::proto::{Session, Status, OUTPUT_HIGH_WATER};
 use crate::stats::{self, Counters};
 use crate::sys;
@@ -78,9 +78,6 @@ struct Conn {
     /// The deadline this connection has in the timer heap ([`NEVER`]: none).
     timer: u64,
 }
-
-/// No deadline.
-const NEVER: u64 = u64::MAX;
 
 impl Conn {
     /// When this connection must be acted on if nothing happens: the rule that applies to its
@@ -166,37 +163,6 @@ impl Slab {
     }
 }
 
-/// Milliseconds since the loop started, read once per wake-up: connections store 8-byte stamps
-/// instead of 16-byte `Instant`s, and a turn reads no clock.
-struct Clock {
-    start: Instant,
-    now_ms: u64,
-}
-
-impl Clock {
-    fn new() -> Clock {
-        Clock {
-            start: Instant::now(),
-            now_ms: 0,
-        }
-    }
-
-    fn tick(&mut self) {
-        self.now_ms = self.start.elapsed().as_millis() as u64;
-    }
-
-    fn instant(&self, ms: u64) -> Instant {
-        self.start + Duration::from_millis(ms)
-    }
-}
-
-/// The timeouts, in loop-clock milliseconds.
-struct Timeouts {
-    header_ms: u64,
-    idle_ms: u64,
-    write_ms: u64,
-}
-
 /// The loop's shared scratch buffers and its protocol environment: everything a connection's
 /// turn needs besides the connection itself.
 struct Shared {
@@ -249,11 +215,7 @@ impl Reactor {
         if let Some(sfd) = &signals {
             poller.register(sfd.as_raw_fd(), SIGNALS, Interest::READ)?;
         }
-        let timeouts = Timeouts {
-            header_ms: options.header_timeout.as_millis() as u64,
-            idle_ms: options.idle_timeout.as_millis() as u64,
-            write_ms: options.write_timeout.as_millis() as u64,
-        };
+        let timeouts = Timeouts::from_options(&options);
         Ok(Reactor {
             features: poller.features(),
             shared: Shared {

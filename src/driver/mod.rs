@@ -11,7 +11,7 @@ pub mod threads;
 pub mod uring;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::board::StatsBoard;
 use crate::date::HttpDate;
@@ -52,6 +52,58 @@ impl Default for DriverOptions {
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(60),
             board: None,
+        }
+    }
+}
+
+/// No deadline (loop-clock milliseconds).
+pub const NEVER: u64 = u64::MAX;
+
+/// Milliseconds since a loop started, read once per wake-up: connections store 8-byte stamps
+/// instead of 16-byte `Instant`s, and a connection's turn reads no clock.
+#[derive(Debug)]
+pub struct Clock {
+    start: Instant,
+    pub now_ms: u64,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        Clock {
+            start: Instant::now(),
+            now_ms: 0,
+        }
+    }
+
+    pub fn tick(&mut self) {
+        self.now_ms = self.start.elapsed().as_millis() as u64;
+    }
+
+    pub fn instant(&self, ms: u64) -> Instant {
+        self.start + Duration::from_millis(ms)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// The timeouts of [`DriverOptions`], in loop-clock milliseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub header_ms: u64,
+    pub idle_ms: u64,
+    pub write_ms: u64,
+}
+
+impl Timeouts {
+    pub fn from_options(options: &DriverOptions) -> Timeouts {
+        Timeouts {
+            header_ms: options.header_timeout.as_millis() as u64,
+            idle_ms: options.idle_timeout.as_millis() as u64,
+            write_ms: options.write_timeout.as_millis() as u64,
         }
     }
 }

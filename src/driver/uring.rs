@@ -33,7 +33,7 @@ use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
-use super::{DriverOptions, LoopEnv};
+use super::{Clock, DriverOptions, LoopEnv, Timeouts, NEVER};
 use crate::proto::{Session, Status, OUTPUT_HIGH_WATER};
 use crate::stats::{self, Counters, Syscalls};
 use crate::sys;
@@ -151,11 +151,7 @@ pub fn run(listener: OwnedFd, signals: SignalFd, options: &DriverOptions) -> io:
         shutdown_deadline: None,
         timers: BinaryHeap::new(),
         clock: Clock::new(),
-        timeouts: Timeouts {
-            header_ms: options.header_timeout.as_millis() as u64,
-            idle_ms: options.idle_timeout.as_millis() as u64,
-            write_ms: options.write_timeout.as_millis() as u64,
-        },
+        timeouts: Timeouts::from_options(options),
         starved: Vec::new(),
         spare: Vec::new(),
         completed: Vec::with_capacity(1024),
@@ -199,39 +195,6 @@ struct Conn {
     linger_until: u64,
     /// The deadline this connection has in the timer heap ([`NEVER`]: none).
     timer: u64,
-}
-
-/// No deadline.
-const NEVER: u64 = u64::MAX;
-
-/// Milliseconds since the loop started, read once per wake-up.
-struct Clock {
-    start: Instant,
-    now_ms: u64,
-}
-
-impl Clock {
-    fn new() -> Clock {
-        Clock {
-            start: Instant::now(),
-            now_ms: 0,
-        }
-    }
-
-    fn tick(&mut self) {
-        self.now_ms = self.start.elapsed().as_millis() as u64;
-    }
-
-    fn instant(&self, ms: u64) -> Instant {
-        self.start + Duration::from_millis(ms)
-    }
-}
-
-/// The timeouts, in loop-clock milliseconds.
-struct Timeouts {
-    header_ms: u64,
-    idle_ms: u64,
-    write_ms: u64,
 }
 
 impl Conn {

@@ -80,19 +80,15 @@ struct Conn {
 }
 
 impl Conn {
-    /// When this connection must be acted on if nothing happens: the rule that applies to its
-    /// present state, computed on demand so that a request costs a store, not a timer update.
+    /// See [`Timeouts::deadline`].
     fn deadline(&self, timeouts: &Timeouts) -> u64 {
-        match self.phase {
-            Phase::Lingering => self.linger_until,
-            Phase::Serving if self.pending_output() > 0 => {
-                self.last_activity.saturating_add(timeouts.write_ms)
-            }
-            Phase::Serving if self.head_started != NEVER => {
-                self.head_started.saturating_add(timeouts.header_ms)
-            }
-            Phase::Serving => self.last_activity.saturating_add(timeouts.idle_ms),
-        }
+        let lingering = self.phase == Phase::Lingering;
+        timeouts.deadline(
+            lingering.then_some(self.linger_until),
+            self.pending_output() > 0,
+            self.last_activity,
+            self.head_started,
+        )
     }
 
     fn pending_output(&self) -> usize {

@@ -99,6 +99,25 @@ pub struct Timeouts {
 }
 
 impl Timeouts {
+    /// The one deadline rule of the event-driven drivers: when a connection must be acted on if
+    /// nothing happens. Lingering ends at `linger_until`; pending output that makes no progress
+    /// is a write stall; a request head arriving since `head_started` has the header timeout;
+    /// anything else is idle. Computed on demand, so a request costs a store, not a timer update.
+    pub fn deadline(
+        &self,
+        linger_until: Option<u64>,
+        output_pending: bool,
+        last_activity: u64,
+        head_started: u64,
+    ) -> u64 {
+        match linger_until {
+            Some(until) => until,
+            None if output_pending => last_activity.saturating_add(self.write_ms),
+            None if head_started != NEVER => head_started.saturating_add(self.header_ms),
+            None => last_activity.saturating_add(self.idle_ms),
+        }
+    }
+
     pub fn from_options(options: &DriverOptions) -> Timeouts {
         Timeouts {
             header_ms: options.header_timeout.as_millis() as u64,

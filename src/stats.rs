@@ -3,104 +3,116 @@
 
 use serde::Serialize;
 
-/// Everything one event loop counts. Plain integers: each loop owns its own copy, and totals are
-/// made by adding copies together, never by sharing one.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Counters {
-    pub connections_current: u64,
-    pub connections_total: u64,
-    /// Connections closed at once because the server was full or could not take them.
-    pub connections_refused: u64,
-    pub requests: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub syscalls: Syscalls,
+/// Declares a struct of `u64` counters once, and derives from that one list its flattening for
+/// the shared stats board and its merge: a new counter is one line here and nothing elsewhere.
+macro_rules! counter_struct {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $($(#[$field_meta:meta])* pub $field:ident: u64,)*
+            $(@nested $(#[$nested_meta:meta])* pub $nested:ident: $nested_ty:ty,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: u64,)*
+            $($(#[$nested_meta])* pub $nested: $nested_ty,)?
+        }
+
+        impl $name {
+            /// How many u64 words the flattened form has.
+            pub const WORDS: usize =
+                [$(stringify!($field)),*].len() $(+ <$nested_ty>::WORDS)?;
+
+            fn push_words(&self, out: &mut Vec<u64>) {
+                $(out.push(self.$field);)*
+                $(self.$nested.push_words(out);)?
+            }
+
+            fn pop_words(words: &mut impl Iterator<Item = u64>) -> $name {
+                $name {
+                    $($field: words.next().unwrap_or(0),)*
+                    $($nested: <$nested_ty>::pop_words(words),)?
+                }
+            }
+
+            /// Adds another loop's counters into this one.
+            pub fn merge(&mut self, other: &$name) {
+                $(self.$field += other.$field;)*
+                $(self.$nested.merge(&other.$nested);)?
+            }
+        }
+    };
 }
 
-/// Syscalls by purpose. Each backend fills in the ones its model makes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Syscalls {
-    /// Readiness waits: select, poll, epoll_wait, sigtimedwait, io_uring_enter waiting.
-    pub waits: u64,
-    /// Changes to the interest set: epoll_ctl, fcntl for signal set-up.
-    pub ctl: u64,
-    pub reads: u64,
-    pub writes: u64,
-    pub accepts: u64,
-    /// Realtime signals taken (signal-driven I/O).
-    pub signals: u64,
-    /// Full poll(2) scans after the realtime signal queue overflowed.
-    pub overflow_scans: u64,
-    /// io_uring completions reaped.
-    pub completions: u64,
+counter_struct! {
+    /// Everything one event loop counts. Plain integers: each loop owns its own copy, and totals
+    /// are made by adding copies together, never by sharing one.
+    pub struct Counters {
+        pub connections_current: u64,
+        pub connections_total: u64,
+        /// Connections closed at once because the server was full or could not take them.
+        pub connections_refused: u64,
+        pub requests: u64,
+        pub bytes_in: u64,
+        pub bytes_out: u64,
+        /// Connections closed because a request head did not arrive in time (HTTP: after a 408).
+        pub timeouts_header: u64,
+        /// Keep-alive (or never-used) connections closed after sitting idle.
+        pub timeouts_idle: u64,
+        /// Connections closed because their pending output made no progress.
+        pub timeouts_write: u64,
+        /// Wake-ups of a loop that made no progress on anything: nothing read, written, accepted,
+        /// expired or re-registered. The invariant is that this stays near zero; a loop that
+        /// spins shows up here.
+        pub spurious_wakeups: u64,
+        /// Requests answered during shutdown (with `Connection: close`).
+        pub shutdown_answered: u64,
+        @nested
+        pub syscalls: Syscalls,
+    }
+}
+
+counter_struct! {
+    /// Syscalls by purpose. Each backend fills in the ones its model makes.
+    pub struct Syscalls {
+        /// Readiness waits: select, poll, epoll_wait, sigtimedwait, io_uring_enter waiting.
+        pub waits: u64,
+        /// Changes to the interest set: epoll_ctl, fcntl for signal set-up.
+        pub ctl: u64,
+        pub reads: u64,
+        pub writes: u64,
+        pub accepts: u64,
+        /// Realtime signals taken (signal-driven I/O).
+        pub signals: u64,
+        /// Full poll(2) scans after the realtime signal queue overflowed.
+        pub overflow_scans: u64,
+        /// io_uring completions reaped (not syscalls: they are read from shared memory).
+        pub completions: u64,
+        /// io_uring operations submitted (not syscalls: one `io_uring_enter` carries many).
+        pub uring_ops: u64,
+        /// io_uring receives re-armed after the kernel ended them (ENOBUFS, or a multishot ending).
+        pub recv_rearms: u64,
+    }
 }
 
 impl Counters {
-    /// How many u64 words [`Counters::to_words`] gives.
-    pub const WORDS: usize = 14;
-
     /// Flattened, for the shared stats board.
     pub fn to_words(&self) -> [u64; Counters::WORDS] {
-        let s = &self.syscalls;
-        [
-            self.connections_current,
-            self.connections_total,
-            self.connections_refused,
-            self.requests,
-            self.bytes_in,
-            self.bytes_out,
-            s.waits,
-            s.ctl,
-            s.reads,
-            s.writes,
-            s.accepts,
-            s.signals,
-            s.overflow_scans,
-            s.completions,
-        ]
+        let mut out = Vec::with_capacity(Counters::WORDS);
+        self.push_words(&mut out);
+        let mut words = [0u64; Counters::WORDS];
+        words.copy_from_slice(&out);
+        words
     }
 
     pub fn from_words(w: [u64; Counters::WORDS]) -> Counters {
-        Counters {
-            connections_current: w[0],
-            connections_total: w[1],
-            connections_refused: w[2],
-            requests: w[3],
-            bytes_in: w[4],
-            bytes_out: w[5],
-            syscalls: Syscalls {
-                waits: w[6],
-                ctl: w[7],
-                reads: w[8],
-                writes: w[9],
-                accepts: w[10],
-                signals: w[11],
-                overflow_scans: w[12],
-                completions: w[13],
-            },
-        }
+        Counters::pop_words(&mut w.into_iter())
     }
 
-    /// Adds another loop's counters into this one.
-    pub fn merge(&mut self, other: &Counters) {
-        self.connections_current += other.connections_current;
-        self.connections_total += other.connections_total;
-        self.connections_refused += other.connections_refused;
-        self.requests += other.requests;
-        self.bytes_in += other.bytes_in;
-        self.bytes_out += other.bytes_out;
-        let (a, b) = (&mut self.syscalls, &other.syscalls);
-        a.waits += b.waits;
-        a.ctl += b.ctl;
-        a.reads += b.reads;
-        a.writes += b.writes;
-        a.accepts += b.accepts;
-        a.signals += b.signals;
-        a.overflow_scans += b.overflow_scans;
-        a.completions += b.completions;
-    }
-
-    /// Syscalls of every kind, for "syscalls per request".
+    /// Syscalls of every kind, for "syscalls per request". io_uring operations and completions
+    /// are not syscalls and are not counted here.
     pub fn total_syscalls(&self) -> u64 {
         let s = &self.syscalls;
         s.waits + s.ctl + s.reads + s.writes + s.accepts + s.signals + s.overflow_scans
@@ -141,7 +153,8 @@ pub fn summary_line(backend: &str, c: &Counters) -> String {
     let s = &c.syscalls;
     format!(
         "backend={backend} connections={} refused={} requests={} bytes_in={} bytes_out={} \
-         waits={} ctl={} reads={} writes={} accepts={} signals={} overflow_scans={} completions={}",
+         waits={} ctl={} reads={} writes={} accepts={} signals={} overflow_scans={} completions={} \
+         uring_ops={} spurious_wakeups={}",
         c.connections_total,
         c.connections_refused,
         c.requests,
@@ -154,6 +167,27 @@ pub fn summary_line(backend: &str, c: &Counters) -> String {
         s.accepts,
         s.signals,
         s.overflow_scans,
-        s.completions
+        s.completions,
+        s.uring_ops,
+        c.spurious_wakeups
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_round_trip_every_counter() {
+        // Distinct values in every word, so a field dropped or swapped in the flattening shows.
+        let words: Vec<u64> = (1..=Counters::WORDS as u64).collect();
+        let c = Counters::from_words(words.clone().try_into().unwrap());
+        assert_eq!(c.to_words().to_vec(), words);
+        assert_eq!(c.connections_current, 1);
+        assert_eq!(c.syscalls.recv_rearms, Counters::WORDS as u64);
+        let mut sum = c;
+        sum.merge(&c);
+        assert_eq!(sum.syscalls.uring_ops, 2 * c.syscalls.uring_ops);
+        assert_eq!(sum.spurious_wakeups, 2 * c.spurious_wakeups);
+    }
 }

@@ -1,21 +1,37 @@
 //! Echo: every byte back, in order.
 //!
 //! Echo is the baseline the HTTP numbers are compared against, so it must cost nothing beyond the
-//! copy: the session is zero-sized (an idle echo connection costs only its socket and the driver's
+//! copy: the session is one byte (an idle echo connection costs only its socket and the driver's
 //! buffers) and carries no state between calls, because echo has no message boundaries to track.
 //! The only policy it has is back-pressure: it consumes no more input than fits under
 //! [`OUTPUT_HIGH_WATER`], so a client that sends without reading stops being read from instead of
-//! growing the server's output buffer without bound.
+//! growing the server's output buffer without bound. On shutdown ([`EchoSession::drain`]) it
+//! echoes what has been received and then asks the driver to close.
 
-use super::OUTPUT_HIGH_WATER;
+use super::{Status, OUTPUT_HIGH_WATER};
 
-/// The echo protocol's per-connection state: none.
+/// The echo protocol's per-connection state: only whether the server is shutting down.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct EchoSession;
+pub struct EchoSession {
+    draining: bool,
+}
 
 impl EchoSession {
     pub const fn new() -> EchoSession {
-        EchoSession
+        EchoSession { draining: false }
+    }
+
+    /// The server is shutting down: echo what the driver already holds, then close.
+    pub fn drain(&mut self) {
+        self.draining = true;
+    }
+
+    pub fn status(&self) -> Status {
+        if self.draining {
+            Status::CloseAfterFlush
+        } else {
+            Status::Open
+        }
     }
 
     /// Append as much of `input` to `out` as fits under [`OUTPUT_HIGH_WATER`]; returns the bytes
@@ -33,8 +49,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn zero_sized() {
-        assert_eq!(std::mem::size_of::<EchoSession>(), 0);
+    fn one_byte() {
+        assert_eq!(std::mem::size_of::<EchoSession>(), 1);
+    }
+
+    #[test]
+    fn drain_echoes_what_was_received_then_closes() {
+        let mut s = EchoSession::new();
+        let mut out = Vec::new();
+        s.drain();
+        assert_eq!(s.advance(b"last words", &mut out), 10);
+        assert_eq!(out, b"last words");
+        assert_eq!(s.status(), Status::CloseAfterFlush);
     }
 
     #[test]

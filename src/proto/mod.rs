@@ -87,8 +87,21 @@ impl Session {
 
     pub fn status(&self) -> Status {
         match self {
-            Session::Echo(_) => Status::Open,
+            Session::Echo(s) => s.status(),
             Session::Http(s) => s.status(),
+        }
+    }
+
+    /// The server is shutting down (RFC 9112 §9.6). HTTP: the request in progress, or the next
+    /// one to arrive, is answered with `Connection: close` and is the last. Echo: what has been
+    /// received is echoed, then the connection closes. Either way the status then turns to
+    /// `CloseAfterFlush`, and the driver flushes, shuts down writing and lingers as after any
+    /// final response. A driver decides itself how long an idle connection may wait for that
+    /// next request (the keep-alive drain window).
+    pub fn drain(&mut self) {
+        match self {
+            Session::Echo(s) => s.drain(),
+            Session::Http(s) => s.drain(),
         }
     }
 

@@ -114,6 +114,8 @@ pub struct HttpSession {
     conn: Conn,
     /// The last `advance` stopped at the high-water mark with input left unconsumed.
     stalled: bool,
+    /// The server is shutting down: the response in progress, or the next one, is the last.
+    draining: bool,
 }
 
 #[derive(Debug)]
@@ -177,6 +179,17 @@ impl HttpSession {
             cap: 0,
             conn: Conn::Default,
             stalled: false,
+            draining: false,
+        }
+    }
+
+    /// The server is shutting down (RFC 9112 §9.6): the response in progress is the last one,
+    /// and if none is, the next request received is answered with `Connection: close`. Either way
+    /// the session then turns to `CloseAfterFlush`.
+    pub fn drain(&mut self) {
+        self.draining = true;
+        if !matches!(self.state, State::Head) {
+            self.conn = Conn::Close;
         }
     }
 
@@ -348,6 +361,9 @@ impl HttpSession {
             (true, 0) => Conn::KeepAlive,
             (true, _) => Conn::Default,
         };
+        if self.draining {
+            self.conn = Conn::Close;
+        }
         let route = route(req.path.unwrap_or(""));
 
         if route == Route::Echo && method == Method::Post {

@@ -955,3 +955,42 @@ fn request_timeout_answers_408_and_closes() {
     assert_eq!(s.status(), Status::CloseAfterFlush);
     assert!(!s.awaiting_head());
 }
+
+/// RFC 9112 §9.6: on shutdown, a request that arrives in the drain window is answered, and that
+/// answer says `Connection: close` and is the last.
+#[test]
+fn drain_answers_the_next_request_with_connection_close() {
+    let mut s = HttpSession::new();
+    let mut env = TestEnv::new();
+    let mut out = Vec::new();
+    s.drain();
+    assert_eq!(s.status(), Status::Open, "idle: waits for the next request");
+    let input = b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    s.advance(input, &mut out, &mut env);
+    let r = responses(&out, &[false]);
+    assert_eq!(r.len(), 1, "only the first request is answered");
+    assert_eq!(r[0].status, 200);
+    assert_eq!(r[0].header("connection"), Some("close"));
+    assert_eq!(s.status(), Status::CloseAfterFlush);
+}
+
+/// A response already in progress when shutdown begins finishes, and is the last.
+#[test]
+fn drain_during_a_streamed_body_finishes_it_then_closes() {
+    let mut s = HttpSession::new();
+    let mut env = TestEnv::new();
+    let mut out = Vec::new();
+    let input = b"GET /bytes/200000 HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut pos = s.advance(input, &mut out, &mut env);
+    assert!(s.has_pending_output());
+    s.drain();
+    let mut all = std::mem::take(&mut out);
+    while s.has_pending_output() {
+        pos += s.advance(&input[pos..], &mut out, &mut env);
+        all.append(&mut out);
+    }
+    let r = responses(&all, &[false]);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].body.len(), 200_000);
+    assert_eq!(s.status(), Status::CloseAfterFlush);
+}

@@ -11,6 +11,17 @@
 //!   connection only while it has partial input or unsent output.
 //! - On an edge-triggered backend a connection is driven until EAGAIN or until its turn's budget
 //!   is spent; then it goes on the pending list and is driven again without waiting for an event.
+//!   The listener too: a burst larger than one turn's accepts is finished on the next turn, since
+//!   no new edge will come for the connections already queued.
+//! - Every connection has a deadline in the timer heap from the moment it is accepted: a client
+//!   that never sends a byte is cut by the header (HTTP) or idle (echo) timeout like any other.
+//! - Every wake-up makes progress or changes the interest set. An interest the connection cannot
+//!   act on (reading while the output is full, or after the peer's half-close) is not registered,
+//!   so a level-triggered backend has nothing to report; a wake-up that still moves nothing is
+//!   counted in `spurious_wakeups`.
+//! - Shutdown (RFC 9112 §9.6) answers every request already received with `Connection: close`,
+//!   gives idle keep-alive connections a short window to bring one more, and then shuts down
+//!   writing and lingers, so that no client reads a reset instead of its response.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -22,7 +33,7 @@ use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
 use crate::backend::{Event, Features, Interest, Poller, Token};
-use crate::driver::{Clock, DriverOptions, LoopEnv, Timeouts, NEVER};
+use crate::driver::{keepalive_drain_window, Clock, DriverOptions, LoopEnv, Timeouts, NEVER};
 use crate::proto::{Session, Status, OUTPUT_HIGH_WATER};
 use crate::stats::{self, Counters};
 use crate::sys;
@@ -39,6 +50,9 @@ const READ_BUDGET_PER_TURN: usize = 256 * 1024;
 const MAX_BUFFERED_INPUT: usize = 2 * 1024 * 1024 + 64 * 1024;
 /// Accepts per listener event, so that a connection storm cannot starve established clients.
 const ACCEPTS_PER_TURN: usize = 256;
+/// At shutdown, connections still queued in the listener's backlog are accepted (and drained)
+/// rather than reset by its close; this bounds that last sweep.
+const ACCEPTS_AT_SHUTDOWN: usize = 65_536;
 /// After EMFILE/ENFILE, how long accepting pauses unless a connection closes first.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// After an error response: how long and how much we read and discard before closing, so that the
@@ -191,6 +205,10 @@ pub struct Reactor {
     timers: BinaryHeap<Reverse<(u64, Token)>>,
     timeouts: Timeouts,
     accept_paused_until: Option<Instant>,
+    /// The last accept turn stopped at its budget with connections still queued.
+    accept_pending: bool,
+    /// During shutdown: until when idle keep-alive connections may bring one more request.
+    keepalive_drain_until: Option<Instant>,
     shutdown_deadline: Option<Instant>,
     last_exhaustion_log: Option<Instant>,
     exhaustion_events: u64,
@@ -233,6 +251,8 @@ impl Reactor {
             timers: BinaryHeap::new(),
             timeouts,
             accept_paused_until: None,
+            accept_pending: false,
+            keepalive_drain_until: None,
             shutdown_deadline: None,
             last_exhaustion_log: None,
             exhaustion_events: 0,
@@ -252,17 +272,25 @@ impl Reactor {
             self.sync_poller_counters();
             self.shared.env.date.refresh();
             self.shared.clock.tick();
+            // A shutdown applies to the whole batch: requests that arrived with the signal are
+            // answered as the last ones (`Connection: close`), not as if nothing had happened.
+            if events.iter().any(|e| e.token == SIGNALS) {
+                self.take_signals();
+            }
             for event in &events {
                 match event.token {
-                    LISTENER => self.accept_connections(),
-                    SIGNALS => self.take_signals(),
+                    LISTENER => self.accept_connections(ACCEPTS_PER_TURN),
+                    SIGNALS => {}
                     token => self.on_event(token, event),
                 }
             }
             self.run_pending();
             self.run_timers();
-            if self.shutdown_deadline.is_some() && self.finish_shutdown() {
-                break;
+            if self.shutdown_deadline.is_some() {
+                self.end_keepalive_drain();
+                if self.finish_shutdown() {
+                    break;
+                }
             }
         }
         self.sync_poller_counters();
@@ -275,7 +303,7 @@ impl Reactor {
     }
 
     fn next_timeout(&self) -> Option<Duration> {
-        if !self.pending.is_empty() {
+        if !self.pending.is_empty() || self.accept_pending {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
@@ -284,6 +312,7 @@ impl Reactor {
                 .peek()
                 .map(|Reverse((at, _))| self.shared.clock.instant(*at)),
             self.accept_paused_until,
+            self.keepalive_drain_until,
             self.shutdown_deadline,
         ]
         .into_iter()
@@ -298,7 +327,15 @@ impl Reactor {
         };
         conn.read_ready |= event.readable || event.hangup;
         conn.write_ready |= event.writable || event.hangup;
+        let before = Progress::of(conn, &self.shared.env.counters);
         self.drive(token);
+        let after = self
+            .conns
+            .get_mut(token)
+            .map(|c| Progress::of(c, &self.shared.env.counters));
+        if after == Some(before) {
+            self.shared.env.counters.spurious_wakeups += 1;
+        }
     }
 
     /// One turn for one connection, then whatever it decided.
@@ -306,11 +343,21 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
+        let answered_before = self.shared.env.counters.requests;
         let verdict = turn(conn, &mut self.shared);
-        let shutting_down = self.shutdown_deadline.is_some();
-        if verdict == Verdict::Close
-            || (shutting_down && conn.phase == Phase::Serving && conn.is_idle())
-        {
+        if self.shutdown_deadline.is_some() {
+            let counters = &mut self.shared.env.counters;
+            counters.shutdown_answered += counters.requests - answered_before;
+        }
+        self.settle(token, verdict);
+    }
+
+    /// Acts on a turn's verdict: close, or re-arm the deadline and the interest set.
+    fn settle(&mut self, token: Token, verdict: Verdict) {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        if verdict == Verdict::Close {
             self.close(token);
             return;
         }
@@ -341,6 +388,9 @@ impl Reactor {
     }
 
     fn run_pending(&mut self) {
+        if std::mem::take(&mut self.accept_pending) {
+            self.accept_connections(ACCEPTS_PER_TURN);
+        }
         for token in std::mem::take(&mut self.pending) {
             self.drive(token);
         }
@@ -387,12 +437,14 @@ impl Reactor {
         let fd = conn.fd.as_raw_fd();
         match conn.phase {
             Phase::Serving if conn.pending_output() > 0 => {
+                self.shared.env.counters.timeouts_write += 1;
                 log::debug!(
                     "fd {fd}: write stalled for {} ms; closing",
                     self.timeouts.write_ms
                 );
             }
             Phase::Serving if conn.head_started != NEVER && !conn.input.is_empty() => {
+                self.shared.env.counters.timeouts_header += 1;
                 log::debug!(
                     "fd {fd}: request head not complete within {} ms",
                     self.timeouts.header_ms
@@ -408,7 +460,18 @@ impl Reactor {
                     return self.drive(token);
                 }
             }
-            Phase::Serving => log::debug!("fd {fd}: idle; closing"),
+            Phase::Serving if conn.head_started != NEVER => {
+                // Connected and never sent a byte of its (first or next) request head.
+                self.shared.env.counters.timeouts_header += 1;
+                log::debug!(
+                    "fd {fd}: no request within {} ms; closing",
+                    self.timeouts.header_ms
+                );
+            }
+            Phase::Serving => {
+                self.shared.env.counters.timeouts_idle += 1;
+                log::debug!("fd {fd}: idle; closing");
+            }
             Phase::Lingering => {}
         }
         self.close(token);
@@ -429,11 +492,14 @@ impl Reactor {
         }
     }
 
-    fn accept_connections(&mut self) {
+    fn accept_connections(&mut self, limit: usize) {
         let Some(listener) = self.listener.as_ref().map(AsRawFd::as_raw_fd) else {
             return;
         };
-        for _ in 0..ACCEPTS_PER_TURN {
+        for _ in 0..limit {
+            if self.listener.is_none() {
+                return; // shutdown began while admitting
+            }
             self.shared.env.counters.syscalls.accepts += 1;
             let fd = match sys::accept(listener, true) {
                 Ok(fd) => fd,
@@ -447,6 +513,9 @@ impl Reactor {
             };
             self.admit(fd);
         }
+        // The budget is spent and more may be queued: come back next turn without waiting for
+        // an event, which an edge-triggered backend would never send for these.
+        self.accept_pending = true;
     }
 
     fn admit(&mut self, fd: OwnedFd) {
@@ -500,6 +569,11 @@ impl Reactor {
                 self.shared.env.counters.connections_current += 1;
                 if let Some(conn) = self.conns.get_mut(token) {
                     conn.registered = interest;
+                    // From the first moment: a client that never sends a byte must not hold
+                    // the connection forever, and no event may ever come to arm it later.
+                    let deadline = conn.deadline(&self.timeouts);
+                    conn.timer = deadline;
+                    self.timers.push(Reverse((deadline, token)));
                 }
             }
             Err(e) => {
@@ -564,22 +638,54 @@ impl Reactor {
         }
     }
 
+    /// RFC 9112 §9.6: stop accepting; every session answers what it has received (or the next
+    /// request of a keep-alive connection, within the drain window) with `Connection: close`,
+    /// then the connection flushes, shuts down writing and lingers as after any final response.
     fn begin_shutdown(&mut self) {
         if self.shutdown_deadline.is_some() {
             return;
         }
-        self.shutdown_deadline = Some(Instant::now() + self.options.shutdown_grace);
+        let now = Instant::now();
+        self.shutdown_deadline = Some(now + self.options.shutdown_grace);
+        self.keepalive_drain_until =
+            Some(now + keepalive_drain_window(self.options.shutdown_grace));
+        // A client whose handshake the kernel completed may already have sent its request:
+        // closing the listener would reset it. Take the backlog in, and drain it with the rest.
+        self.accept_connections(ACCEPTS_AT_SHUTDOWN);
         if let Some(listener) = self.listener.take() {
             let _ = self.poller.deregister(listener.as_raw_fd());
         }
         self.accept_paused_until = None;
+        self.accept_pending = false;
         for token in self.conns.tokens() {
-            if self
-                .conns
-                .get_mut(token)
-                .is_some_and(|c| c.is_idle() && c.phase == Phase::Serving)
-            {
-                self.close(token);
+            if let Some(conn) = self.conns.get_mut(token) {
+                conn.session.drain();
+                // Echo turns to CloseAfterFlush at once; an HTTP request already buffered is
+                // answered now rather than at the next event.
+                conn.read_ready = true;
+                self.drive(token);
+            }
+        }
+    }
+
+    /// The drain window is over: connections still waiting for a next request get none. They
+    /// shut down writing and linger (the client reads a clean EOF), rather than being closed
+    /// under a request that may be on its way.
+    fn end_keepalive_drain(&mut self) {
+        if self
+            .keepalive_drain_until
+            .is_none_or(|until| Instant::now() < until)
+        {
+            return;
+        }
+        self.keepalive_drain_until = None;
+        for token in self.conns.tokens() {
+            let Some(conn) = self.conns.get_mut(token) else {
+                continue;
+            };
+            if conn.phase == Phase::Serving && conn.is_idle() {
+                let verdict = start_lingering(conn, &mut self.shared);
+                self.settle(token, verdict);
             }
         }
     }
@@ -597,6 +703,33 @@ impl Reactor {
             return true;
         }
         false
+    }
+}
+
+/// What a wake-up must change for it to count as progress: bytes moved either way, the peer's
+/// EOF seen, the phase or the interest set changed. (A closed connection has progressed too.)
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Progress {
+    bytes_in: u64,
+    bytes_out: u64,
+    requests: u64,
+    lingered_bytes: usize,
+    peer_eof: bool,
+    phase: Phase,
+    registered: Interest,
+}
+
+impl Progress {
+    fn of(conn: &Conn, counters: &Counters) -> Progress {
+        Progress {
+            bytes_in: counters.bytes_in,
+            bytes_out: counters.bytes_out,
+            requests: counters.requests,
+            lingered_bytes: conn.lingered_bytes,
+            peer_eof: conn.peer_eof,
+            phase: conn.phase,
+            registered: conn.registered,
+        }
     }
 }
 

@@ -2,12 +2,14 @@
 //! adding one line to the `suite!` invocation at the bottom.
 
 mod common;
+mod hostile;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
 use common::*;
+use hostile::*;
 
 fn start(backend: &[&str], proto: &str) -> Server {
     let mut args = backend.to_vec();
@@ -691,6 +693,14 @@ macro_rules! suite {
             #[test] fn idle_keep_alive_connection_is_closed() { super::idle_keep_alive_connection_is_closed(ARGS) }
             #[test] fn write_stall_is_closed() { super::write_stall_is_closed(ARGS) }
             #[test] fn bad_cli_input_is_one_line_and_exit_2() { super::bad_cli_input_is_one_line_and_exit_2(ARGS) }
+            // Hostile clients (tests/hostile/mod.rs).
+            #[test] fn silent_connection_is_closed_at_its_deadline() { super::silent_connection_is_closed_at_its_deadline(ARGS) }
+            #[test] fn slow_drip_header_is_cut_at_its_deadline() { super::slow_drip_header_is_cut_at_its_deadline(ARGS) }
+            #[test] fn slow_reader_is_cut_by_the_write_timeout() { super::slow_reader_is_cut_by_the_write_timeout(ARGS) }
+            #[test] fn half_closed_client_that_reads_nothing_does_not_spin() { super::half_closed_client_that_reads_nothing_does_not_spin(ARGS) }
+            #[test] fn burst_of_connections_is_all_served() { super::burst_of_connections_is_all_served(ARGS) }
+            #[test] fn sigterm_answers_requests_already_received() { super::sigterm_answers_requests_already_received(ARGS) }
+            #[test] fn sigterm_shuts_idle_keep_alive_connections_cleanly() { super::sigterm_shuts_idle_keep_alive_connections_cleanly(ARGS) }
         }
     )*};
 }

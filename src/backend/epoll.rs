@@ -3,7 +3,9 @@
 //! Invariant: every registered descriptor is in the kernel's interest list under its token, and
 //! nothing else is. Level-triggered by default; with `edge` each registration carries EPOLLET and
 //! the reactor (told by `Features::edge_triggered`) drains every ready descriptor to EAGAIN.
-//! EPOLLRDHUP is always asked for, so a peer's half-close is seen without a read.
+//! EPOLLRDHUP is asked for together with EPOLLIN, never alone: a peer's half-close is a reason to
+//! read (and see EOF), and a level-triggered RDHUP left armed on a connection that is only
+//! writing would be reported on every wait, a loop that wakes without progress.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -33,9 +35,9 @@ impl Epoll {
     }
 
     fn mask(&self, interest: Interest) -> u32 {
-        let mut mask = libc::EPOLLRDHUP as u32;
+        let mut mask = 0;
         if interest.read {
-            mask |= libc::EPOLLIN as u32;
+            mask |= (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
         }
         if interest.write {
             mask |= libc::EPOLLOUT as u32;

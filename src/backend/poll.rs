@@ -26,10 +26,12 @@ impl Poll {
     }
 }
 
+/// POLLRDHUP only with POLLIN: after a peer's half-close, a connection that is only writing must
+/// not be reported ready on every call (POLLHUP and POLLERR are reported whatever we ask).
 fn mask(interest: Interest) -> libc::c_short {
-    let mut mask = libc::POLLRDHUP;
+    let mut mask = 0;
     if interest.read {
-        mask |= libc::POLLIN;
+        mask |= libc::POLLIN | libc::POLLRDHUP;
     }
     if interest.write {
         mask |= libc::POLLOUT;

@@ -486,9 +486,9 @@ impl Drop for Sigio {
 }
 
 fn poll_mask(interest: Interest) -> libc::c_short {
-    let mut mask = libc::POLLRDHUP;
+    let mut mask = 0;
     if interest.read {
-        mask |= libc::POLLIN;
+        mask |= libc::POLLIN | libc::POLLRDHUP;
     }
     if interest.write {
         mask |= libc::POLLOUT;
@@ -497,10 +497,15 @@ fn poll_mask(interest: Interest) -> libc::c_short {
 }
 
 /// Maps poll bits (poll(2)'s revents or a signal's si_band) to an event, keeping only what the
-/// registration asked for; hang-ups and errors go to any registration with an interest.
+/// registration asked for; hang-ups and errors go to any registration with an interest, but a
+/// peer's half-close (POLLRDHUP) only to one that reads: a connection that is only writing would
+/// otherwise stay a ready suspect, reported on every wait without anything to do.
 fn to_event(token: Token, interest: Interest, bits: libc::c_long) -> Option<Event> {
     let has = |mask: libc::c_short| bits & libc::c_long::from(mask) != 0;
-    let hangup_bits = libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR | libc::POLLNVAL;
+    let mut hangup_bits = libc::POLLHUP | libc::POLLERR | libc::POLLNVAL;
+    if interest.read {
+        hangup_bits |= libc::POLLRDHUP;
+    }
     let hangup = has(hangup_bits) && interest != Interest::NONE;
     let event = Event {
         token,

@@ -81,8 +81,9 @@ struct ServeArgs {
     worker_index: Option<usize>,
     #[arg(long, hide = true)]
     worker_count: Option<usize>,
-    #[arg(long, hide = true)]
-    stats_board: Option<std::path::PathBuf>,
+    /// The stats board's descriptor, inherited from the master.
+    #[arg(long, hide = true, requires = "worker_index")]
+    stats_board_fd: Option<i32>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -177,7 +178,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         pool_threads: args.pool_threads,
         workers: args.worker_count.unwrap_or(args.workers),
         worker_index: args.worker_index,
-        stats_board: args.stats_board,
+        stats_board_fd: args.stats_board_fd,
     };
     if config.worker_index.is_some() {
         if let Err(e) = c10k::workers::follow_master() {

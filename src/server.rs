@@ -3,15 +3,14 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::os::fd::{OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::backend::{BackendKind, Driver};
-use crate::board::{BoardFile, StatsBoard};
+use crate::board::StatsBoard;
 use crate::driver::{self, DriverOptions};
 use crate::proto::Proto;
 use crate::reactor::{self, Reactor};
@@ -44,8 +43,9 @@ pub struct ServeConfig {
     pub workers: usize,
     /// Set in a worker process: its index among `workers`.
     pub worker_index: Option<usize>,
-    /// Set in a worker process: the master's stats board, where it publishes its counters.
-    pub stats_board: Option<PathBuf>,
+    /// Set in a worker process: the descriptor (inherited from the master) of the stats board,
+    /// where it publishes its counters.
+    pub stats_board_fd: Option<RawFd>,
 }
 
 impl Default for ServeConfig {
@@ -66,7 +66,7 @@ impl Default for ServeConfig {
             write_timeout: Duration::from_secs(60),
             workers: 1,
             worker_index: None,
-            stats_board: None,
+            stats_board_fd: None,
         }
     }
 }
@@ -93,6 +93,8 @@ pub struct Server {
     max_conns: usize,
     /// SIGINT/SIGTERM/SIGHUP, blocked and readable here (None in a master of workers).
     signals: Option<SignalFd>,
+    /// In a worker: its slot on the master's stats board.
+    board: Option<StatsBoard>,
 }
 
 impl Server {
@@ -151,6 +153,9 @@ impl Server {
             crate::backend::sigio::limit_signal_queue(limit)
                 .map_err(|e| StartError(format!("cannot set RLIMIT_SIGPENDING to {limit}: {e}")))?;
         }
+        // Before the ready line, so that a worker that cannot use its board never claims to serve.
+        let board = open_board(&config)
+            .map_err(|e| StartError(format!("cannot open the workers' stats board: {e}")))?;
         let reuse_port = config.workers > 1;
         let (listener, local_addr) = bind_listener(config.listen, config.backlog, reuse_port)
             .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -171,6 +176,7 @@ impl Server {
             local_addr,
             max_conns,
             signals,
+            board,
         })
     }
 
@@ -193,15 +199,6 @@ impl Server {
             line.push_str(&format!(" workers={}", self.config.workers));
         }
         line
-    }
-
-    fn open_board(&self) -> io::Result<Option<StatsBoard>> {
-        match (&self.config.stats_board, self.config.worker_index) {
-            (Some(path), Some(index)) => {
-                StatsBoard::open(path, self.config.workers, index).map(Some)
-            }
-            _ => Ok(None),
-        }
     }
 
     /// Whether this process is the master of worker processes rather than a server itself.
@@ -243,24 +240,20 @@ impl Server {
         if let Some(n) = c.sigio_queue_limit {
             serve_args.extend(["--sigio-queue-limit".into(), n.to_string()]);
         }
-        let board = BoardFile::create(c.workers)
-            .map_err(|e| format!("cannot create the workers' stats board: {e}"))?;
-        serve_args.extend(["--stats-board".into(), board.path.display().to_string()]);
         let plan = WorkerPlan {
             listen: self.local_addr,
             count: c.workers,
             serve_args,
+            stop_grace: c.shutdown_grace,
         };
         // The master's own listener only reserved the port; workers bind theirs beside it.
         // It is closed once they listen, before anyone is told the server is ready.
         let Server { listener, .. } = self;
         let mut listener = Some(listener);
-        let result = workers::supervise(&plan, || {
+        workers::supervise(&plan, || {
             drop(listener.take());
             ready();
-        });
-        drop(board);
-        result
+        })
     }
 
     /// Serves until SIGINT/SIGTERM; returns the final counters.
@@ -285,7 +278,7 @@ impl Server {
             header_timeout: self.config.header_timeout,
             idle_timeout: self.config.idle_timeout,
             write_timeout: self.config.write_timeout,
-            board: self.open_board()?.map(Arc::new),
+            board: self.board.take().map(Arc::new),
         };
         match self.config.backend.info().driver {
             Driver::Reactor => {
@@ -297,6 +290,17 @@ impl Server {
             Driver::Pool => driver::pool::run(self.listener, signals, &options),
             Driver::Coro => driver::coro::run(self.listener, signals, &options),
         }
+    }
+}
+
+/// In a worker of `--workers N`: maps the board whose descriptor the master passed.
+fn open_board(config: &ServeConfig) -> io::Result<Option<StatsBoard>> {
+    match (config.stats_board_fd, config.worker_index) {
+        (Some(fd), Some(index)) => {
+            let file = std::fs::File::from(sys::adopt_inherited_fd(fd)?);
+            StatsBoard::open(file, config.workers, index).map(Some)
+        }
+        _ => Ok(None),
     }
 }
 

@@ -336,3 +336,48 @@ impl Drop for SharedWords {
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len * 8) };
     }
 }
+
+/// Makes the child of `command` start with an empty signal mask and inherit descriptor `keep`
+/// across exec.
+///
+/// Both are done in the child, between fork and exec: the parent never unblocks a signal (one
+/// that arrives meanwhile stays queued for its signalfd rather than meeting its default action
+/// or being discarded), and `keep` stays close-on-exec in the parent, so that no other child
+/// inherits it.
+pub fn prepare_child(command: &mut std::process::Command, keep: RawFd) {
+    use std::os::unix::process::CommandExt;
+    let empty = nix::sys::signal::SigSet::empty();
+    // SAFETY: the closure runs in the forked child before exec. It only calls sigprocmask and
+    // fcntl, both async-signal-safe; it allocates nothing (an `io::Error` from errno does not
+    // allocate) and takes no lock, so it cannot deadlock on state copied from other threads.
+    unsafe {
+        command.pre_exec(move || {
+            syscall!(sigprocmask(
+                libc::SIG_SETMASK,
+                empty.as_ref(),
+                std::ptr::null_mut()
+            ))?;
+            let flags = syscall!(fcntl(keep, libc::F_GETFD))?;
+            syscall!(fcntl(keep, libc::F_SETFD, flags & !libc::FD_CLOEXEC))?;
+            Ok(())
+        });
+    }
+}
+
+/// Takes ownership of descriptor `fd`, which this process inherited across exec (its parent
+/// passed the number on the command line), and marks it close-on-exec. Call it at most once
+/// per descriptor, at start-up, before anything else could have claimed the number.
+pub fn adopt_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd <= 2 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "an inherited descriptor is never stdio",
+        ));
+    }
+    // EBADF here if nothing was inherited under that number.
+    let flags = syscall!(fcntl(fd, libc::F_GETFD))?;
+    syscall!(fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC))?;
+    // SAFETY: the descriptor is open (checked above), was inherited for this purpose alone, and
+    // the caller adopts it once, before any other owner exists in this process.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

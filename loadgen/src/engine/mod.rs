@@ -22,7 +22,7 @@ use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFl
 use socket2::Socket;
 
 use crate::client::{Client, Outcome};
-use crate::interval::Snapshot;
+use crate::interval::{Feed, Snapshot};
 use crate::stats::{new_histogram, record_ns, Stats};
 use crate::sys;
 
@@ -89,7 +89,8 @@ pub(crate) struct ThreadPlan {
     pub hold: bool,
     pub ping: Option<u64>,
     pub interval: u64,
-    pub snapshots: Sender<Snapshot>,
+    /// This thread's intervals, tagged with `thread` (its [`Feed::Done`] is sent by the caller).
+    pub snapshots: Sender<(usize, Feed)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -577,7 +578,10 @@ impl<C: Client> Engine<C> {
         };
         self.iv_index += 1;
         // The receiver only goes away when the run is over.
-        let _ = self.plan.snapshots.send(snap);
+        let _ = self
+            .plan
+            .snapshots
+            .send((self.plan.thread, Feed::Snapshot(snap)));
     }
 
     /// Counts what is left at the end and closes everything.

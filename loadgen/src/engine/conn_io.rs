@@ -7,12 +7,12 @@ use std::os::fd::{AsFd, AsRawFd};
 use c10k::backend::{Event, Interest, Poller};
 use socket2::Socket;
 
-use super::{Close, Engine, Phase, LATE_WAKEUP_NS, SIGNAL_TOKEN, TIMER_TOKEN};
+use super::{Clock, Close, Engine, Phase, LATE_WAKEUP_NS, SIGNAL_TOKEN, TIMER_TOKEN};
 use crate::client::{Client, Outcome};
 use crate::stats::record_ns;
 use crate::sys;
 
-impl<C: Client> Engine<C> {
+impl<C: Client, K: Clock> Engine<C, K> {
     pub(super) fn token(&self, idx: usize) -> u64 {
         (u64::from(self.conns[idx].gen) << 32) | idx as u64
     }

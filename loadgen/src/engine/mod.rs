@@ -3,8 +3,8 @@
 //! thread, and records latencies. Nothing is shared with other threads except the channel that
 //! carries interval snapshots; the thread's [`Stats`] are returned when it ends.
 //!
-//! Times are nanoseconds since the run's start (`ThreadPlan::start`), read once per wakeup and
-//! once per event.
+//! Times are nanoseconds since the run's start (`ThreadPlan::start`), read from a [`Clock`] that
+//! is a parameter of the loop, so that tests can say what time it is.
 
 use std::collections::VecDeque;
 use std::io;
@@ -36,6 +36,20 @@ const LATE_WAKEUP_NS: u64 = 2_000_000;
 const TIMER_TOKEN: u64 = u64::MAX;
 /// The token of the signal descriptor.
 const SIGNAL_TOKEN: u64 = u64::MAX - 1;
+
+/// The event loop's clock: nanoseconds since the run's start.
+pub(crate) trait Clock {
+    fn now(&self) -> u64;
+}
+
+/// The real clock (CLOCK_MONOTONIC through [`Instant`]).
+pub(crate) struct Monotonic(pub Instant);
+
+impl Clock for Monotonic {
+    fn now(&self) -> u64 {
+        self.0.elapsed().as_nanos() as u64
+    }
+}
 
 /// One connection slot of this thread.
 pub(crate) struct ConnPlan {
@@ -146,9 +160,10 @@ struct IntervalAcc {
     timeouts: u64,
 }
 
-struct Engine<C: Client> {
+struct Engine<C: Client, K: Clock> {
     plan: ThreadPlan,
     client: C,
+    clock: K,
     poller: Epoll,
     /// Wakes the loop at the next deadline to the nanosecond (epoll's own timeout has 1 ms
     /// granularity, which would add up to 1 ms to open-loop latencies).
@@ -189,71 +204,8 @@ struct Engine<C: Client> {
 /// Runs one thread's share of the run to its end.
 pub(crate) fn run_thread<C: Client>(client: C, plan: ThreadPlan) -> io::Result<Stats> {
     let cpu0 = sys::thread_cpu_time();
-    let conns = plan
-        .conns
-        .iter()
-        .map(|c| Conn {
-            socket: None,
-            gen: 0,
-            phase: Phase::Idle,
-            out: Vec::new(),
-            out_pos: 0,
-            want_write: false,
-            carry: Vec::new(),
-            inflight: VecDeque::with_capacity(plan.pipeline),
-            state: client.new_state(c.global as u32),
-            in_free: false,
-            ever_open: false,
-            source: c.source,
-        })
-        .collect();
-    let measure_start = if plan.hold { 0 } else { plan.warmup };
-    let measure_end = match plan.duration {
-        Some(d) if !plan.hold => measure_start + d,
-        _ => u64::MAX,
-    };
-    let check_every = (plan.timeout / 10).clamp(5_000_000, 200_000_000);
-    let timer = TimerFd::new(
-        ClockId::CLOCK_MONOTONIC,
-        TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
-    )?;
-    let mut poller = Epoll::new(false)?;
-    poller.register(timer.as_fd().as_raw_fd(), TIMER_TOKEN, Interest::READ)?;
-    let mut mask = SigSet::empty();
-    mask.add(Signal::SIGINT);
-    mask.add(Signal::SIGTERM);
-    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
-    poller.register(signals.as_fd().as_raw_fd(), SIGNAL_TOKEN, Interest::READ)?;
-    let mut engine = Engine {
-        client,
-        poller,
-        timer,
-        armed: u64::MAX,
-        signals,
-        interrupted: false,
-        conns,
-        stats: Stats::default(),
-        rbuf: vec![0; READ_BUF],
-        outcomes: Vec::new(),
-        events: Vec::with_capacity(1024),
-        free: Vec::new(),
-        pings: VecDeque::new(),
-        next_connect: 0,
-        open: 0,
-        connecting: 0,
-        next_k: 0,
-        measured_issued: 0,
-        unresolved: 0,
-        measure_start,
-        measure_end,
-        iv: IntervalAcc::default(),
-        iv_latency: new_histogram(),
-        iv_index: 0,
-        next_check: check_every,
-        check_every,
-        plan,
-    };
-    engine.stats.conns.requested = engine.conns.len() as u64;
+    let clock = Monotonic(plan.start);
+    let mut engine = Engine::new(client, plan, clock)?;
     let wall0 = engine.now();
     engine.run()?;
     let end = engine.now();
@@ -268,9 +220,79 @@ pub(crate) fn run_thread<C: Client>(client: C, plan: ThreadPlan) -> io::Result<S
     Ok(engine.stats)
 }
 
-impl<C: Client> Engine<C> {
+impl<C: Client, K: Clock> Engine<C, K> {
+    fn new(client: C, plan: ThreadPlan, clock: K) -> io::Result<Self> {
+        let conns = plan
+            .conns
+            .iter()
+            .map(|c| Conn {
+                socket: None,
+                gen: 0,
+                phase: Phase::Idle,
+                out: Vec::new(),
+                out_pos: 0,
+                want_write: false,
+                carry: Vec::new(),
+                inflight: VecDeque::with_capacity(plan.pipeline),
+                state: client.new_state(c.global as u32),
+                in_free: false,
+                ever_open: false,
+                source: c.source,
+            })
+            .collect();
+        let measure_start = if plan.hold { 0 } else { plan.warmup };
+        let measure_end = match plan.duration {
+            Some(d) if !plan.hold => measure_start + d,
+            _ => u64::MAX,
+        };
+        let check_every = (plan.timeout / 10).clamp(5_000_000, 200_000_000);
+        let timer = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
+        let mut poller = Epoll::new(false)?;
+        poller.register(timer.as_fd().as_raw_fd(), TIMER_TOKEN, Interest::READ)?;
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGINT);
+        mask.add(Signal::SIGTERM);
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+        poller.register(signals.as_fd().as_raw_fd(), SIGNAL_TOKEN, Interest::READ)?;
+        let mut engine = Engine {
+            client,
+            clock,
+            poller,
+            timer,
+            armed: u64::MAX,
+            signals,
+            interrupted: false,
+            conns,
+            stats: Stats::default(),
+            rbuf: vec![0; READ_BUF],
+            outcomes: Vec::new(),
+            events: Vec::with_capacity(1024),
+            free: Vec::new(),
+            pings: VecDeque::new(),
+            next_connect: 0,
+            open: 0,
+            connecting: 0,
+            next_k: 0,
+            measured_issued: 0,
+            unresolved: 0,
+            measure_start,
+            measure_end,
+            iv: IntervalAcc::default(),
+            iv_latency: new_histogram(),
+            iv_index: 0,
+            next_check: check_every,
+            check_every,
+            plan,
+        };
+        engine.stats.conns.requested = engine.conns.len() as u64;
+        Ok(engine)
+    }
+
     fn now(&self) -> u64 {
-        self.plan.start.elapsed().as_nanos() as u64
+        self.clock.now()
     }
 
     fn in_window(&self, t: u64) -> bool {
@@ -321,15 +343,21 @@ impl<C: Client> Engine<C> {
                 }
                 None
             };
-            self.events.clear();
-            self.poller.poll(&mut self.events, wait)?;
-            self.stats.this.wakeups += 1;
-            let events = std::mem::take(&mut self.events);
-            for ev in &events {
-                self.handle(*ev);
-            }
-            self.events = events;
+            self.turn(wait)?;
         }
+    }
+
+    /// Waits for readiness (`wait` None: until the timer fires) and handles what is ready.
+    fn turn(&mut self, wait: Option<Duration>) -> io::Result<()> {
+        self.events.clear();
+        self.poller.poll(&mut self.events, wait)?;
+        self.stats.this.wakeups += 1;
+        let events = std::mem::take(&mut self.events);
+        for ev in &events {
+            self.handle(*ev);
+        }
+        self.events = events;
+        Ok(())
     }
 
     /// The earliest timer: next connect, next due request, next ping, timeout check, end.

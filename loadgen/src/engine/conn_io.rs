@@ -248,7 +248,15 @@ impl<C: Client, K: Clock> Engine<C, K> {
         let mut close = false;
         let outcomes = std::mem::take(&mut self.outcomes);
         for &o in &outcomes {
-            let Some(req) = self.conns[idx].inflight.pop_front() else {
+            let c = &mut self.conns[idx];
+            // The oldest request asked is a timed-out one (its answer is late) or the oldest in
+            // flight.
+            let req = if c.stale > 0 {
+                c.stale -= 1;
+                None
+            } else if let Some(r) = c.inflight.pop_front() {
+                Some(r)
+            } else {
                 self.stats.reqs.protocol_errors += 1;
                 self.iv.errors += 1;
                 close = true;
@@ -266,10 +274,10 @@ impl<C: Client, K: Clock> Engine<C, K> {
                 }
                 _ => {}
             }
-            if req.timed_out {
+            let Some(req) = req else {
                 self.stats.reqs.late += 1;
                 continue;
-            }
+            };
             self.unresolved -= 1;
             self.iv.completed += 1;
             record_ns(&mut self.iv_latency, now - req.intended);
@@ -346,13 +354,12 @@ impl<C: Client, K: Clock> Engine<C, K> {
         let mut aborted = 0;
         let mut aborted_in_window = 0;
         for r in c.inflight.drain(..) {
-            if !r.timed_out {
-                aborted += 1;
-                if r.intended >= self.measure_start && r.intended < self.measure_end {
-                    aborted_in_window += 1;
-                }
+            aborted += 1;
+            if r.intended >= self.measure_start && r.intended < self.measure_end {
+                aborted_in_window += 1;
             }
         }
+        c.stale = 0;
         c.socket = None; // closing the descriptor also removes it from epoll
         c.phase = Phase::Idle;
         c.gen = c.gen.wrapping_add(1);

@@ -27,6 +27,8 @@ use crate::stats::{new_histogram, record_ns, Stats};
 use crate::sys;
 
 mod conn_io;
+#[cfg(test)]
+mod loop_tests;
 
 /// One thread's read buffer.
 const READ_BUF: usize = 256 * 1024;
@@ -114,11 +116,11 @@ enum Phase {
     Open,
 }
 
+/// A request in flight (sent, or queued in the output) that has not timed out.
 #[derive(Clone, Copy, Debug)]
 struct Req {
     intended: u64,
     sent: u64,
-    timed_out: bool,
 }
 
 struct Conn<S> {
@@ -129,6 +131,12 @@ struct Conn<S> {
     out_pos: usize,
     want_write: bool,
     carry: Vec<u8>,
+    /// Requests timed out whose answers, if they ever come, are the next ones on the stream
+    /// (answers come in order): they are matched with these and counted late. Only a count, so
+    /// that a hold against a peer that stopped answering keeps probing in bounded memory.
+    stale: u64,
+    /// Requests in flight, oldest first; the ones timed out have moved to `stale`, so that
+    /// `--pipeline` bounds only the requests still awaited in time.
     inflight: VecDeque<Req>,
     state: S,
     in_free: bool,
@@ -233,6 +241,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
                 out_pos: 0,
                 want_write: false,
                 carry: Vec::new(),
+                stale: 0,
                 inflight: VecDeque::with_capacity(plan.pipeline),
                 state: client.new_state(c.global as u32),
                 in_free: false,
@@ -443,7 +452,6 @@ impl<C: Client, K: Clock> Engine<C, K> {
         c.inflight.push_back(Req {
             intended,
             sent: now,
-            timed_out: false,
         });
         self.unresolved += 1;
         if intended >= self.measure_start {
@@ -551,34 +559,23 @@ impl<C: Client, K: Clock> Engine<C, K> {
                     self.abandon_connect(idx, &e);
                 }
                 Phase::Open => {
-                    let mut expired = 0;
-                    for r in self.conns[idx].inflight.iter_mut() {
+                    // Requests on a connection are due in order: the expired ones lead.
+                    let mut expired = false;
+                    while let Some(r) = self.conns[idx].inflight.front().copied() {
                         if now - r.intended < timeout {
                             break;
                         }
-                        if !r.timed_out {
-                            r.timed_out = true;
-                            expired += 1;
-                        }
+                        self.conns[idx].inflight.pop_front();
+                        self.conns[idx].stale += 1;
+                        self.time_out(r.intended, now);
+                        expired = true;
                     }
-                    if expired > 0 {
-                        let reqs: Vec<u64> = self.conns[idx]
-                            .inflight
-                            .iter()
-                            .filter(|r| r.timed_out)
-                            .rev()
-                            .take(expired)
-                            .map(|r| r.intended)
-                            .collect();
-                        for intended in reqs {
-                            self.time_out(intended, now);
-                        }
-                        // An answer can no longer be matched in time, and a closed loop would
-                        // wait on it forever: start over on a new connection. A held
-                        // connection stays (the hold is what is measured).
-                        if !self.plan.hold {
-                            self.close(idx, Close::Timeout, now);
-                        }
+                    // An answer can no longer be matched in time, and a closed loop would wait
+                    // on it forever: start over on a new connection. A held connection stays
+                    // (the hold is what is measured) and is probed again: the lost ping no
+                    // longer counts against --pipeline.
+                    if expired && !self.plan.hold {
+                        self.close(idx, Close::Timeout, now);
                     }
                 }
                 _ => {}
@@ -626,7 +623,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
         self.stats.this.interrupted_threads = u64::from(self.interrupted);
         let mut in_flight = 0;
         for c in &self.conns {
-            in_flight += c.inflight.iter().filter(|r| !r.timed_out).count() as u64;
+            in_flight += c.inflight.len() as u64;
         }
         if let Some(s) = self.plan.schedule {
             if self.may_issue_at_end() {

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use c10k::backend::{Event, Interest, Poller};
 use socket2::Socket;
 
-use super::{Clock, Close, Engine, Phase, LATE_WAKEUP_NS, SIGNAL_TOKEN, TIMER_TOKEN};
+use super::{Clock, Close, Engine, Phase, LATE_WAKEUP_NS, SIGNAL_TOKEN, TIMER_TOKEN, UNSENT};
 use crate::client::{Client, Outcome};
 use crate::stats::record_ns;
 use crate::sys;
@@ -255,6 +255,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
                 c.stale -= 1;
                 None
             } else if let Some(r) = c.inflight.pop_front() {
+                c.popped();
                 Some(r)
             } else {
                 self.stats.reqs.protocol_errors += 1;
@@ -299,7 +300,9 @@ impl<C: Client, K: Clock> Engine<C, K> {
                 Outcome::Corrupted | Outcome::Reordered => {}
             }
             record_ns(&mut self.stats.latency, now - req.intended);
-            record_ns(&mut self.stats.service, now - req.sent);
+            // Answered before any of it was written (a peer that answers unasked): no wait.
+            let sent = if req.sent == UNSENT { now } else { req.sent };
+            record_ns(&mut self.stats.service, now.saturating_sub(sent));
         }
         self.outcomes = outcomes;
         self.outcomes.clear();
@@ -312,10 +315,14 @@ impl<C: Client, K: Clock> Engine<C, K> {
             return;
         };
         while c.out_pos < c.out.len() {
+            // The instant the bytes are handed to the kernel: a request whose first byte goes
+            // now is sent now, however long it waited in the output behind a full socket.
+            let t = self.clock.now();
             match c10k::sys::send(fd, &c.out[c.out_pos..]) {
                 Ok(n) => {
                     c.out_pos += n;
-                    if now >= self.measure_start && now < self.measure_end {
+                    c.written(t);
+                    if t >= self.measure_start && t < self.measure_end {
                         self.stats.reqs.bytes_sent += n as u64;
                     }
                 }
@@ -360,6 +367,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
             }
         }
         c.stale = 0;
+        c.unsent = 0;
         c.socket = None; // closing the descriptor also removes it from epoll
         c.phase = Phase::Idle;
         c.gen = c.gen.wrapping_add(1);

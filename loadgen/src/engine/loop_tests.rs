@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::client::echo::Echo;
+use crate::client::http::Http;
+use crate::config::HttpOpts;
 
 const MS: u64 = 1_000_000;
 /// Long enough never to matter in a test.
@@ -100,8 +102,61 @@ fn pump<C: Client>(e: &mut Engine<C, FakeClock>, done: impl Fn(&Engine<C, FakeCl
     assert!(done(e), "the event loop did not get there");
 }
 
+fn http(method: &str, body_size: usize) -> Http {
+    Http::new(&HttpOpts {
+        host: "test".into(),
+        path: "/".into(),
+        method: method.into(),
+        body_size,
+        keepalive: true,
+    })
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+
 fn us(ns: u64) -> u64 {
     ns / 1000
+}
+
+/// Item 8 (c). Two pipelined POSTs, each far larger than the socket buffers, are queued at once
+/// (t = 0); the second one's first byte can only be written once the peer has read the first
+/// (t = 10 ms). Both are answered at t = 30 ms. The second one's service time is from its write
+/// (20 ms), its corrected latency from its queueing (30 ms).
+#[test]
+fn service_time_starts_when_the_first_byte_is_written() {
+    let mut r = rig(http("POST", 8 << 20), 2, Some(2), None, HOUR);
+    let c = &r.engine.conns[0];
+    let req_len = c.out.len() / 2;
+    assert_eq!(c.inflight.len(), 2);
+    assert!(
+        c.out_pos < req_len,
+        "the first request fit in the socket buffers: the test needs a larger body"
+    );
+    r.clock.set(10 * MS);
+    let mut peer = r.peer.try_clone().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0; 1 << 20];
+        let mut got = 0;
+        while got < 2 * req_len {
+            got += peer.read(&mut buf).unwrap();
+        }
+    });
+    pump(&mut r.engine, |e| !e.conns[0].want_write);
+    reader.join().unwrap();
+    r.clock.set(30 * MS);
+    r.peer.write_all(&[OK, OK].concat()).unwrap();
+    pump(&mut r.engine, |e| e.stats.reqs.completed == 2);
+    let s = &r.engine.stats;
+    assert_eq!(s.latency.len(), 2);
+    assert!(s.latency.equivalent(s.latency.min(), us(30 * MS)));
+    assert!(s.latency.equivalent(s.latency.max(), us(30 * MS)));
+    assert!(
+        s.service.equivalent(s.service.min(), us(20 * MS)),
+        "service times {} to {} µs: the second request's is from its queueing, not its write",
+        s.service.min(),
+        s.service.max()
+    );
+    assert!(s.service.equivalent(s.service.max(), us(30 * MS)));
 }
 
 /// Item 8 (b). A hold with one ping in flight at a time (pipeline 1): the first ping is lost

@@ -119,9 +119,18 @@ enum Phase {
 /// A request in flight (sent, or queued in the output) that has not timed out.
 #[derive(Clone, Copy, Debug)]
 struct Req {
+    /// When it was due: on the open-loop schedule, the ping's period, or (closed loop) when
+    /// the answer before it let it be queued. The corrected latency starts here.
     intended: u64,
+    /// When its first byte was written to the socket ([`UNSENT`] until then). The service time
+    /// starts here.
     sent: u64,
+    /// Where it starts in the connection's output.
+    at: usize,
 }
+
+/// [`Req::sent`] of a request none of whose bytes has been written yet.
+const UNSENT: u64 = u64::MAX;
 
 struct Conn<S> {
     socket: Option<Socket>,
@@ -138,10 +147,32 @@ struct Conn<S> {
     /// Requests in flight, oldest first; the ones timed out have moved to `stale`, so that
     /// `--pipeline` bounds only the requests still awaited in time.
     inflight: VecDeque<Req>,
+    /// The newest requests of `inflight` that are queued but not written at all yet.
+    unsent: usize,
     state: S,
     in_free: bool,
     ever_open: bool,
     source: Option<IpAddr>,
+}
+
+impl<S> Conn<S> {
+    /// The output is written up to `out_pos` at `t`: the requests that start before it are sent.
+    fn written(&mut self, t: u64) {
+        while self.unsent > 0 {
+            let first_unsent = self.inflight.len() - self.unsent;
+            let r = &mut self.inflight[first_unsent];
+            if r.at >= self.out_pos {
+                break;
+            }
+            r.sent = t;
+            self.unsent -= 1;
+        }
+    }
+
+    /// Requests left `inflight` from the front (answered, timed out).
+    fn popped(&mut self) {
+        self.unsent = self.unsent.min(self.inflight.len());
+    }
 }
 
 /// Why a connection closed.
@@ -243,6 +274,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
                 carry: Vec::new(),
                 stale: 0,
                 inflight: VecDeque::with_capacity(plan.pipeline),
+                unsent: 0,
                 state: client.new_state(c.global as u32),
                 in_free: false,
                 ever_open: false,
@@ -445,14 +477,18 @@ impl<C: Client, K: Clock> Engine<C, K> {
         }
     }
 
-    /// Appends one request to the connection's output (the caller flushes).
-    fn issue(&mut self, idx: usize, intended: u64, now: u64) {
+    /// Appends one request to the connection's output (the caller flushes; the request is
+    /// sent when its first byte is written).
+    fn issue(&mut self, idx: usize, intended: u64) {
         let c = &mut self.conns[idx];
+        let at = c.out.len();
         self.client.encode(&mut c.state, &mut c.out);
         c.inflight.push_back(Req {
             intended,
-            sent: now,
+            sent: UNSENT,
+            at,
         });
+        c.unsent += 1;
         self.unresolved += 1;
         if intended >= self.measure_start {
             self.measured_issued += 1;
@@ -469,7 +505,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
             && self.conns[idx].inflight.len() < self.plan.pipeline
             && self.may_issue(now)
         {
-            self.issue(idx, now, now);
+            self.issue(idx, now);
             any = true;
         }
         if any {
@@ -500,7 +536,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
             }
             let Some(idx) = self.pop_free() else { break };
             self.next_k += 1;
-            self.issue(idx, due, now);
+            self.issue(idx, due);
             self.flush(idx, now);
             self.push_free(idx);
         }
@@ -541,7 +577,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
                 continue;
             }
             if self.conns[i].inflight.len() < self.plan.pipeline && now < self.measure_end {
-                self.issue(i, due, now);
+                self.issue(i, due);
                 self.flush(i, now);
             }
             if self.conns[i].gen == gen {
@@ -566,6 +602,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
                             break;
                         }
                         self.conns[idx].inflight.pop_front();
+                        self.conns[idx].popped();
                         self.conns[idx].stale += 1;
                         self.time_out(r.intended, now);
                         expired = true;

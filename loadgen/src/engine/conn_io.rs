@@ -153,13 +153,21 @@ impl<C: Client, K: Clock> Engine<C, K> {
         }
     }
 
-    pub(super) fn on_readable(&mut self, idx: usize, now: u64) {
+    /// Reads until the socket is drained. The clock is read after every read that returned
+    /// something: the responses it completes (and the requests that follow them in closed
+    /// loop) take that instant, since a read returns all its bytes at once; a turn that reads
+    /// several times does not give them all the turn's first instant.
+    pub(super) fn on_readable(&mut self, idx: usize, mut now: u64) {
         let gen = self.conns[idx].gen;
         loop {
             let Some(fd) = self.conns[idx].socket.as_ref().map(AsRawFd::as_raw_fd) else {
                 return;
             };
-            let n = match c10k::sys::read(fd, &mut self.rbuf) {
+            let read = c10k::sys::read(fd, &mut self.rbuf);
+            if read.is_ok() {
+                now = self.now();
+            }
+            let n = match read {
                 Ok(0) => {
                     let c = &mut self.conns[idx];
                     if let Some(o) = self.client.on_eof(&mut c.state) {

@@ -159,6 +159,31 @@ fn service_time_starts_when_the_first_byte_is_written() {
     assert!(s.service.equivalent(s.service.max(), us(30 * MS)));
 }
 
+/// Item 8 (d). Two responses wait in the socket and one loop turn reads them with two reads
+/// (a read buffer of one response); the clock advances 1 ms at every reading. The second
+/// response, read by the later read, completes later: the clock is read per read, not once
+/// for the whole turn.
+#[test]
+fn each_read_takes_its_own_completion_time() {
+    let mut r = rig(http("GET", 0), 2, Some(2), None, HOUR);
+    let req = r.engine.conns[0].out.len() / 2;
+    let mut buf = vec![0; 2 * req];
+    r.peer.read_exact(&mut buf).unwrap();
+    r.peer.write_all(&[OK, OK].concat()).unwrap();
+    r.engine.rbuf = vec![0; OK.len()];
+    r.clock.set(50 * MS);
+    r.clock.step.set(MS);
+    r.engine.turn(Some(Duration::from_secs(10))).unwrap();
+    let s = &r.engine.stats;
+    assert_eq!(s.reqs.completed, 2, "one turn reads both responses");
+    let (first, last) = (s.latency.min(), s.latency.max());
+    assert!(
+        !s.latency.equivalent(first, last),
+        "both responses completed at the same instant ({first} µs)"
+    );
+    assert!(first >= s.latency.lowest_equivalent(us(50 * MS)) && last < us(60 * MS));
+}
+
 /// Item 8 (b). A hold with one ping in flight at a time (pipeline 1): the first ping is lost
 /// (no answer within the timeout), and the connection is pinged again all the same; when the
 /// answers come, the late one is matched with the lost ping and the next with the new one; a

@@ -4,7 +4,9 @@
 //! carries interval snapshots; the thread's [`Stats`] are returned when it ends.
 //!
 //! Times are nanoseconds since the run's start (`ThreadPlan::start`), read from a [`Clock`] that
-//! is a parameter of the loop, so that tests can say what time it is.
+//! is a parameter of the loop, so that tests can say what time it is: once per wakeup and per
+//! event, after every read that returned bytes (the completion time of the responses it
+//! completes), and before every send (the send time of the requests whose first byte it writes).
 
 use std::collections::VecDeque;
 use std::io;

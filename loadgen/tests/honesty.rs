@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
@@ -104,4 +104,66 @@ fn intervals_flow_when_a_thread_ends_early() {
 #[test]
 fn intervals_flow_when_a_worker_process_ends_early() {
     assert_intervals_flow("--procs");
+}
+
+/// An echo server that says nothing until it has received `withhold` bytes, then echoes all of
+/// them and everything after; returns its address.
+fn echo_after(withhold: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    held.extend_from_slice(&buf[..n]);
+                    if held.len() >= withhold {
+                        if stream.write_all(&held).is_err() {
+                            return;
+                        }
+                        held.clear();
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Item 8 (b), end to end: a held connection (one ping in flight at a time) whose server
+/// answers nothing until it has received three pings. The first two pings are lost (no answer
+/// within 150 ms) and counted; the connection is pinged again after each, so the server gets
+/// its third ping and echoes all three: the two late answers are matched with the lost pings,
+/// and the pings after them are answered in time. (When a lost ping stays in flight the
+/// connection is never pinged again: one timeout, no answer, no later loss counted.)
+#[test]
+fn hold_keeps_probing_a_connection_after_lost_pings() {
+    let addr = echo_after(3 * 64);
+    let (r, out) = run_json(&[
+        "hold",
+        &addr,
+        "-c",
+        "1",
+        "-d",
+        "2s",
+        "--ping-interval",
+        "100ms",
+        "--ping-size",
+        "64",
+        "--timeout",
+        "150ms",
+    ]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert!(u(&r, "requests.timeouts") >= 2, "{r}");
+    assert!(u(&r, "requests.late") >= 2, "{r}");
+    assert!(u(&r, "requests.verified") >= 1, "{r}");
+    assert_eq!(u(&r, "requests.corrupted"), 0, "{r}");
+    assert_eq!(u(&r, "requests.reordered"), 0, "{r}");
+    assert_eq!(u(&r, "requests.protocol_errors"), 0, "{r}");
+    assert_eq!(u(&r, "connections.open_at_end"), 1, "{r}");
 }

@@ -118,10 +118,11 @@ impl<C: Client, K: Clock> Engine<C, K> {
         if self.conns.get(idx).is_none_or(|c| c.gen != gen) {
             return; // stale: the slot was closed since
         }
-        let now = self.now();
+        // An open connection's reads and writes read the clock themselves, when they happen.
         match self.conns[idx].phase {
             Phase::Idle => {}
             Phase::Connecting { .. } => {
+                let now = self.now();
                 if !(ev.writable || ev.hangup || ev.readable) {
                     return;
                 }
@@ -144,10 +145,10 @@ impl<C: Client, K: Clock> Engine<C, K> {
             }
             Phase::Open => {
                 if ev.readable {
-                    self.on_readable(idx, now);
+                    self.on_readable(idx);
                 }
                 if ev.writable && self.conns[idx].gen == gen && self.conns[idx].want_write {
-                    self.flush(idx, now);
+                    self.flush(idx);
                 }
             }
         }
@@ -157,16 +158,17 @@ impl<C: Client, K: Clock> Engine<C, K> {
     /// something: the responses it completes (and the requests that follow them in closed
     /// loop) take that instant, since a read returns all its bytes at once; a turn that reads
     /// several times does not give them all the turn's first instant.
-    pub(super) fn on_readable(&mut self, idx: usize, mut now: u64) {
+    pub(super) fn on_readable(&mut self, idx: usize) {
         let gen = self.conns[idx].gen;
         loop {
             let Some(fd) = self.conns[idx].socket.as_ref().map(AsRawFd::as_raw_fd) else {
                 return;
             };
             let read = c10k::sys::read(fd, &mut self.rbuf);
-            if read.is_ok() {
-                now = self.now();
+            if matches!(&read, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                return;
             }
+            let now = self.now();
             let n = match read {
                 Ok(0) => {
                     let c = &mut self.conns[idx];
@@ -177,7 +179,6 @@ impl<C: Client, K: Clock> Engine<C, K> {
                     return self.close(idx, Close::Eof, now);
                 }
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(_) => return self.close(idx, Close::Reset, now),
             };
             self.iv.bytes_received += n as u64;
@@ -317,7 +318,9 @@ impl<C: Client, K: Clock> Engine<C, K> {
         close
     }
 
-    pub(super) fn flush(&mut self, idx: usize, now: u64) {
+    /// Writes the connection's output until it is empty or the socket is full. The clock is read
+    /// before every send.
+    pub(super) fn flush(&mut self, idx: usize) {
         let c = &mut self.conns[idx];
         let Some(fd) = c.socket.as_ref().map(AsRawFd::as_raw_fd) else {
             return;
@@ -339,12 +342,12 @@ impl<C: Client, K: Clock> Engine<C, K> {
                         c.want_write = true;
                         let token = (u64::from(c.gen) << 32) | idx as u64;
                         if self.poller.reregister(fd, token, Interest::BOTH).is_err() {
-                            return self.close(idx, Close::Reset, now);
+                            return self.close(idx, Close::Reset, t);
                         }
                     }
                     return;
                 }
-                Err(_) => return self.close(idx, Close::Reset, now),
+                Err(_) => return self.close(idx, Close::Reset, t),
             }
         }
         c.out.clear();
@@ -353,6 +356,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
             c.want_write = false;
             let token = (u64::from(c.gen) << 32) | idx as u64;
             if self.poller.reregister(fd, token, Interest::READ).is_err() {
+                let now = self.now();
                 self.close(idx, Close::Reset, now);
             }
         }

@@ -4,9 +4,10 @@
 //! carries interval snapshots; the thread's [`Stats`] are returned when it ends.
 //!
 //! Times are nanoseconds since the run's start (`ThreadPlan::start`), read from a [`Clock`] that
-//! is a parameter of the loop, so that tests can say what time it is: once per wakeup and per
-//! event, after every read that returned bytes (the completion time of the responses it
-//! completes), and before every send (the send time of the requests whose first byte it writes).
+//! is a parameter of the loop, so that tests can say what time it is: once per wakeup, per
+//! timer or connect event, after every read that returned bytes (the completion time of the
+//! responses it completes), and before every send (the send time of the requests whose first
+//! byte it writes).
 
 use std::collections::VecDeque;
 use std::io;
@@ -511,7 +512,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
             any = true;
         }
         if any {
-            self.flush(idx, now);
+            self.flush(idx);
         }
     }
 
@@ -539,7 +540,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
             let Some(idx) = self.pop_free() else { break };
             self.next_k += 1;
             self.issue(idx, due);
-            self.flush(idx, now);
+            self.flush(idx);
             self.push_free(idx);
         }
     }
@@ -580,7 +581,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
             }
             if self.conns[i].inflight.len() < self.plan.pipeline && now < self.measure_end {
                 self.issue(i, due);
-                self.flush(i, now);
+                self.flush(i);
             }
             if self.conns[i].gen == gen {
                 self.pings.push_back((due + period, idx, gen));

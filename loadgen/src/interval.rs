@@ -143,41 +143,148 @@ impl WireSnapshot {
     }
 }
 
-/// Merges the snapshots of `sources` parts by index and hands each complete interval on, in
-/// order.
+/// What a member (an event-loop thread, or a worker process) sends to the [`Aggregator`].
+#[derive(Debug)]
+pub enum Feed {
+    /// Its next interval, in index order.
+    Snapshot(Snapshot),
+    /// It has ended: it sends nothing more, and later intervals go on without it.
+    Done,
+}
+
+/// Merges the snapshots of its members by index and hands each complete interval on, in order.
+///
+/// An interval is complete when every member still running has sent it (each member's snapshots
+/// arrive in index order); a member that ended early (its connections refused or closed, its
+/// share of `--requests` done, its hold over) is no longer waited for, so intervals keep flowing
+/// and only the intervals that the slowest running member has yet to send are held.
 pub struct Aggregator {
-    sources: usize,
+    /// Per member: the index after the last snapshot it sent; None once it has ended.
+    next: Vec<Option<u64>>,
     pending: BTreeMap<u64, Snapshot>,
 }
 
 impl Aggregator {
-    pub fn new(sources: usize) -> Aggregator {
+    pub fn new(members: usize) -> Aggregator {
         Aggregator {
-            sources,
+            next: vec![Some(0); members],
             pending: BTreeMap::new(),
         }
     }
 
-    pub fn push(&mut self, s: Snapshot, emit: &mut dyn FnMut(&Snapshot)) {
-        match self.pending.get_mut(&s.index) {
-            Some(p) => p.add(&s),
-            None => {
-                self.pending.insert(s.index, s);
+    /// Takes what `member` sent and emits the intervals that are complete now.
+    pub fn feed(&mut self, member: usize, feed: Feed, emit: &mut dyn FnMut(&Snapshot)) {
+        match feed {
+            Feed::Snapshot(s) => {
+                if let Some(Some(next)) = self.next.get_mut(member) {
+                    *next = (*next).max(s.index + 1);
+                }
+                match self.pending.get_mut(&s.index) {
+                    Some(p) => p.add(&s),
+                    None => {
+                        self.pending.insert(s.index, s);
+                    }
+                }
+            }
+            Feed::Done => {
+                if let Some(m) = self.next.get_mut(member) {
+                    *m = None;
+                }
             }
         }
-        // Emit complete intervals from the oldest.
+        // Every running member has sent the intervals below the lowest `next`.
+        let complete = self
+            .next
+            .iter()
+            .flatten()
+            .min()
+            .copied()
+            .unwrap_or(u64::MAX);
         while let Some(entry) = self.pending.first_entry() {
-            if entry.get().parts < self.sources {
+            if *entry.key() >= complete {
                 break;
             }
             emit(&entry.remove());
         }
     }
 
-    /// The run is over: emit what is left (parts that ended early sent fewer snapshots).
+    /// Intervals held, waiting for a member that is still running.
+    pub fn held(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The run is over: emit what is left (a member that failed may not have said it ended).
     pub fn finish(&mut self, emit: &mut dyn FnMut(&Snapshot)) {
         while let Some((_, s)) = self.pending.pop_first() {
             emit(&s);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::new_histogram;
+
+    fn snap(index: u64, completed: u64) -> Snapshot {
+        Snapshot {
+            index,
+            start_s: index as f64,
+            duration_s: 1.0,
+            warmup: false,
+            completed,
+            errors: 0,
+            timeouts: 0,
+            bytes_received: 0,
+            conns_open: 1,
+            conns_connecting: 0,
+            parts: 1,
+            latency: new_histogram(),
+        }
+    }
+
+    /// Feeds one message and returns what was emitted: (index, completed, parts).
+    fn feed(agg: &mut Aggregator, member: usize, f: Feed) -> Vec<(u64, u64, usize)> {
+        let mut out = Vec::new();
+        agg.feed(member, f, &mut |s| {
+            out.push((s.index, s.completed, s.parts))
+        });
+        out
+    }
+
+    #[test]
+    fn a_member_that_ends_early_is_not_waited_for() {
+        let mut agg = Aggregator::new(3);
+        // Member 2 sends nothing and ends at once (every connect refused); member 1 sends one
+        // interval and ends.
+        assert!(feed(&mut agg, 2, Feed::Done).is_empty());
+        assert!(feed(&mut agg, 0, Feed::Snapshot(snap(0, 1))).is_empty());
+        assert_eq!(feed(&mut agg, 1, Feed::Snapshot(snap(0, 10))), [(0, 11, 2)]);
+        assert!(feed(&mut agg, 1, Feed::Done).is_empty());
+        for i in 1..100 {
+            // Each interval goes out as soon as the one member still running has sent it, and
+            // nothing piles up.
+            assert_eq!(feed(&mut agg, 0, Feed::Snapshot(snap(i, 1))), [(i, 1, 1)]);
+            assert_eq!(agg.held(), 0);
+        }
+    }
+
+    #[test]
+    fn intervals_wait_for_every_running_member_and_keep_what_the_ended_sent() {
+        let mut agg = Aggregator::new(2);
+        // Member 0 runs ahead by three intervals, then ends: its snapshots are kept and merged
+        // with member 1's when those arrive.
+        for i in 0..3 {
+            assert!(feed(&mut agg, 0, Feed::Snapshot(snap(i, 1))).is_empty());
+        }
+        assert!(feed(&mut agg, 0, Feed::Done).is_empty());
+        assert_eq!(agg.held(), 3);
+        assert_eq!(feed(&mut agg, 1, Feed::Snapshot(snap(0, 10))), [(0, 11, 2)]);
+        let mut out = Vec::new();
+        for i in 1..5 {
+            out.extend(feed(&mut agg, 1, Feed::Snapshot(snap(i, 10))));
+        }
+        assert_eq!(out, [(1, 11, 2), (2, 11, 2), (3, 10, 1), (4, 10, 1)]);
+        assert_eq!(agg.held(), 0);
     }
 }

@@ -9,7 +9,7 @@ use crate::client::echo::Echo;
 use crate::client::http::Http;
 use crate::config::{split, Config, Mode};
 use crate::engine::{run_thread, ConnPlan, Schedule, ThreadPlan};
-use crate::interval::{Aggregator, Snapshot};
+use crate::interval::{Aggregator, Feed, Snapshot};
 use crate::report::{Report, Setup};
 use crate::stats::Stats;
 use crate::Error;
@@ -67,19 +67,25 @@ pub(crate) fn run_local(
     for plan in plans {
         let mode = cfg.mode.clone();
         let name = format!("loadgen-{}", plan.thread);
+        let (thread, done) = (plan.thread, plan.snapshots.clone());
         let h = std::thread::Builder::new()
             .name(name)
-            .spawn(move || match mode {
-                Mode::Http(o) => run_thread(Http::new(&o), plan),
-                Mode::Echo { size } => run_thread(Echo::new(size), plan),
-                Mode::Hold(h) => run_thread(Echo::new(h.ping_size), plan),
+            .spawn(move || {
+                let stats = match mode {
+                    Mode::Http(o) => run_thread(Http::new(&o), plan),
+                    Mode::Echo { size } => run_thread(Echo::new(size), plan),
+                    Mode::Hold(h) => run_thread(Echo::new(h.ping_size), plan),
+                };
+                // The threads still running go on reporting intervals without this one.
+                let _ = done.send((thread, Feed::Done));
+                stats
             })
             .map_err(|e| Error::Io(format!("cannot start a thread: {e}")))?;
         handles.push(h);
     }
     let mut agg = Aggregator::new(threads);
-    for snap in rx {
-        agg.push(snap, on_interval);
+    for (thread, feed) in rx {
+        agg.feed(thread, feed, on_interval);
     }
     agg.finish(on_interval);
     let mut stats = Stats::default();

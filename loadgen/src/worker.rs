@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Share};
-use crate::interval::{Aggregator, Snapshot, WireSnapshot};
+use crate::interval::{Aggregator, Feed, Snapshot, WireSnapshot};
 use crate::report::Report;
 use crate::Error;
 
@@ -30,7 +30,8 @@ pub(crate) fn run_procs(
         None => std::env::current_exe()
             .map_err(|e| Error::Io(format!("cannot find loadgen's executable: {e}")))?,
     };
-    let (tx, rx) = mpsc::channel::<(usize, WorkerMsg)>();
+    // None: the worker's output ended (it has reported, or died).
+    let (tx, rx) = mpsc::channel::<(usize, Option<WorkerMsg>)>();
     let mut children = Vec::new();
     let mut readers = Vec::new();
     for index in 0..cfg.procs {
@@ -59,10 +60,11 @@ pub(crate) fn run_procs(
                 let Ok(line) = line else { break };
                 let msg = serde_json::from_str(&line)
                     .unwrap_or_else(|e| WorkerMsg::Error(format!("unreadable worker output: {e}")));
-                if tx.send((index, msg)).is_err() {
+                if tx.send((index, Some(msg))).is_err() {
                     break;
                 }
             }
+            let _ = tx.send((index, None));
         }));
         children.push(child);
     }
@@ -72,12 +74,14 @@ pub(crate) fn run_procs(
     let mut errors = Vec::new();
     for (index, msg) in rx {
         match msg {
-            WorkerMsg::Interval(w) => match w.into_snapshot() {
-                Ok(s) => agg.push(s, on_interval),
+            Some(WorkerMsg::Interval(w)) => match w.into_snapshot() {
+                Ok(s) => agg.feed(index, Feed::Snapshot(s), on_interval),
                 Err(e) => errors.push(format!("worker {index}: {e}")),
             },
-            WorkerMsg::Report(r) => reports.push(*r),
-            WorkerMsg::Error(e) => errors.push(format!("worker {index}: {e}")),
+            Some(WorkerMsg::Report(r)) => reports.push(*r),
+            Some(WorkerMsg::Error(e)) => errors.push(format!("worker {index}: {e}")),
+            // The workers still running go on reporting intervals without this one.
+            None => agg.feed(index, Feed::Done, on_interval),
         }
     }
     agg.finish(on_interval);

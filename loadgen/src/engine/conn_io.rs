@@ -7,12 +7,12 @@ use std::os::fd::{AsFd, AsRawFd};
 use c10k::backend::{Event, Interest, Poller};
 use socket2::Socket;
 
-use super::{Close, Engine, Phase, LATE_WAKEUP_NS, SIGNAL_TOKEN, TIMER_TOKEN};
+use super::{Clock, Close, Engine, Phase, LATE_WAKEUP_NS, SIGNAL_TOKEN, TIMER_TOKEN, UNSENT};
 use crate::client::{Client, Outcome};
 use crate::stats::record_ns;
 use crate::sys;
 
-impl<C: Client> Engine<C> {
+impl<C: Client, K: Clock> Engine<C, K> {
     pub(super) fn token(&self, idx: usize) -> u64 {
         (u64::from(self.conns[idx].gen) << 32) | idx as u64
     }
@@ -118,10 +118,11 @@ impl<C: Client> Engine<C> {
         if self.conns.get(idx).is_none_or(|c| c.gen != gen) {
             return; // stale: the slot was closed since
         }
-        let now = self.now();
+        // An open connection's reads and writes read the clock themselves, when they happen.
         match self.conns[idx].phase {
             Phase::Idle => {}
             Phase::Connecting { .. } => {
+                let now = self.now();
                 if !(ev.writable || ev.hangup || ev.readable) {
                     return;
                 }
@@ -144,22 +145,31 @@ impl<C: Client> Engine<C> {
             }
             Phase::Open => {
                 if ev.readable {
-                    self.on_readable(idx, now);
+                    self.on_readable(idx);
                 }
                 if ev.writable && self.conns[idx].gen == gen && self.conns[idx].want_write {
-                    self.flush(idx, now);
+                    self.flush(idx);
                 }
             }
         }
     }
 
-    pub(super) fn on_readable(&mut self, idx: usize, now: u64) {
+    /// Reads until the socket is drained. The clock is read after every read that returned
+    /// something: the responses it completes (and the requests that follow them in closed
+    /// loop) take that instant, since a read returns all its bytes at once; a turn that reads
+    /// several times does not give them all the turn's first instant.
+    pub(super) fn on_readable(&mut self, idx: usize) {
         let gen = self.conns[idx].gen;
         loop {
             let Some(fd) = self.conns[idx].socket.as_ref().map(AsRawFd::as_raw_fd) else {
                 return;
             };
-            let n = match c10k::sys::read(fd, &mut self.rbuf) {
+            let read = c10k::sys::read(fd, &mut self.rbuf);
+            if matches!(&read, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                return;
+            }
+            let now = self.now();
+            let n = match read {
                 Ok(0) => {
                     let c = &mut self.conns[idx];
                     if let Some(o) = self.client.on_eof(&mut c.state) {
@@ -169,7 +179,6 @@ impl<C: Client> Engine<C> {
                     return self.close(idx, Close::Eof, now);
                 }
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(_) => return self.close(idx, Close::Reset, now),
             };
             self.iv.bytes_received += n as u64;
@@ -248,7 +257,16 @@ impl<C: Client> Engine<C> {
         let mut close = false;
         let outcomes = std::mem::take(&mut self.outcomes);
         for &o in &outcomes {
-            let Some(req) = self.conns[idx].inflight.pop_front() else {
+            let c = &mut self.conns[idx];
+            // The oldest request asked is a timed-out one (its answer is late) or the oldest in
+            // flight.
+            let req = if c.stale > 0 {
+                c.stale -= 1;
+                None
+            } else if let Some(r) = c.inflight.pop_front() {
+                c.popped();
+                Some(r)
+            } else {
                 self.stats.reqs.protocol_errors += 1;
                 self.iv.errors += 1;
                 close = true;
@@ -266,10 +284,10 @@ impl<C: Client> Engine<C> {
                 }
                 _ => {}
             }
-            if req.timed_out {
+            let Some(req) = req else {
                 self.stats.reqs.late += 1;
                 continue;
-            }
+            };
             self.unresolved -= 1;
             self.iv.completed += 1;
             record_ns(&mut self.iv_latency, now - req.intended);
@@ -291,23 +309,31 @@ impl<C: Client> Engine<C> {
                 Outcome::Corrupted | Outcome::Reordered => {}
             }
             record_ns(&mut self.stats.latency, now - req.intended);
-            record_ns(&mut self.stats.service, now - req.sent);
+            // Answered before any of it was written (a peer that answers unasked): no wait.
+            let sent = if req.sent == UNSENT { now } else { req.sent };
+            record_ns(&mut self.stats.service, now.saturating_sub(sent));
         }
         self.outcomes = outcomes;
         self.outcomes.clear();
         close
     }
 
-    pub(super) fn flush(&mut self, idx: usize, now: u64) {
+    /// Writes the connection's output until it is empty or the socket is full. The clock is read
+    /// before every send.
+    pub(super) fn flush(&mut self, idx: usize) {
         let c = &mut self.conns[idx];
         let Some(fd) = c.socket.as_ref().map(AsRawFd::as_raw_fd) else {
             return;
         };
         while c.out_pos < c.out.len() {
+            // The instant the bytes are handed to the kernel: a request whose first byte goes
+            // now is sent now, however long it waited in the output behind a full socket.
+            let t = self.clock.now();
             match c10k::sys::send(fd, &c.out[c.out_pos..]) {
                 Ok(n) => {
                     c.out_pos += n;
-                    if now >= self.measure_start && now < self.measure_end {
+                    c.written(t);
+                    if t >= self.measure_start && t < self.measure_end {
                         self.stats.reqs.bytes_sent += n as u64;
                     }
                 }
@@ -316,12 +342,12 @@ impl<C: Client> Engine<C> {
                         c.want_write = true;
                         let token = (u64::from(c.gen) << 32) | idx as u64;
                         if self.poller.reregister(fd, token, Interest::BOTH).is_err() {
-                            return self.close(idx, Close::Reset, now);
+                            return self.close(idx, Close::Reset, t);
                         }
                     }
                     return;
                 }
-                Err(_) => return self.close(idx, Close::Reset, now),
+                Err(_) => return self.close(idx, Close::Reset, t),
             }
         }
         c.out.clear();
@@ -330,6 +356,7 @@ impl<C: Client> Engine<C> {
             c.want_write = false;
             let token = (u64::from(c.gen) << 32) | idx as u64;
             if self.poller.reregister(fd, token, Interest::READ).is_err() {
+                let now = self.now();
                 self.close(idx, Close::Reset, now);
             }
         }
@@ -346,13 +373,13 @@ impl<C: Client> Engine<C> {
         let mut aborted = 0;
         let mut aborted_in_window = 0;
         for r in c.inflight.drain(..) {
-            if !r.timed_out {
-                aborted += 1;
-                if r.intended >= self.measure_start && r.intended < self.measure_end {
-                    aborted_in_window += 1;
-                }
+            aborted += 1;
+            if r.intended >= self.measure_start && r.intended < self.measure_end {
+                aborted_in_window += 1;
             }
         }
+        c.stale = 0;
+        c.unsent = 0;
         c.socket = None; // closing the descriptor also removes it from epoll
         c.phase = Phase::Idle;
         c.gen = c.gen.wrapping_add(1);

@@ -3,8 +3,11 @@
 //! thread, and records latencies. Nothing is shared with other threads except the channel that
 //! carries interval snapshots; the thread's [`Stats`] are returned when it ends.
 //!
-//! Times are nanoseconds since the run's start (`ThreadPlan::start`), read once per wakeup and
-//! once per event.
+//! Times are nanoseconds since the run's start (`ThreadPlan::start`), read from a [`Clock`] that
+//! is a parameter of the loop, so that tests can say what time it is: once per wakeup, per
+//! timer or connect event, after every read that returned bytes (the completion time of the
+//! responses it completes), and before every send (the send time of the requests whose first
+//! byte it writes).
 
 use std::collections::VecDeque;
 use std::io;
@@ -22,11 +25,13 @@ use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFl
 use socket2::Socket;
 
 use crate::client::{Client, Outcome};
-use crate::interval::Snapshot;
+use crate::interval::{Feed, Snapshot};
 use crate::stats::{new_histogram, record_ns, Stats};
 use crate::sys;
 
 mod conn_io;
+#[cfg(test)]
+mod loop_tests;
 
 /// One thread's read buffer.
 const READ_BUF: usize = 256 * 1024;
@@ -36,6 +41,20 @@ const LATE_WAKEUP_NS: u64 = 2_000_000;
 const TIMER_TOKEN: u64 = u64::MAX;
 /// The token of the signal descriptor.
 const SIGNAL_TOKEN: u64 = u64::MAX - 1;
+
+/// The event loop's clock: nanoseconds since the run's start.
+pub(crate) trait Clock {
+    fn now(&self) -> u64;
+}
+
+/// The real clock (CLOCK_MONOTONIC through [`Instant`]).
+pub(crate) struct Monotonic(pub Instant);
+
+impl Clock for Monotonic {
+    fn now(&self) -> u64 {
+        self.0.elapsed().as_nanos() as u64
+    }
+}
 
 /// One connection slot of this thread.
 pub(crate) struct ConnPlan {
@@ -89,7 +108,8 @@ pub(crate) struct ThreadPlan {
     pub hold: bool,
     pub ping: Option<u64>,
     pub interval: u64,
-    pub snapshots: Sender<Snapshot>,
+    /// This thread's intervals, tagged with `thread` (its [`Feed::Done`] is sent by the caller).
+    pub snapshots: Sender<(usize, Feed)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,12 +119,21 @@ enum Phase {
     Open,
 }
 
+/// A request in flight (sent, or queued in the output) that has not timed out.
 #[derive(Clone, Copy, Debug)]
 struct Req {
+    /// When it was due: on the open-loop schedule, the ping's period, or (closed loop) when
+    /// the answer before it let it be queued. The corrected latency starts here.
     intended: u64,
+    /// When its first byte was written to the socket ([`UNSENT`] until then). The service time
+    /// starts here.
     sent: u64,
-    timed_out: bool,
+    /// Where it starts in the connection's output.
+    at: usize,
 }
+
+/// [`Req::sent`] of a request none of whose bytes has been written yet.
+const UNSENT: u64 = u64::MAX;
 
 struct Conn<S> {
     socket: Option<Socket>,
@@ -114,11 +143,39 @@ struct Conn<S> {
     out_pos: usize,
     want_write: bool,
     carry: Vec<u8>,
+    /// Requests timed out whose answers, if they ever come, are the next ones on the stream
+    /// (answers come in order): they are matched with these and counted late. Only a count, so
+    /// that a hold against a peer that stopped answering keeps probing in bounded memory.
+    stale: u64,
+    /// Requests in flight, oldest first; the ones timed out have moved to `stale`, so that
+    /// `--pipeline` bounds only the requests still awaited in time.
     inflight: VecDeque<Req>,
+    /// The newest requests of `inflight` that are queued but not written at all yet.
+    unsent: usize,
     state: S,
     in_free: bool,
     ever_open: bool,
     source: Option<IpAddr>,
+}
+
+impl<S> Conn<S> {
+    /// The output is written up to `out_pos` at `t`: the requests that start before it are sent.
+    fn written(&mut self, t: u64) {
+        while self.unsent > 0 {
+            let first_unsent = self.inflight.len() - self.unsent;
+            let r = &mut self.inflight[first_unsent];
+            if r.at >= self.out_pos {
+                break;
+            }
+            r.sent = t;
+            self.unsent -= 1;
+        }
+    }
+
+    /// Requests left `inflight` from the front (answered, timed out).
+    fn popped(&mut self) {
+        self.unsent = self.unsent.min(self.inflight.len());
+    }
 }
 
 /// Why a connection closed.
@@ -145,9 +202,10 @@ struct IntervalAcc {
     timeouts: u64,
 }
 
-struct Engine<C: Client> {
+struct Engine<C: Client, K: Clock> {
     plan: ThreadPlan,
     client: C,
+    clock: K,
     poller: Epoll,
     /// Wakes the loop at the next deadline to the nanosecond (epoll's own timeout has 1 ms
     /// granularity, which would add up to 1 ms to open-loop latencies).
@@ -188,71 +246,8 @@ struct Engine<C: Client> {
 /// Runs one thread's share of the run to its end.
 pub(crate) fn run_thread<C: Client>(client: C, plan: ThreadPlan) -> io::Result<Stats> {
     let cpu0 = sys::thread_cpu_time();
-    let conns = plan
-        .conns
-        .iter()
-        .map(|c| Conn {
-            socket: None,
-            gen: 0,
-            phase: Phase::Idle,
-            out: Vec::new(),
-            out_pos: 0,
-            want_write: false,
-            carry: Vec::new(),
-            inflight: VecDeque::with_capacity(plan.pipeline),
-            state: client.new_state(c.global as u32),
-            in_free: false,
-            ever_open: false,
-            source: c.source,
-        })
-        .collect();
-    let measure_start = if plan.hold { 0 } else { plan.warmup };
-    let measure_end = match plan.duration {
-        Some(d) if !plan.hold => measure_start + d,
-        _ => u64::MAX,
-    };
-    let check_every = (plan.timeout / 10).clamp(5_000_000, 200_000_000);
-    let timer = TimerFd::new(
-        ClockId::CLOCK_MONOTONIC,
-        TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
-    )?;
-    let mut poller = Epoll::new(false)?;
-    poller.register(timer.as_fd().as_raw_fd(), TIMER_TOKEN, Interest::READ)?;
-    let mut mask = SigSet::empty();
-    mask.add(Signal::SIGINT);
-    mask.add(Signal::SIGTERM);
-    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
-    poller.register(signals.as_fd().as_raw_fd(), SIGNAL_TOKEN, Interest::READ)?;
-    let mut engine = Engine {
-        client,
-        poller,
-        timer,
-        armed: u64::MAX,
-        signals,
-        interrupted: false,
-        conns,
-        stats: Stats::default(),
-        rbuf: vec![0; READ_BUF],
-        outcomes: Vec::new(),
-        events: Vec::with_capacity(1024),
-        free: Vec::new(),
-        pings: VecDeque::new(),
-        next_connect: 0,
-        open: 0,
-        connecting: 0,
-        next_k: 0,
-        measured_issued: 0,
-        unresolved: 0,
-        measure_start,
-        measure_end,
-        iv: IntervalAcc::default(),
-        iv_latency: new_histogram(),
-        iv_index: 0,
-        next_check: check_every,
-        check_every,
-        plan,
-    };
-    engine.stats.conns.requested = engine.conns.len() as u64;
+    let clock = Monotonic(plan.start);
+    let mut engine = Engine::new(client, plan, clock)?;
     let wall0 = engine.now();
     engine.run()?;
     let end = engine.now();
@@ -267,9 +262,81 @@ pub(crate) fn run_thread<C: Client>(client: C, plan: ThreadPlan) -> io::Result<S
     Ok(engine.stats)
 }
 
-impl<C: Client> Engine<C> {
+impl<C: Client, K: Clock> Engine<C, K> {
+    fn new(client: C, plan: ThreadPlan, clock: K) -> io::Result<Self> {
+        let conns = plan
+            .conns
+            .iter()
+            .map(|c| Conn {
+                socket: None,
+                gen: 0,
+                phase: Phase::Idle,
+                out: Vec::new(),
+                out_pos: 0,
+                want_write: false,
+                carry: Vec::new(),
+                stale: 0,
+                inflight: VecDeque::with_capacity(plan.pipeline),
+                unsent: 0,
+                state: client.new_state(c.global as u32),
+                in_free: false,
+                ever_open: false,
+                source: c.source,
+            })
+            .collect();
+        let measure_start = if plan.hold { 0 } else { plan.warmup };
+        let measure_end = match plan.duration {
+            Some(d) if !plan.hold => measure_start + d,
+            _ => u64::MAX,
+        };
+        let check_every = (plan.timeout / 10).clamp(5_000_000, 200_000_000);
+        let timer = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
+        let mut poller = Epoll::new(false)?;
+        poller.register(timer.as_fd().as_raw_fd(), TIMER_TOKEN, Interest::READ)?;
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGINT);
+        mask.add(Signal::SIGTERM);
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+        poller.register(signals.as_fd().as_raw_fd(), SIGNAL_TOKEN, Interest::READ)?;
+        let mut engine = Engine {
+            client,
+            clock,
+            poller,
+            timer,
+            armed: u64::MAX,
+            signals,
+            interrupted: false,
+            conns,
+            stats: Stats::default(),
+            rbuf: vec![0; READ_BUF],
+            outcomes: Vec::new(),
+            events: Vec::with_capacity(1024),
+            free: Vec::new(),
+            pings: VecDeque::new(),
+            next_connect: 0,
+            open: 0,
+            connecting: 0,
+            next_k: 0,
+            measured_issued: 0,
+            unresolved: 0,
+            measure_start,
+            measure_end,
+            iv: IntervalAcc::default(),
+            iv_latency: new_histogram(),
+            iv_index: 0,
+            next_check: check_every,
+            check_every,
+            plan,
+        };
+        engine.stats.conns.requested = engine.conns.len() as u64;
+        Ok(engine)
+    }
+
     fn now(&self) -> u64 {
-        self.plan.start.elapsed().as_nanos() as u64
+        self.clock.now()
     }
 
     fn in_window(&self, t: u64) -> bool {
@@ -320,15 +387,21 @@ impl<C: Client> Engine<C> {
                 }
                 None
             };
-            self.events.clear();
-            self.poller.poll(&mut self.events, wait)?;
-            self.stats.this.wakeups += 1;
-            let events = std::mem::take(&mut self.events);
-            for ev in &events {
-                self.handle(*ev);
-            }
-            self.events = events;
+            self.turn(wait)?;
         }
+    }
+
+    /// Waits for readiness (`wait` None: until the timer fires) and handles what is ready.
+    fn turn(&mut self, wait: Option<Duration>) -> io::Result<()> {
+        self.events.clear();
+        self.poller.poll(&mut self.events, wait)?;
+        self.stats.this.wakeups += 1;
+        let events = std::mem::take(&mut self.events);
+        for ev in &events {
+            self.handle(*ev);
+        }
+        self.events = events;
+        Ok(())
     }
 
     /// The earliest timer: next connect, next due request, next ping, timeout check, end.
@@ -407,15 +480,18 @@ impl<C: Client> Engine<C> {
         }
     }
 
-    /// Appends one request to the connection's output (the caller flushes).
-    fn issue(&mut self, idx: usize, intended: u64, now: u64) {
+    /// Appends one request to the connection's output (the caller flushes; the request is
+    /// sent when its first byte is written).
+    fn issue(&mut self, idx: usize, intended: u64) {
         let c = &mut self.conns[idx];
+        let at = c.out.len();
         self.client.encode(&mut c.state, &mut c.out);
         c.inflight.push_back(Req {
             intended,
-            sent: now,
-            timed_out: false,
+            sent: UNSENT,
+            at,
         });
+        c.unsent += 1;
         self.unresolved += 1;
         if intended >= self.measure_start {
             self.measured_issued += 1;
@@ -432,11 +508,11 @@ impl<C: Client> Engine<C> {
             && self.conns[idx].inflight.len() < self.plan.pipeline
             && self.may_issue(now)
         {
-            self.issue(idx, now, now);
+            self.issue(idx, now);
             any = true;
         }
         if any {
-            self.flush(idx, now);
+            self.flush(idx);
         }
     }
 
@@ -463,8 +539,8 @@ impl<C: Client> Engine<C> {
             }
             let Some(idx) = self.pop_free() else { break };
             self.next_k += 1;
-            self.issue(idx, due, now);
-            self.flush(idx, now);
+            self.issue(idx, due);
+            self.flush(idx);
             self.push_free(idx);
         }
     }
@@ -504,8 +580,8 @@ impl<C: Client> Engine<C> {
                 continue;
             }
             if self.conns[i].inflight.len() < self.plan.pipeline && now < self.measure_end {
-                self.issue(i, due, now);
-                self.flush(i, now);
+                self.issue(i, due);
+                self.flush(i);
             }
             if self.conns[i].gen == gen {
                 self.pings.push_back((due + period, idx, gen));
@@ -522,34 +598,24 @@ impl<C: Client> Engine<C> {
                     self.abandon_connect(idx, &e);
                 }
                 Phase::Open => {
-                    let mut expired = 0;
-                    for r in self.conns[idx].inflight.iter_mut() {
+                    // Requests on a connection are due in order: the expired ones lead.
+                    let mut expired = false;
+                    while let Some(r) = self.conns[idx].inflight.front().copied() {
                         if now - r.intended < timeout {
                             break;
                         }
-                        if !r.timed_out {
-                            r.timed_out = true;
-                            expired += 1;
-                        }
+                        self.conns[idx].inflight.pop_front();
+                        self.conns[idx].popped();
+                        self.conns[idx].stale += 1;
+                        self.time_out(r.intended, now);
+                        expired = true;
                     }
-                    if expired > 0 {
-                        let reqs: Vec<u64> = self.conns[idx]
-                            .inflight
-                            .iter()
-                            .filter(|r| r.timed_out)
-                            .rev()
-                            .take(expired)
-                            .map(|r| r.intended)
-                            .collect();
-                        for intended in reqs {
-                            self.time_out(intended, now);
-                        }
-                        // An answer can no longer be matched in time, and a closed loop would
-                        // wait on it forever: start over on a new connection. A held
-                        // connection stays (the hold is what is measured).
-                        if !self.plan.hold {
-                            self.close(idx, Close::Timeout, now);
-                        }
+                    // An answer can no longer be matched in time, and a closed loop would wait
+                    // on it forever: start over on a new connection. A held connection stays
+                    // (the hold is what is measured) and is probed again: the lost ping no
+                    // longer counts against --pipeline.
+                    if expired && !self.plan.hold {
+                        self.close(idx, Close::Timeout, now);
                     }
                 }
                 _ => {}
@@ -577,7 +643,10 @@ impl<C: Client> Engine<C> {
         };
         self.iv_index += 1;
         // The receiver only goes away when the run is over.
-        let _ = self.plan.snapshots.send(snap);
+        let _ = self
+            .plan
+            .snapshots
+            .send((self.plan.thread, Feed::Snapshot(snap)));
     }
 
     /// Counts what is left at the end and closes everything.
@@ -594,7 +663,7 @@ impl<C: Client> Engine<C> {
         self.stats.this.interrupted_threads = u64::from(self.interrupted);
         let mut in_flight = 0;
         for c in &self.conns {
-            in_flight += c.inflight.iter().filter(|r| !r.timed_out).count() as u64;
+            in_flight += c.inflight.len() as u64;
         }
         if let Some(s) = self.plan.schedule {
             if self.may_issue_at_end() {

@@ -1,0 +1,229 @@
+//! The event loop driven one turn at a time on a fake clock, against a peer socket that the test
+//! holds: which instant each latency is taken from, and what a hold does after a lost ping.
+
+use std::cell::Cell;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::client::echo::Echo;
+use crate::client::http::Http;
+use crate::config::HttpOpts;
+
+const MS: u64 = 1_000_000;
+/// Long enough never to matter in a test.
+const HOUR: u64 = 3_600_000 * MS;
+
+/// A clock that returns `t` and then advances it by `step` (0: it stands still until set).
+#[derive(Clone, Default)]
+struct FakeClock {
+    t: Rc<Cell<u64>>,
+    step: Rc<Cell<u64>>,
+}
+
+impl FakeClock {
+    fn set(&self, t: u64) {
+        self.t.set(t);
+    }
+}
+
+impl Clock for FakeClock {
+    fn now(&self) -> u64 {
+        let t = self.t.get();
+        self.t.set(t + self.step.get());
+        t
+    }
+}
+
+/// One connection of an event loop, open, with the server's end of it.
+struct Rig<C: Client> {
+    engine: Engine<C, FakeClock>,
+    clock: FakeClock,
+    peer: TcpStream,
+    _snapshots: mpsc::Receiver<(usize, Feed)>,
+}
+
+/// Connects at t = 0. `ping`: a hold with this ping period; otherwise a closed loop of
+/// `requests` requests, `pipeline` deep.
+fn rig<C: Client>(
+    client: C,
+    pipeline: usize,
+    requests: Option<u64>,
+    ping: Option<u64>,
+    timeout: u64,
+) -> Rig<C> {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (tx, rx) = mpsc::channel();
+    let plan = ThreadPlan {
+        thread: 0,
+        start: Instant::now(),
+        target: listener.local_addr().unwrap(),
+        conns: vec![ConnPlan {
+            global: 0,
+            source: None,
+            connect_at: 0,
+        }],
+        pipeline,
+        timeout,
+        warmup: 0,
+        duration: ping.map(|_| HOUR),
+        requests,
+        schedule: None,
+        reconnect: ping.is_none(),
+        hold: ping.is_some(),
+        ping,
+        interval: HOUR,
+        snapshots: tx,
+    };
+    let clock = FakeClock::default();
+    let mut engine = Engine::new(client, plan, clock.clone()).unwrap();
+    engine.connect_due(0);
+    let (peer, _) = listener.accept().unwrap();
+    pump(&mut engine, |e| e.conns[0].phase == Phase::Open);
+    Rig {
+        engine,
+        clock,
+        peer,
+        _snapshots: rx,
+    }
+}
+
+/// Runs loop turns (each waiting at most 100 ms for readiness) until `done`.
+fn pump<C: Client>(e: &mut Engine<C, FakeClock>, done: impl Fn(&Engine<C, FakeClock>) -> bool) {
+    for _ in 0..100 {
+        if done(e) {
+            return;
+        }
+        e.turn(Some(Duration::from_millis(100))).unwrap();
+    }
+    assert!(done(e), "the event loop did not get there");
+}
+
+fn http(method: &str, body_size: usize) -> Http {
+    Http::new(&HttpOpts {
+        host: "test".into(),
+        path: "/".into(),
+        method: method.into(),
+        body_size,
+        keepalive: true,
+    })
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+
+fn us(ns: u64) -> u64 {
+    ns / 1000
+}
+
+/// Item 8 (c). Two pipelined POSTs, each far larger than the socket buffers, are queued at once
+/// (t = 0); the second one's first byte can only be written once the peer has read the first
+/// (t = 10 ms). Both are answered at t = 30 ms. The second one's service time is from its write
+/// (20 ms), its corrected latency from its queueing (30 ms).
+#[test]
+fn service_time_starts_when_the_first_byte_is_written() {
+    let mut r = rig(http("POST", 8 << 20), 2, Some(2), None, HOUR);
+    let c = &r.engine.conns[0];
+    let req_len = c.out.len() / 2;
+    assert_eq!(c.inflight.len(), 2);
+    assert!(
+        c.out_pos < req_len,
+        "the first request fit in the socket buffers: the test needs a larger body"
+    );
+    r.clock.set(10 * MS);
+    let mut peer = r.peer.try_clone().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0; 1 << 20];
+        let mut got = 0;
+        while got < 2 * req_len {
+            got += peer.read(&mut buf).unwrap();
+        }
+    });
+    pump(&mut r.engine, |e| !e.conns[0].want_write);
+    reader.join().unwrap();
+    r.clock.set(30 * MS);
+    r.peer.write_all(&[OK, OK].concat()).unwrap();
+    pump(&mut r.engine, |e| e.stats.reqs.completed == 2);
+    let s = &r.engine.stats;
+    assert_eq!(s.latency.len(), 2);
+    assert!(s.latency.equivalent(s.latency.min(), us(30 * MS)));
+    assert!(s.latency.equivalent(s.latency.max(), us(30 * MS)));
+    assert!(
+        s.service.equivalent(s.service.min(), us(20 * MS)),
+        "service times {} to {} µs: the second request's is from its queueing, not its write",
+        s.service.min(),
+        s.service.max()
+    );
+    assert!(s.service.equivalent(s.service.max(), us(30 * MS)));
+}
+
+/// Item 8 (d). Two responses wait in the socket and one loop turn reads them with two reads
+/// (a read buffer of one response); the clock advances 1 ms at every reading. The second
+/// response, read by the later read, completes later: the clock is read per read, not once
+/// for the whole turn.
+#[test]
+fn each_read_takes_its_own_completion_time() {
+    let mut r = rig(http("GET", 0), 2, Some(2), None, HOUR);
+    let req = r.engine.conns[0].out.len() / 2;
+    let mut buf = vec![0; 2 * req];
+    r.peer.read_exact(&mut buf).unwrap();
+    r.peer.write_all(&[OK, OK].concat()).unwrap();
+    r.engine.rbuf = vec![0; OK.len()];
+    r.clock.set(50 * MS);
+    r.clock.step.set(MS);
+    r.engine.turn(Some(Duration::from_secs(10))).unwrap();
+    let s = &r.engine.stats;
+    assert_eq!(s.reqs.completed, 2, "one turn reads both responses");
+    let (first, last) = (s.latency.min(), s.latency.max());
+    assert!(
+        !s.latency.equivalent(first, last),
+        "both responses completed at the same instant ({first} µs)"
+    );
+    assert!(first >= s.latency.lowest_equivalent(us(50 * MS)) && last < us(60 * MS));
+}
+
+/// Item 8 (b). A hold with one ping in flight at a time (pipeline 1): the first ping is lost
+/// (no answer within the timeout), and the connection is pinged again all the same; when the
+/// answers come, the late one is matched with the lost ping and the next with the new one; a
+/// later loss is counted too.
+#[test]
+fn a_hold_keeps_probing_after_a_lost_ping() {
+    let size = 64;
+    let mut r = rig(Echo::new(size), 1, None, Some(100 * MS), 150 * MS);
+    r.clock.set(100 * MS);
+    r.engine.ping_due(100 * MS);
+    assert_eq!(r.engine.stats.reqs.sent, 1);
+    r.engine.check_timeouts(250 * MS);
+    assert_eq!(r.engine.stats.reqs.timeouts, 1);
+    r.clock.set(300 * MS);
+    r.engine.ping_due(300 * MS);
+    assert_eq!(
+        r.engine.stats.reqs.sent, 2,
+        "the connection was not pinged again after its ping was lost"
+    );
+    // Both answers arrive at 320 ms: the first is the lost ping's, the second the new one's.
+    let mut pings = vec![0; 2 * size];
+    r.peer.read_exact(&mut pings).unwrap();
+    r.peer.write_all(&pings).unwrap();
+    r.clock.set(320 * MS);
+    pump(&mut r.engine, |e| {
+        e.stats.reqs.late + e.stats.reqs.completed == 2
+    });
+    let q = &r.engine.stats.reqs;
+    assert_eq!((q.late, q.completed, q.verified), (1, 1, 1));
+    assert_eq!((q.corrupted, q.reordered, q.protocol_errors), (0, 0, 0));
+    // The new ping was due at 200 ms (the one at 300 ms was skipped: a ping was in flight).
+    let lat = &r.engine.stats.latency;
+    assert!(lat.equivalent(lat.min(), us(120 * MS)), "{}", lat.min());
+    // The next ping is lost too, counted, and the connection is still probed after it.
+    r.clock.set(400 * MS);
+    r.engine.ping_due(400 * MS);
+    r.engine.check_timeouts(600 * MS);
+    r.clock.set(600 * MS);
+    r.engine.ping_due(600 * MS);
+    let q = &r.engine.stats.reqs;
+    assert_eq!((q.sent, q.timeouts), (4, 2));
+    assert_eq!(r.engine.conns[0].phase, Phase::Open);
+}

@@ -21,8 +21,11 @@
 //! - `--max-conns`: beyond it a connection gets the refusal (HTTP 503) and is closed. EMFILE
 //!   pauses accepting (clients wait in the backlog) until a connection closes or 100 ms pass —
 //!   a timer, never a spin.
-//! - SIGINT/SIGTERM (signalfd, a task like the others): stop accepting, close idle connections,
-//!   let busy ones finish within `--shutdown-grace`, then exit.
+//! - SIGINT/SIGTERM (signalfd, a task like the others), RFC 9112 §9.6: take in the connections
+//!   queued in the backlog, stop accepting; every session answers what it has received (or the
+//!   next request, within the keep-alive drain window) with `Connection: close`; idle ones are
+//!   then shut down and lingered rather than closed under a request on its way; busy ones finish
+//!   within `--shutdown-grace`, then the loop exits.
 
 mod executor;
 mod io;
@@ -40,7 +43,7 @@ use nix::sys::signalfd::SignalFd;
 
 use self::executor::{yield_now, Alarm, Executor, Runtime};
 use self::io::{readable, IoDriver, Registration};
-use super::{DriverOptions, LoopEnv};
+use super::{keepalive_drain_window, DriverOptions, LoopEnv};
 use crate::proto::{Session, Status, OUTPUT_HIGH_WATER};
 use crate::stats::{self, Counters};
 use crate::sys;
@@ -54,6 +57,8 @@ const READ_BUDGET_PER_TURN: usize = 256 * 1024;
 const MAX_BUFFERED_INPUT: usize = 2 * 1024 * 1024 + 64 * 1024;
 /// Accepts before the accept task yields.
 const ACCEPTS_PER_TURN: usize = 256;
+/// Bound on the connections taken from the backlog at shutdown.
+const ACCEPTS_AT_SHUTDOWN: usize = 65_536;
 /// After EMFILE/ENFILE, how long accepting pauses unless a connection closes first.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// After an error response: how long and how much is read and discarded before closing.
@@ -74,6 +79,8 @@ struct Ctx {
     /// Open connections (their tasks are alive).
     conns: Cell<usize>,
     shutdown_deadline: Cell<Option<Instant>>,
+    /// During shutdown: until when an idle keep-alive connection may bring one more request.
+    keepalive_drain_until: Cell<Option<Instant>>,
     /// Set by the signal task once connections have drained or the grace period is over.
     done: Cell<bool>,
     /// The accept task's waker: woken at shutdown, or when a connection closes during a pause.
@@ -168,6 +175,7 @@ pub fn run(
         buffers: RefCell::new(Vec::new()),
         conns: Cell::new(0),
         shutdown_deadline: Cell::new(None),
+        keepalive_drain_until: Cell::new(None),
         done: Cell::new(false),
         acceptor: RefCell::new(None),
         accept_paused: Cell::new(false),
@@ -197,6 +205,18 @@ async fn accept_loop(ctx: Rc<Ctx>, listener: Socket) {
     loop {
         let go = poll_fn(|cx| {
             if ctx.shutting_down() {
+                // A client whose handshake the kernel completed may already have sent its
+                // request: take the backlog in (those are drained like the rest) rather than
+                // reset it by closing the listener.
+                for _ in 0..ACCEPTS_AT_SHUTDOWN {
+                    ctx.with_counters(|c| c.syscalls.accepts += 1);
+                    match sys::accept(listener.fd.as_raw_fd(), true) {
+                        Ok(fd) => admit(&ctx, fd),
+                        Err(e) if e.kind() == stdio::ErrorKind::Interrupted => {}
+                        Err(e) if e.kind() == stdio::ErrorKind::ConnectionAborted => {}
+                        Err(_) => break,
+                    }
+                }
                 return Poll::Ready(false);
             }
             ctx.acceptor
@@ -349,7 +369,13 @@ async fn serve(ctx: Rc<Ctx>, socket: Socket) {
     // When the request head now arriving began: the header timeout counts from here, so a client
     // dripping a byte at a time is still cut. A new HTTP connection is awaiting its first head.
     let mut head_started = session.awaiting_head().then(|| ctx.rt.now());
+    let mut drained = false;
     loop {
+        if ctx.shutting_down() && !drained {
+            // The request in progress, or the next one, is the last (echo: what was received).
+            session.drain();
+            drained = true;
+        }
         // 1. Let the protocol turn input (or a streamed body) into output, up to the high-water
         //    mark, and write all of it before asking for more.
         let mut progressed = false;
@@ -371,6 +397,9 @@ async fn serve(ctx: Rc<Ctx>, socket: Socket) {
                 ctx.give_back(&mut input);
             }
             if let Err(e) = send_all(&ctx, reg, &output, timeouts.2, &mut alarm).await {
+                if e.kind() == stdio::ErrorKind::TimedOut {
+                    ctx.with_counters(|c| c.timeouts_write += 1);
+                }
                 log::debug!("fd {}: {e}; closing", reg.fd());
                 break;
             }
@@ -410,6 +439,7 @@ async fn serve(ctx: Rc<Ctx>, socket: Socket) {
             None => ctx.rt.now() + timeouts.1,
         };
         let idle = input.is_empty() && !session.has_pending_output();
+        let drain_until = ctx.keepalive_drain_until.get().filter(|_| idle);
         if input.is_empty() {
             ctx.give_back(&mut input);
         } else if input.capacity() >= READ_CHUNK && !reg.read_ready() {
@@ -419,13 +449,19 @@ async fn serve(ctx: Rc<Ctx>, socket: Socket) {
         }
         let mut waited = false;
         let wait = poll_fn(|cx| {
-            if idle && ctx.shutting_down() {
-                return Poll::Ready(Wait::Shutdown);
-            }
             if reg.poll_read_ready(cx).is_ready() {
                 return Poll::Ready(Wait::Ready);
             }
+            if idle && ctx.shutting_down() && ctx.keepalive_drain_until.get().is_none() {
+                return Poll::Ready(Wait::Shutdown); // the drain window is over
+            }
             waited = true;
+            if let Some(until) = drain_until.filter(|&until| until < deadline) {
+                if alarm.expired(&ctx.rt, until, cx) {
+                    return Poll::Ready(Wait::Shutdown);
+                }
+                return Poll::Pending;
+            }
             if alarm.expired(&ctx.rt, deadline, cx) {
                 return Poll::Ready(Wait::TimedOut);
             }
@@ -434,8 +470,14 @@ async fn serve(ctx: Rc<Ctx>, socket: Socket) {
         .await;
         match wait {
             Wait::Ready => {}
-            Wait::Shutdown => break, // and nothing in flight
+            Wait::Shutdown => {
+                // Nothing in flight and no next request in the drain window: shut down writing
+                // and linger, so a request already on its way meets an EOF, not a reset.
+                linger(&ctx, &socket, peer_eof, &mut alarm).await;
+                break;
+            }
             Wait::TimedOut if head_started.is_some() && !input.is_empty() => {
+                ctx.with_counters(|c| c.timeouts_header += 1);
                 log::debug!(
                     "fd {}: request head not complete within {:?}",
                     reg.fd(),
@@ -450,6 +492,11 @@ async fn serve(ctx: Rc<Ctx>, socket: Socket) {
                 break;
             }
             Wait::TimedOut => {
+                ctx.with_counters(|c| match head_started {
+                    // Connected and never sent a byte of its (first or next) request head.
+                    Some(_) => c.timeouts_header += 1,
+                    None => c.timeouts_idle += 1,
+                });
                 log::debug!("fd {}: idle; closing", reg.fd());
                 break;
             }
@@ -609,17 +656,31 @@ async fn signal_task(ctx: Rc<Ctx>, signals: SignalFd, reg: Registration) {
         }
     }
     drop(reg);
-    let deadline = Instant::now() + ctx.options.shutdown_grace;
+    let now = Instant::now();
+    let deadline = now + ctx.options.shutdown_grace;
+    let drain_until = now + keepalive_drain_window(ctx.options.shutdown_grace);
     ctx.shutdown_deadline.set(Some(deadline));
+    ctx.keepalive_drain_until.set(Some(drain_until));
     if let Some(w) = ctx.acceptor.borrow().as_ref() {
         w.wake_by_ref();
     }
-    // Idle connections are waiting to read: woken, they see the shutdown and close.
+    // Idle connections are waiting to read: woken, they drain their sessions and wait for one
+    // more request until the drain window ends; then they are woken again to shut down.
     ctx.rt.io.borrow().wake_all_readers();
     let mut timer_set = false;
+    let mut drain_timer_set = false;
     poll_fn(|cx| {
         if ctx.conns.get() == 0 || Instant::now() >= deadline {
             return Poll::Ready(());
+        }
+        if ctx.keepalive_drain_until.get().is_some() {
+            if Instant::now() >= drain_until {
+                ctx.keepalive_drain_until.set(None);
+                ctx.rt.io.borrow().wake_all_readers();
+            } else if !drain_timer_set {
+                ctx.rt.wake_at(drain_until, cx.waker().clone());
+                drain_timer_set = true;
+            }
         }
         ctx.drainer
             .borrow_mut()

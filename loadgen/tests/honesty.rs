@@ -167,3 +167,68 @@ fn hold_keeps_probing_a_connection_after_lost_pings() {
     assert_eq!(u(&r, "requests.protocol_errors"), 0, "{r}");
     assert_eq!(u(&r, "connections.open_at_end"), 1, "{r}");
 }
+
+/// An HTTP server that answers `per_connection` requests on each connection, the last with
+/// `Connection: close`, then shuts down writing (as a server draining for shutdown does, RFC 9112
+/// §9.6) and discards whatever else arrives; returns its address.
+fn closes_after(per_connection: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut pending = Vec::new();
+                let mut buf = [0u8; 4096];
+                let mut answered = 0;
+                while answered < per_connection {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => pending.extend_from_slice(&buf[..n]),
+                    }
+                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        pending.drain(..end + 4);
+                        answered += 1;
+                        let close = if answered == per_connection {
+                            "Connection: close\r\n"
+                        } else {
+                            ""
+                        };
+                        let response =
+                            format!("HTTP/1.1 200 OK\r\n{close}Content-Length: 2\r\n\r\nok");
+                        if stream.write_all(response.as_bytes()).is_err() {
+                            return;
+                        }
+                        if answered == per_connection {
+                            break;
+                        }
+                    }
+                }
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+                while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    addr
+}
+
+/// A server that ends a connection with `Connection: close` has answered everything it was
+/// sent: loadgen sends nothing more on it, opens a new one, and counts no aborted request
+/// (before, it sent the next request at once and counted it aborted at the EOF).
+#[test]
+fn connection_close_from_the_server_is_not_an_abort() {
+    let addr = closes_after(3);
+    let (r, out) = run_json(&[
+        "http",
+        &format!("http://{addr}/"),
+        "-c",
+        "2",
+        "-t",
+        "1",
+        "-n",
+        "60",
+    ]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert_eq!(u(&r, "requests.aborted"), 0, "{r}");
+    assert_eq!(u(&r, "requests.status_2xx"), 60, "{r}");
+    assert!(u(&r, "connections.attempts") >= 20, "{r}");
+}

@@ -86,6 +86,7 @@ impl Client for Echo {
             return Ok(Decoded {
                 consumed: 0,
                 outcome: None,
+                last: false,
             });
         }
         let got = &input[..self.size];
@@ -108,6 +109,7 @@ impl Client for Echo {
         Ok(Decoded {
             consumed: self.size,
             outcome: Some(outcome),
+            last: false,
         })
     }
 }

@@ -18,9 +18,20 @@ pub struct Http {
 #[derive(Debug)]
 pub enum State {
     Head,
-    Body { remaining: u64, status: u16 },
-    Chunked { skip: ChunkSkip, status: u16 },
-    UntilClose { status: u16 },
+    /// `last`: the response said it is the last on the connection (RFC 9112 §9.6).
+    Body {
+        remaining: u64,
+        status: u16,
+        last: bool,
+    },
+    Chunked {
+        skip: ChunkSkip,
+        status: u16,
+        last: bool,
+    },
+    UntilClose {
+        status: u16,
+    },
 }
 
 impl Http {
@@ -63,12 +74,19 @@ impl Http {
         };
         let status = resp.code.unwrap_or(0);
         let (mut length, mut chunked) = (None, false);
+        // RFC 9112 §9.3: HTTP/1.1 persists unless `close`; HTTP/1.0 only with `keep-alive`.
+        let (mut close, mut keep_alive) = (false, false);
         for h in resp.headers.iter() {
             if h.name.eq_ignore_ascii_case("content-length") {
                 let v = std::str::from_utf8(h.value)
                     .ok()
                     .and_then(|v| v.trim().parse().ok());
                 length = Some(v.ok_or_else(|| ProtoError("bad Content-Length".into()))?);
+            } else if h.name.eq_ignore_ascii_case("connection") {
+                for option in h.value.split(|&b| b == b',') {
+                    close |= option.trim_ascii().eq_ignore_ascii_case(b"close");
+                    keep_alive |= option.trim_ascii().eq_ignore_ascii_case(b"keep-alive");
+                }
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                 chunked = h
                     .value
@@ -77,6 +95,7 @@ impl Http {
                     .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             }
         }
+        let last = close || (resp.version == Some(0) && !keep_alive);
         // 1xx is an interim response: the real one follows.
         if (100..200).contains(&status) {
             return Ok(Some((len, State::Head, false)));
@@ -85,16 +104,19 @@ impl Http {
             State::Body {
                 remaining: 0,
                 status,
+                last,
             }
         } else if chunked {
             State::Chunked {
                 skip: ChunkSkip::default(),
                 status,
+                last,
             }
         } else if let Some(n) = length {
             State::Body {
                 remaining: n,
                 status,
+                last,
             }
         } else {
             State::UntilClose { status }
@@ -119,59 +141,70 @@ impl Client for Http {
     }
 
     fn decode(&mut self, state: &mut State, input: &[u8]) -> Result<Decoded, ProtoError> {
-        let done = |consumed, status| Decoded {
+        let done = |consumed, status, last| Decoded {
             consumed,
             outcome: Some(Outcome::Status(status)),
+            last,
         };
         match state {
             State::Head => match self.head(input)? {
                 None => Ok(Decoded {
                     consumed: 0,
                     outcome: None,
+                    last: false,
                 }),
                 Some((len, next, _)) => {
                     if let State::Body {
                         remaining: 0,
                         status,
+                        last,
                     } = next
                     {
-                        return Ok(done(len, status));
+                        return Ok(done(len, status, last));
                     }
                     *state = next;
                     Ok(Decoded {
                         consumed: len,
                         outcome: None,
+                        last: false,
                     })
                 }
             },
-            State::Body { remaining, status } => {
+            State::Body {
+                remaining,
+                status,
+                last,
+            } => {
                 let take = (*remaining).min(input.len() as u64);
                 *remaining -= take;
                 if *remaining == 0 {
-                    let status = *status;
+                    let (status, last) = (*status, *last);
                     *state = State::Head;
-                    return Ok(done(take as usize, status));
+                    return Ok(done(take as usize, status, last));
                 }
                 Ok(Decoded {
                     consumed: take as usize,
                     outcome: None,
+                    last: false,
                 })
             }
-            State::Chunked { skip, status } => {
+            State::Chunked { skip, status, last } => {
                 let used = skip.feed(input)?;
                 if skip.is_done() {
-                    let status = *status;
+                    let (status, last) = (*status, *last);
                     *state = State::Head;
-                    return Ok(done(used, status));
+                    return Ok(done(used, status, last));
                 }
                 Ok(Decoded {
                     consumed: used,
                     outcome: None,
+                    last: false,
                 })
             }
             State::UntilClose { .. } => Ok(Decoded {
                 consumed: input.len(),
                 outcome: None,
+                last: false,
             }),
         }
     }
@@ -336,6 +369,33 @@ mod tests {
         let input = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 404 No\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nT: v\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 503 X\r\nContent-Length: 0\r\n\r\n";
         for step in [1, 2, 3, 7, input.len()] {
             assert_eq!(decode_all(input, step), vec![200, 404, 503], "step {step}");
+        }
+    }
+
+    /// RFC 9112 §9.6 / §9.3: `Connection: close` (any case, in a list) makes a response the
+    /// last on its connection, and so does HTTP/1.0 without `keep-alive`.
+    #[test]
+    fn a_response_that_closes_the_connection_is_marked_last() {
+        let cases: [(&[u8], bool); 5] = [
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false),
+            (b"HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 2\r\n\r\nok", true),
+            (b"HTTP/1.1 200 OK\r\nConnection: x, close\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", true),
+            (b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", true),
+            (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", false),
+        ];
+        for (input, last) in cases {
+            let mut c = Http::new(&opts("GET"));
+            let mut st = c.new_state(0);
+            let mut pos = 0;
+            let d = loop {
+                let d = c.decode(&mut st, &input[pos..]).unwrap();
+                pos += d.consumed;
+                if d.outcome.is_some() {
+                    break d;
+                }
+            };
+            assert_eq!(pos, input.len());
+            assert_eq!(d.last, last, "{}", String::from_utf8_lossy(input));
         }
     }
 

@@ -24,6 +24,9 @@ pub struct Decoded {
     /// Input bytes used; 0 with no outcome means "need more input".
     pub consumed: usize,
     pub outcome: Option<Outcome>,
+    /// The peer said this response is its last on the connection (HTTP `Connection: close`,
+    /// RFC 9112 §9.6): send nothing more on it; a new connection takes over.
+    pub last: bool,
 }
 
 /// A response the client cannot parse: the connection is closed.

@@ -201,7 +201,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
                 return self.close(idx, Close::Error, now);
             }
             if responses > 0 {
-                if self.client.close_after_response() {
+                if self.client.close_after_response() || self.conns[idx].peer_closing {
                     return self.close(idx, Close::Done, now);
                 }
                 if self.plan.schedule.is_some() {
@@ -234,6 +234,14 @@ impl<C: Client, K: Clock> Engine<C, K> {
             match self.client.decode(&mut c.state, &data[pos..]) {
                 Ok(d) => {
                     pos += d.consumed;
+                    if d.last {
+                        // Whatever follows the last response is not an answer to anything.
+                        if let Some(o) = d.outcome {
+                            self.outcomes.push(o);
+                        }
+                        c.peer_closing = true;
+                        break Ok(());
+                    }
                     match d.outcome {
                         Some(o) => self.outcomes.push(o),
                         None if d.consumed == 0 || pos == data.len() => break Ok(()),
@@ -387,6 +395,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
         c.out_pos = 0;
         c.want_write = false;
         c.carry.clear();
+        c.peer_closing = false;
         self.open -= 1;
         self.unresolved -= aborted;
         self.stats.reqs.aborted += aborted_in_window;

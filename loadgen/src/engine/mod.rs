@@ -143,6 +143,9 @@ struct Conn<S> {
     out_pos: usize,
     want_write: bool,
     carry: Vec<u8>,
+    /// The peer's last response has come (`Connection: close`): nothing more is sent on this
+    /// connection, and it is closed (and replaced) once that response is complete.
+    peer_closing: bool,
     /// Requests timed out whose answers, if they ever come, are the next ones on the stream
     /// (answers come in order): they are matched with these and counted late. Only a count, so
     /// that a hold against a peer that stopped answering keeps probing in bounded memory.
@@ -275,6 +278,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
                 out_pos: 0,
                 want_write: false,
                 carry: Vec::new(),
+                peer_closing: false,
                 stale: 0,
                 inflight: VecDeque::with_capacity(plan.pipeline),
                 unsent: 0,

@@ -17,6 +17,21 @@
 //!   handed back to the ring).
 //! - Timeouts (header, idle, write stall, linger) are one lazily checked deadline per connection
 //!   in a heap, computed from its state as in the reactor; the wait is bounded by the earliest.
+//! - Accepted sockets stay blocking, on purpose. io_uring issues every recv and send first with
+//!   MSG_DONTWAIT whatever the socket's flags, and on EAGAIN arms an internal poll and retries from
+//!   the ring's own task work when the socket is ready (IORING_FEAT_FAST_POLL, required by
+//!   [`probe`]): no io-wq worker thread is spent on a waiting socket either way. What O_NONBLOCK
+//!   would change is the retry: `sendmsg`/`recvmsg` OR MSG_DONTWAIT into an O_NONBLOCK file's
+//!   flags, so a retry that still finds the socket not ready, or one punted to io-wq, completes
+//!   with -EAGAIN, and we would re-arm it ourselves: a completion and an SQE for nothing, now and
+//!   then, under load (liburing issue 364, seastar PR 3479). Blocking sockets leave the waiting to
+//!   the kernel. IORING_RECVSEND_POLL_FIRST is not used: a keep-alive recv usually finds no data
+//!   and pays one failed attempt, but a pipelined or streaming one usually finds it at once. The
+//!   few direct syscalls on these sockets (the 503 of a refusal into an empty send buffer,
+//!   shutdown) never block. The listener is blocking for the same reason.
+//! - Counted in `/stats`: `uring_ops` (SQEs queued), `completions` (CQEs reaped), `waits`
+//!   (io_uring_enter calls), and `recv_rearms` (recvs the kernel ended without data: ENOBUFS when
+//!   the buffer ring ran dry, EAGAIN, EINTR).
 //! - Signals arrive through the ring too (a poll on the signalfd), so shutdown is one more
 //!   completion: stop accepting, close idle connections, let busy ones finish within the grace.
 
@@ -115,6 +130,11 @@ pub fn probe() -> Result<(), String> {
         if !probe.is_supported(code) {
             return Err(format!("io_uring has no {name} operation on this kernel"));
         }
+    }
+    if !ring.params().is_feature_fast_poll() {
+        // Without it a recv or send that cannot complete at once is handed to an io-wq worker
+        // thread that blocks on our blocking socket: a thread per idle connection.
+        return Err("io_uring lacks IORING_FEAT_FAST_POLL (Linux ≥ 5.7)".into());
     }
     if !ring.params().is_feature_ext_arg() {
         return Err("io_uring lacks IORING_FEAT_EXT_ARG (timed waits; Linux ≥ 5.11)".into());
@@ -594,9 +614,11 @@ impl Uring {
             }
             e if e == -libc::ENOBUFS => {
                 log::debug!("recv: the buffer ring is empty; re-arming after this batch");
+                self.env.counters.syscalls.recv_rearms += 1;
                 self.starved.push(token)
             }
             e if e == -libc::EINTR || e == -libc::EAGAIN || e == -libc::ECANCELED => {
+                self.env.counters.syscalls.recv_rearms += 1;
                 self.pump(token)
             }
             _ => self.close(token),
@@ -824,12 +846,14 @@ impl Uring {
         let fd = conn.fd.as_raw_fd();
         match conn.phase {
             Phase::Serving if conn.pending_output() > 0 || conn.send_armed => {
+                self.env.counters.timeouts_write += 1;
                 log::debug!(
                     "fd {fd}: send stalled for {} ms; closing",
                     self.timeouts.write_ms
                 );
             }
             Phase::Serving if conn.head_started != NEVER && !conn.input.is_empty() => {
+                self.env.counters.timeouts_header += 1;
                 log::debug!(
                     "fd {fd}: request head not complete within {} ms",
                     self.timeouts.header_ms
@@ -845,7 +869,10 @@ impl Uring {
                     return self.pump(token);
                 }
             }
-            Phase::Serving => log::debug!("fd {fd}: idle; closing"),
+            Phase::Serving => {
+                self.env.counters.timeouts_idle += 1;
+                log::debug!("fd {fd}: idle; closing")
+            }
             Phase::Lingering => {}
         }
         self.close(token);
@@ -956,6 +983,7 @@ unsafe fn push(ring: &mut IoUring, syscalls: &mut Syscalls, entry: &squeue::Entr
     loop {
         // SAFETY: the caller guarantees the entry's pointers outlive the operation.
         if unsafe { ring.submission().push(entry) }.is_ok() {
+            syscalls.uring_ops += 1;
             return;
         }
         syscalls.waits += 1;
@@ -973,12 +1001,26 @@ fn adopt_fd(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
+/// One entry of a provided-buffer ring: the kernel's `struct io_uring_buf`, whose layout is ABI.
+/// Ours rather than `io_uring::types::BufRingEntry`, whose setters take `&mut self` (see
+/// [`BufRing::recycle`]). The first entry's `resv` is the ring's tail.
+#[repr(C)]
+struct RawBuf {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+
+const _: () = assert!(std::mem::size_of::<RawBuf>() == std::mem::size_of::<BufRingEntry>());
+const _: () = assert!(std::mem::size_of::<RawBuf>() == 16);
+
 /// A provided-buffer ring: `count` buffers of `size` bytes the kernel picks from when a recv
 /// with buffer select has data, and that the loop hands back (`recycle`) once it has copied the
 /// data out. The ring and the buffers are freed only when the `BufRing` is dropped, which the
 /// driver does after the io_uring (field order) and never with a recv in flight.
 struct BufRing {
-    entries: NonNull<BufRingEntry>,
+    entries: NonNull<RawBuf>,
     entries_layout: std::alloc::Layout,
     buffers: NonNull<u8>,
     buffers_layout: std::alloc::Layout,
@@ -994,7 +1036,7 @@ impl BufRing {
             "buffer ring size must be a power of two"
         );
         let entries_layout = std::alloc::Layout::from_size_align(
-            usize::from(count) * std::mem::size_of::<BufRingEntry>(),
+            usize::from(count) * std::mem::size_of::<RawBuf>(),
             4096,
         )
         .map_err(io::Error::other)?;
@@ -1010,7 +1052,7 @@ impl BufRing {
             )
         };
         let (Some(entries), Some(buffers)) = (
-            NonNull::new(entries.cast::<BufRingEntry>()),
+            NonNull::new(entries.cast::<RawBuf>()),
             NonNull::new(buffers),
         ) else {
             return Err(io::Error::from(io::ErrorKind::OutOfMemory));
@@ -1041,21 +1083,35 @@ impl BufRing {
     }
 
     /// Hands buffer `bid` (back) to the kernel.
+    ///
+    /// Only raw-pointer writes, never a `&mut` over ring memory: the kernel reads that memory
+    /// concurrently (the entries between its head and our tail, and the tail itself, which lives
+    /// in entry 0's `resv` field). A `&mut RawBuf` over entry 0 would claim exclusive access to
+    /// the tail the kernel is reading — undefined behaviour even if no byte is ever torn.
     fn recycle(&mut self, bid: u16) {
+        assert!(bid < self.count, "buffer id out of range");
         let index = usize::from(self.tail & (self.count - 1));
-        // SAFETY: `index < count`, so the entry lies inside the ring allocation; the kernel reads
-        // entries only between its head and the published tail, and this one is past the tail.
-        let entry = unsafe { &mut *self.entries.as_ptr().add(index) };
-        // SAFETY: `bid < count`, so the buffer lies inside the buffers allocation.
+        // SAFETY: `index < count`, so the entry lies inside the ring allocation (alive until drop).
+        let entry = unsafe { self.entries.as_ptr().add(index) };
+        // SAFETY: `bid < count` (checked), so the buffer lies inside the buffers allocation.
         let addr = unsafe { self.buffers.as_ptr().add(usize::from(bid) * self.size) };
-        entry.set_addr(addr as u64);
-        entry.set_len(self.size as u32);
-        entry.set_bid(bid);
-        self.tail = self.tail.wrapping_add(1);
-        // SAFETY: the tail is a u16 in the first entry's reserved field, shared with the kernel;
-        // the release store publishes the entry written above before the new tail.
+        // SAFETY: the entry is in bounds and aligned (page-aligned ring of 16-byte entries). The
+        // kernel reads an entry only between its head and the published tail, and this one is
+        // at the tail, so nothing reads these three fields while we write them; entry 0's `resv`
+        // (the tail) is not written here. Field-wise writes through `addr_of_mut!` create no
+        // reference to the entry.
         unsafe {
-            let tail = BufRingEntry::tail(self.entries.as_ptr()).cast_mut();
+            std::ptr::addr_of_mut!((*entry).addr).write(addr as u64);
+            std::ptr::addr_of_mut!((*entry).len).write(self.size as u32);
+            std::ptr::addr_of_mut!((*entry).bid).write(bid);
+        }
+        self.tail = self.tail.wrapping_add(1);
+        // SAFETY: the tail is the u16 `resv` field of the first entry, shared with the kernel,
+        // which reads it concurrently: it is only ever accessed atomically (aligned: offset 14 of
+        // a page-aligned allocation). The release store publishes the entry written above before
+        // the new tail.
+        unsafe {
+            let tail = std::ptr::addr_of_mut!((*self.entries.as_ptr()).resv);
             AtomicU16::from_ptr(tail).store(self.tail, Ordering::Release);
         }
     }

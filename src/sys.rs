@@ -250,6 +250,15 @@ pub fn nofile_limit() -> u64 {
     getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft)
 }
 
+/// The soft RLIMIT_NPROC (threads and processes of this user); None when unlimited.
+pub fn nproc_limit() -> Option<u64> {
+    use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
+    match getrlimit(Resource::RLIMIT_NPROC) {
+        Ok((soft, _)) if soft != RLIM_INFINITY => Some(soft),
+        _ => None,
+    }
+}
+
 /// CPU time (user, system) this process has used so far.
 pub fn process_cpu_time() -> (Duration, Duration) {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();

@@ -180,6 +180,17 @@ pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<u
     }
 }
 
+/// True when a read on `fd` would not block: data, end of file or an error is waiting
+/// (a zero-timeout poll).
+pub fn readable_now(fd: RawFd) -> bool {
+    let mut fds = [libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    matches!(poll(&mut fds, Some(Duration::ZERO)), Ok(n) if n > 0)
+}
+
 /// The raw `select(2)` syscall over bitmaps of any size: glibc's FD_SET aborts for fd ≥ 1024, but
 /// the kernel takes as many bits as `nfds` says. Each slice must hold at least `nfds` bits.
 /// EINTR is reported as zero ready descriptors.

@@ -765,7 +765,7 @@ impl Conn {
                 if left.is_zero() {
                     // The window is over: serve a request that has already arrived; a connection
                     // with nothing pending is closed.
-                    if !readable_now(self.fd) {
+                    if !sys::readable_now(self.fd) {
                         return false;
                     }
                 } else {
@@ -852,16 +852,6 @@ impl Conn {
             }
         }
     }
-}
-
-/// True when a read would not block: data, end of file or an error is waiting.
-fn readable_now(fd: RawFd) -> bool {
-    let mut fds = [libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    matches!(sys::poll(&mut fds, Some(Duration::ZERO)), Ok(n) if n > 0)
 }
 
 #[cfg(test)]

@@ -33,7 +33,14 @@
 //!   (io_uring_enter calls), and `recv_rearms` (recvs the kernel ended without data: ENOBUFS when
 //!   the buffer ring ran dry, EAGAIN, EINTR).
 //! - Signals arrive through the ring too (a poll on the signalfd), so shutdown is one more
-//!   completion: stop accepting, close idle connections, let busy ones finish within the grace.
+//!   completion. Then (RFC 9112 §9.6): the accept is cancelled, connections it still delivers
+//!   are served, and the listener is closed once it has ended; every session is drained
+//!   ([`Session::drain`]): the response in progress or the next one is its last, with
+//!   `Connection: close`, then writing is shut down and input drained (linger) so the client
+//!   reads the response, not a reset. Idle keep-alive connections keep their recv armed for the
+//!   drain window ([`DRAIN_WINDOW`]), since closing them at once would race with a request on
+//!   its way; when it ends, those with nothing pending are closed. Whatever is left at the end
+//!   of the grace period is cancelled.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -48,6 +55,7 @@ use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
+use super::threads::DRAIN_WINDOW;
 use super::{Clock, DriverOptions, LoopEnv, Timeouts, NEVER};
 use crate::proto::{Session, Status, OUTPUT_HIGH_WATER};
 use crate::stats::{self, Counters, Syscalls};
@@ -164,11 +172,12 @@ pub fn run(listener: OwnedFd, signals: SignalFd, options: &DriverOptions) -> io:
             ..LoopEnv::new("uring")
         },
         options: options.clone(),
-        listener,
+        listener: Some(listener),
         signals,
         accepting: false,
         accept_paused_until: None,
         shutdown_deadline: None,
+        drain_until: None,
         timers: BinaryHeap::new(),
         clock: Clock::new(),
         timeouts: Timeouts::from_options(options),
@@ -206,6 +215,8 @@ struct Conn {
     phase: Phase,
     /// Closed as far as the protocol is concerned; freed once no operation is in flight.
     closing: bool,
+    /// The session has been told that the server is shutting down.
+    drained: bool,
     lingered: usize,
     /// Loop-clock milliseconds (see [`Clock`]) of the last byte received or sent.
     last_activity: u64,
@@ -299,12 +310,15 @@ struct Uring {
     conns: Slab,
     env: LoopEnv,
     options: DriverOptions,
-    listener: OwnedFd,
+    /// Closed once the accept has ended after shutdown began.
+    listener: Option<OwnedFd>,
     signals: SignalFd,
     /// A multishot accept is in flight.
     accepting: bool,
     accept_paused_until: Option<Instant>,
     shutdown_deadline: Option<Instant>,
+    /// While shutting down: when the drain window of idle connections ends (None once it has).
+    drain_until: Option<Instant>,
     /// Connection deadlines (loop-clock ms), lazily deleted: an entry is only a reminder, checked
     /// against the connection's state when it comes due.
     timers: BinaryHeap<Reverse<(u64, Token)>>,
@@ -331,6 +345,7 @@ impl Uring {
                 self.pump(token);
             }
             self.run_timers();
+            self.end_drain_window();
             if self.shutdown_deadline.is_some() && self.finish_shutdown() {
                 break;
             }
@@ -382,6 +397,7 @@ impl Uring {
                 .map(|Reverse((at, _))| self.clock.instant(*at)),
             self.accept_paused_until,
             self.shutdown_deadline,
+            self.drain_until,
         ]
         .into_iter()
         .flatten()
@@ -414,7 +430,10 @@ impl Uring {
     // ---- submissions -------------------------------------------------------------------------
 
     fn arm_accept(&mut self) {
-        let entry = opcode::AcceptMulti::new(Fd(self.listener.as_raw_fd()))
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        let entry = opcode::AcceptMulti::new(Fd(listener.as_raw_fd()))
             .flags(libc::SOCK_CLOEXEC)
             .build()
             .user_data(user_data(Op::Accept, 0));
@@ -447,10 +466,9 @@ impl Uring {
         }
         if result >= 0 {
             self.env.counters.syscalls.accepts += 1;
-            let fd = adopt_fd(result);
-            if self.shutdown_deadline.is_none() {
-                self.admit(fd);
-            }
+            // Also after shutdown began: the client connected before the accept was cancelled,
+            // and is served (drained) rather than reset.
+            self.admit(adopt_fd(result));
         } else {
             let e = io::Error::from_raw_os_error(-result);
             if sys::is_fd_exhaustion(&e) {
@@ -458,6 +476,11 @@ impl Uring {
             } else if result != -libc::ECANCELED {
                 log::debug!("accept: {e}");
             }
+        }
+        if !self.accepting && self.shutdown_deadline.is_some() {
+            // The accept has ended: clients connecting from now on are refused by the kernel
+            // instead of waiting in a backlog nobody will take.
+            self.listener = None;
         }
         if !self.accepting && self.accept_paused_until.is_none() && self.shutdown_deadline.is_none()
         {
@@ -486,7 +509,11 @@ impl Uring {
             );
             return;
         }
-        let session = Session::new(self.options.proto);
+        let mut session = Session::new(self.options.proto);
+        let drained = self.shutdown_deadline.is_some();
+        if drained {
+            session.drain();
+        }
         let now = self.clock.now_ms;
         let token = self.conns.insert(Conn {
             fd,
@@ -504,6 +531,7 @@ impl Uring {
             phase: Phase::Serving,
             closing: false,
             lingered: 0,
+            drained,
         });
         self.env.counters.connections_current += 1;
         self.env.publish();
@@ -676,6 +704,7 @@ impl Uring {
 
     fn step(&mut self, token: Token) {
         let shutting_down = self.shutdown_deadline.is_some();
+        let drain_over = self.drain_until.is_none();
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
@@ -713,7 +742,8 @@ impl Uring {
             } else if conn.peer_eof && !conn.session.has_pending_output() {
                 // Everything the peer sent before its half-close has been answered.
                 return self.close(token);
-            } else if shutting_down && conn.is_idle() {
+            } else if shutting_down && drain_over && conn.is_idle() {
+                // Nothing pending and the drain window is over.
                 return self.close(token);
             }
         }
@@ -882,19 +912,35 @@ impl Uring {
         if self.shutdown_deadline.is_some() {
             return;
         }
-        self.shutdown_deadline = Some(Instant::now() + self.options.shutdown_grace);
+        let now = Instant::now();
+        self.shutdown_deadline = Some(now + self.options.shutdown_grace);
+        self.drain_until = Some(now + DRAIN_WINDOW.min(self.options.shutdown_grace));
         self.accept_paused_until = None;
         if self.accepting {
             self.cancel(Op::Accept, 0);
+        } else {
+            self.listener = None;
         }
         for token in self.conns.tokens() {
-            if self
-                .conns
-                .get_mut(token)
-                .is_some_and(|c| c.phase == Phase::Serving && c.is_idle())
-            {
-                self.close(token);
+            if let Some(conn) = self.conns.get_mut(token) {
+                if !conn.drained && !conn.closing {
+                    conn.drained = true;
+                    conn.session.drain();
+                    self.pump(token);
+                }
             }
+        }
+    }
+
+    /// The drain window is over: connections with nothing pending are closed (a request that
+    /// has arrived has been reaped before this, and is served).
+    fn end_drain_window(&mut self) {
+        if !self.drain_until.is_some_and(|at| at <= Instant::now()) {
+            return;
+        }
+        self.drain_until = None;
+        for token in self.conns.tokens() {
+            self.pump(token);
         }
     }
 
@@ -939,8 +985,12 @@ fn produce(conn: &mut Conn, env: &mut LoopEnv, spare: &mut Vec<Vec<u8>>) {
             conn.sent = 0;
         }
         let before = conn.output.len();
+        let requests_before = env.counters.requests;
         let consumed = conn.session.advance(&conn.input, &mut conn.output, env);
         conn.input.drain(..consumed);
+        if conn.drained {
+            env.counters.shutdown_answered += env.counters.requests - requests_before;
+        }
         if consumed > 0 {
             // A request head ended; if another has begun behind it, its clock starts now.
             conn.head_started = NEVER;
@@ -1157,6 +1207,7 @@ mod tests {
             peer_eof: false,
             phase: Phase::Serving,
             closing: false,
+            drained: false,
             lingered: 0,
             last_activity: 0,
             head_started: NEVER,

@@ -24,8 +24,8 @@
 //!   the response in progress or the next one is the last, with `Connection: close`, followed by
 //!   shutdown of writing and a linger, so the client reads the response and not a reset. Queued
 //!   connections are still served (their request may already be here), each for that one last
-//!   request. Idle keep-alive connections get the drain window ([`DRAIN_WINDOW`]) for a last
-//!   request; when it is over, what has arrived is still served and a connection with nothing
+//!   request. Idle keep-alive connections get the drain window
+//!   ([`super::KEEPALIVE_DRAIN_WINDOW`]) for a last request; when it is over, what has arrived is still served and a connection with nothing
 //!   pending is closed; threads idle since before the signal are woken then with
 //!   `shutdown(SHUT_RD)` on a descriptor their slot holds open. At the end of the grace period
 //!   what is still queued gets the refusal and what is still served is cut.
@@ -42,7 +42,6 @@ use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 use socket2::SockRef;
 
-use super::threads::DRAIN_WINDOW;
 use super::DriverOptions;
 use crate::board::StatsBoard;
 use crate::date::HttpDate;
@@ -301,7 +300,7 @@ pub fn run(
         acceptor.env.flush();
     }
     let grace_end = Instant::now() + options.shutdown_grace;
-    let window_end = Instant::now() + DRAIN_WINDOW.min(options.shutdown_grace);
+    let window_end = Instant::now() + super::keepalive_drain_window(options.shutdown_grace);
     let _ = shared.drain_until.set(window_end);
     shared.shutting_down.store(true, Ordering::SeqCst);
     // Connections the kernel completed before the signal are clients like any other: queue them

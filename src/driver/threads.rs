@@ -24,13 +24,13 @@
 //! - Timeouts are socket options, so the blocking calls enforce them: SO_SNDTIMEO (write stall)
 //!   once per connection, SO_RCVTIMEO set before a read only when the rule changes — the idle
 //!   timeout between requests, or what is left of the header timeout while a head arrives.
-//! - Shutdown (RFC 9112 §9.6): the accept thread takes what is already in the backlog, closes
-//!   the listener, and raises the flag; every thread then drains its session
+//! - Shutdown (RFC 9112 §9.6): the accept thread raises the flag, takes what is already in the
+//!   backlog, and closes the listener; every thread then drains its session
 //!   ([`Session::drain`]): a response in progress finishes and is the last, and the next request
 //!   is answered with `Connection: close`, then writing is shut down and the input drained
 //!   (linger), so the client reads the response, not a reset. An idle keep-alive connection gets
-//!   a drain window ([`DRAIN_WINDOW`]) for that next request, since closing it at once would race
-//!   with a request already on its way; when the window is over, what has arrived is still
+//!   a drain window ([`super::KEEPALIVE_DRAIN_WINDOW`]) for that next request, since closing it
+//!   at once would race with a request already on its way; when the window is over, what has arrived is still
 //!   served and a connection with nothing pending is closed. Threads that went idle before the
 //!   signal (blocked in `read` under the idle timeout) are woken at the end of the window with
 //!   `shutdown(SHUT_RD)`, which still lets them read what has arrived. Whatever is left at the
@@ -71,10 +71,6 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 256 * 1024;
 /// After EMFILE/ENFILE (or a failed thread creation), how long accepting pauses.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// After SIGTERM, how long an idle keep-alive connection may still send one last request (bounded
-/// by the grace period). Long enough for a request already on its way, short enough not to hold
-/// up the exit: proxies use a second or a few.
-pub const DRAIN_WINDOW: Duration = Duration::from_secs(1);
 /// Of each limit on threads (host, user, cgroup, memory), the share this server takes: other
 /// processes need threads too.
 const HOST_SHARE: u64 = 2;
@@ -378,7 +374,7 @@ pub fn run(
         acceptor.env.flush();
     }
     let grace_end = Instant::now() + options.shutdown_grace;
-    let window_end = Instant::now() + DRAIN_WINDOW.min(options.shutdown_grace);
+    let window_end = Instant::now() + super::keepalive_drain_window(options.shutdown_grace);
     let _ = shared.drain_until.set(window_end);
     shared.shutting_down.store(true, Ordering::SeqCst);
     // Connections the kernel completed before the signal are clients like any other: take them

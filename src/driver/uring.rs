@@ -38,8 +38,8 @@
 //!   ([`Session::drain`]): the response in progress or the next one is its last, with
 //!   `Connection: close`, then writing is shut down and input drained (linger) so the client
 //!   reads the response, not a reset. Idle keep-alive connections keep their recv armed for the
-//!   drain window ([`DRAIN_WINDOW`]), since closing them at once would race with a request on
-//!   its way; when it ends, those with nothing pending are closed. Whatever is left at the end
+//!   drain window ([`super::KEEPALIVE_DRAIN_WINDOW`]), since closing them at once would race with
+//!   a request on its way; when it ends, those with nothing pending are closed. Whatever is left at the end
 //!   of the grace period is cancelled.
 
 use std::cmp::Reverse;
@@ -55,7 +55,6 @@ use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
-use super::threads::DRAIN_WINDOW;
 use super::{Clock, DriverOptions, LoopEnv, Timeouts, NEVER};
 use crate::proto::{Session, Status, OUTPUT_HIGH_WATER};
 use crate::stats::{self, Counters, Syscalls};
@@ -914,7 +913,7 @@ impl Uring {
         }
         let now = Instant::now();
         self.shutdown_deadline = Some(now + self.options.shutdown_grace);
-        self.drain_until = Some(now + DRAIN_WINDOW.min(self.options.shutdown_grace));
+        self.drain_until = Some(now + super::keepalive_drain_window(self.options.shutdown_grace));
         self.accept_paused_until = None;
         if self.accepting {
             self.cancel(Op::Accept, 0);

@@ -24,11 +24,11 @@
 //!   the response in progress or the next one is the last, with `Connection: close`, followed by
 //!   shutdown of writing and a linger, so the client reads the response and not a reset. Queued
 //!   connections are still served (their request may already be here), each for that one last
-//!   request. Idle keep-alive connections get the drain window
-//!   ([`super::KEEPALIVE_DRAIN_WINDOW`]) for a last request; when it is over, what has arrived is still served and a connection with nothing
-//!   pending is closed; threads idle since before the signal are woken then with
-//!   `shutdown(SHUT_RD)` on a descriptor their slot holds open. At the end of the grace period
-//!   what is still queued gets the refusal and what is still served is cut.
+//!   request. Idle keep-alive connections get the drain window ([`super::KEEPALIVE_DRAIN_WINDOW`])
+//!   for a last request; when it is over, what has arrived is still served and a connection with
+//!   nothing pending is closed; threads idle since before the signal are woken then with
+//!   `shutdown(SHUT_RD)` on a descriptor their slot holds open. At the end of the grace period what
+//!   is still queued gets the refusal and what is still served is cut.
 
 use std::collections::VecDeque;
 use std::io;
@@ -373,7 +373,7 @@ fn finish(shared: &Shared, window_end: Instant, grace_end: Instant) -> bool {
                 // what has arrived, then end of file.
                 if slot.idle.load(Ordering::SeqCst) {
                     if let Some(fd) = lock(&slot.current).as_ref() {
-                        // The slot holds the descriptor open: the number is still that connection's.
+                        // The slot holds the descriptor open: still that connection's number.
                         let _ = SockRef::from(&**fd).shutdown(Shutdown::Read);
                     }
                 }

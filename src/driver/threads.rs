@@ -25,18 +25,18 @@
 //!   once per connection, SO_RCVTIMEO set before a read only when the rule changes — the idle
 //!   timeout between requests, or what is left of the header timeout while a head arrives.
 //! - Shutdown (RFC 9112 §9.6): the accept thread raises the flag, takes what is already in the
-//!   backlog, and closes the listener; every thread then drains its session
-//!   ([`Session::drain`]): a response in progress finishes and is the last, and the next request
-//!   is answered with `Connection: close`, then writing is shut down and the input drained
-//!   (linger), so the client reads the response, not a reset. An idle keep-alive connection gets
-//!   a drain window ([`super::KEEPALIVE_DRAIN_WINDOW`]) for that next request, since closing it
-//!   at once would race with a request already on its way; when the window is over, what has arrived is still
-//!   served and a connection with nothing pending is closed. Threads that went idle before the
-//!   signal (blocked in `read` under the idle timeout) are woken at the end of the window with
-//!   `shutdown(SHUT_RD)`, which still lets them read what has arrived. Whatever is left at the
-//!   end of the grace period is cut. The registry holds each descriptor open (an
-//!   `Arc<OwnedFd>`) until the connection leaves it, so the accept thread never shuts down a
-//!   descriptor number that was reused.
+//!   backlog, and closes the listener; every thread then drains its session ([`Session::drain`]): a
+//!   response in progress finishes and is the last, and the next request is answered with
+//!   `Connection: close`, then writing is shut down and the input drained (linger), so the client
+//!   reads the response, not a reset. An idle keep-alive connection gets a drain window
+//!   ([`super::KEEPALIVE_DRAIN_WINDOW`]) for that next request, since closing it at once would race
+//!   with a request already on its way; when the window is over, what has arrived is still served
+//!   and a connection with nothing pending is closed. Threads that went idle before the signal
+//!   (blocked in `read` under the idle timeout) are woken at the end of the window with
+//!   `shutdown(SHUT_RD)`, which still lets them read what has arrived. Whatever is left at the end
+//!   of the grace period is cut. The registry holds each descriptor open (an `Arc<OwnedFd>`) until
+//!   the connection leaves it, so the accept thread never shuts down a descriptor number that was
+//!   reused.
 
 use std::collections::HashMap;
 use std::io;

@@ -33,14 +33,14 @@
 //!   (io_uring_enter calls), and `recv_rearms` (recvs the kernel ended without data: ENOBUFS when
 //!   the buffer ring ran dry, EAGAIN, EINTR).
 //! - Signals arrive through the ring too (a poll on the signalfd), so shutdown is one more
-//!   completion. Then (RFC 9112 §9.6): the accept is cancelled, connections it still delivers
-//!   are served, and the listener is closed once it has ended; every session is drained
-//!   ([`Session::drain`]): the response in progress or the next one is its last, with
-//!   `Connection: close`, then writing is shut down and input drained (linger) so the client
-//!   reads the response, not a reset. Idle keep-alive connections keep their recv armed for the
-//!   drain window ([`super::KEEPALIVE_DRAIN_WINDOW`]), since closing them at once would race with
-//!   a request on its way; when it ends, those with nothing pending are closed. Whatever is left at the end
-//!   of the grace period is cancelled.
+//!   completion. Then (RFC 9112 §9.6): the accept is cancelled, connections it still delivers are
+//!   served, and the listener is closed once it has ended; every session is drained
+//!   ([`Session::drain`]): the response in progress or the next one is its last, with `Connection:
+//!   close`, then writing is shut down and input drained (linger) so the client reads the response,
+//!   not a reset. Idle keep-alive connections keep their recv armed for the drain window
+//!   ([`super::KEEPALIVE_DRAIN_WINDOW`]), since closing them at once would race with a request on
+//!   its way; when it ends, those with nothing pending are closed. Whatever is left at the end of
+//!   the grace period is cancelled.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

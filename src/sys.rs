@@ -93,6 +93,12 @@ pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
     syscall!(shutdown(fd, libc::SHUT_WR)).map(drop)
 }
 
+/// `shutdown(fd, SHUT_RD)`. On a listening socket: stop listening at once (new connects are
+/// refused, the backlog is reset) and wake whoever waits in accept.
+pub fn shutdown_read(fd: RawFd) -> io::Result<()> {
+    syscall!(shutdown(fd, libc::SHUT_RD)).map(drop)
+}
+
 /// Sets or clears O_NONBLOCK.
 pub fn set_nonblocking(fd: RawFd, nonblocking: bool) -> io::Result<()> {
     let flags = syscall!(fcntl(fd, libc::F_GETFL))?;

@@ -33,8 +33,9 @@
 //!   (io_uring_enter calls), and `recv_rearms` (recvs the kernel ended without data: ENOBUFS when
 //!   the buffer ring ran dry, EAGAIN, EINTR).
 //! - Signals arrive through the ring too (a poll on the signalfd), so shutdown is one more
-//!   completion. Then (RFC 9112 §9.6): the accept is cancelled, connections it still delivers are
-//!   served, and the listener is closed once it has ended; every session is drained
+//!   completion. Then (RFC 9112 §9.6): the listener stops listening (`shutdown(SHUT_RD)`) and
+//!   the accept is cancelled, connections it still delivers are served, and the listener is
+//!   closed once it has ended; every session is drained
 //!   ([`Session::drain`]): the response in progress or the next one is its last, with `Connection:
 //!   close`, then writing is shut down and input drained (linger) so the client reads the response,
 //!   not a reset. Idle keep-alive connections keep their recv armed for the drain window
@@ -915,6 +916,13 @@ impl Uring {
         self.shutdown_deadline = Some(now + self.options.shutdown_grace);
         self.drain_until = Some(now + super::keepalive_drain_window(self.options.shutdown_grace));
         self.accept_paused_until = None;
+        if let Some(listener) = &self.listener {
+            // Stop listening now, before any drained connection is told `Connection: close`:
+            // a client that reconnects then is refused, rather than let into a backlog that is
+            // reset when the accept ends. (Closing our descriptor would not do: the accept in
+            // flight holds the socket open.) The accept then ends with an error.
+            let _ = sys::shutdown_read(listener.as_raw_fd());
+        }
         if self.accepting {
             self.cancel(Op::Accept, 0);
         } else {

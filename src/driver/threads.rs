@@ -374,7 +374,12 @@ pub fn run(
         acceptor.env.flush();
     }
     let grace_end = Instant::now() + options.shutdown_grace;
-    let window_end = Instant::now() + super::keepalive_drain_window(options.shutdown_grace);
+    // Echo has no next request to wait for: its idle connections are woken at once.
+    let window = match options.proto {
+        Proto::Echo => Duration::ZERO,
+        Proto::Http => super::keepalive_drain_window(options.shutdown_grace),
+    };
+    let window_end = Instant::now() + window;
     let _ = shared.drain_until.set(window_end);
     shared.shutting_down.store(true, Ordering::SeqCst);
     // Connections the kernel completed before the signal are clients like any other: take them

@@ -942,7 +942,7 @@ impl Uring {
     /// The drain window is over: connections with nothing pending are closed (a request that
     /// has arrived has been reaped before this, and is served).
     fn end_drain_window(&mut self) {
-        if !self.drain_until.is_some_and(|at| at <= Instant::now()) {
+        if self.drain_until.is_none_or(|at| at > Instant::now()) {
             return;
         }
         self.drain_until = None;

@@ -155,6 +155,11 @@ fn list_backends() {
         };
         println!("{:<10} {:<12} {}{teaching}", b.name, available, b.model);
         println!("{:<10} {:<12} limits: {}", "", "", b.limits);
+        if b.kind == BackendKind::Threads {
+            // Serve's default --thread-stack.
+            let line = c10k::driver::threads::HostLimits::read().describe(64);
+            println!("{:<10} {:<12} {line}", "", "");
+        }
     }
 }
 

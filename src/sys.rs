@@ -93,6 +93,12 @@ pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
     syscall!(shutdown(fd, libc::SHUT_WR)).map(drop)
 }
 
+/// `shutdown(fd, SHUT_RD)`. On a listening socket: stop listening at once (new connects are
+/// refused, the backlog is reset) and wake whoever waits in accept.
+pub fn shutdown_read(fd: RawFd) -> io::Result<()> {
+    syscall!(shutdown(fd, libc::SHUT_RD)).map(drop)
+}
+
 /// Sets or clears O_NONBLOCK.
 pub fn set_nonblocking(fd: RawFd, nonblocking: bool) -> io::Result<()> {
     let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
@@ -180,6 +186,17 @@ pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<u
     }
 }
 
+/// True when a read on `fd` would not block: data, end of file or an error is waiting
+/// (a zero-timeout poll).
+pub fn readable_now(fd: RawFd) -> bool {
+    let mut fds = [libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    matches!(poll(&mut fds, Some(Duration::ZERO)), Ok(n) if n > 0)
+}
+
 /// The raw `select(2)` syscall over bitmaps of any size: glibc's FD_SET aborts for fd ≥ 1024, but
 /// the kernel takes as many bits as `nfds` says. Each slice must hold at least `nfds` bits.
 /// EINTR is reported as zero ready descriptors.
@@ -248,6 +265,15 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
 pub fn nofile_limit() -> u64 {
     use nix::sys::resource::{getrlimit, Resource};
     getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft)
+}
+
+/// The soft RLIMIT_NPROC (threads and processes of this user); None when unlimited.
+pub fn nproc_limit() -> Option<u64> {
+    use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
+    match getrlimit(Resource::RLIMIT_NPROC) {
+        Ok((soft, _)) if soft != RLIM_INFINITY => Some(soft),
+        _ => None,
+    }
 }
 
 /// CPU time (user, system) this process has used so far.

@@ -664,6 +664,132 @@ pub fn write_stall_is_closed(backend: &[&str]) {
     drop(stalled);
 }
 
+// ==== Cases from the thrur branch (issue 11, items 6 and 7): thread cap, io_uring counters.
+// ==== Items 2 and 9 for threads, pool and uring are covered by tests/hostile/mod.rs.
+
+/// Item 6: the threads backend caps its threads by what the host allows (here RLIMIT_NPROC,
+/// lowered with prlimit: the cap is half of it), refuses beyond the cap with a 503 counted in
+/// `/stats`, serves the connections under it, and admits again once one leaves.
+pub fn thread_cap_refuses_beyond_what_the_host_allows(backend: &[&str]) {
+    if backend[1] != "threads" {
+        eprintln!("{}: no thread per connection, no thread cap", backend[1]);
+        return;
+    }
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        .unwrap_or(false);
+    if !root {
+        // RLIMIT_NPROC counts every thread of the user: lowering it would starve this test
+        // itself. Root is exempt from its enforcement, not from the server reading it.
+        eprintln!("needs root: RLIMIT_NPROC is lowered for the server process only");
+        return;
+    }
+    const NPROC: usize = 24;
+    const CAP: usize = NPROC / 2;
+    let limit = format!("--nproc={NPROC}:{NPROC}");
+    let listing = std::process::Command::new("prlimit")
+        .arg(&limit)
+        .args([env!("CARGO_BIN_EXE_c10k"), "backends"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listing.contains(&format!("at most {CAP} connection threads"))
+            && listing.contains("RLIMIT_NPROC"),
+        "c10k backends does not show the thread cap:\n{listing}"
+    );
+    let mut args = backend.to_vec();
+    args.extend(["--proto", "http"]);
+    let server = Server::start_with_prlimit(&[&limit], &args);
+    let get = |stream: &TcpStream, path: &str| -> Response {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+        (&*stream).write_all(request.as_bytes()).unwrap();
+        HttpReader::new(stream).read_response(false).unwrap()
+    };
+    let held: Vec<TcpStream> = (0..CAP)
+        .map(|i| {
+            let stream = server.connect();
+            assert_eq!(
+                get(&stream, "/").status,
+                200,
+                "connection {i} under the cap"
+            );
+            stream
+        })
+        .collect();
+    for i in 0..3 {
+        let stream = server.connect();
+        (&stream)
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut reader = HttpReader::new(&stream);
+        let r = reader.read_response(false).unwrap();
+        assert_eq!(
+            r.status,
+            503,
+            "connection {} beyond the cap of {CAP}",
+            CAP + i
+        );
+        assert_eq!(r.header("connection"), Some("close"));
+        assert!(
+            reader.at_clean_eof().unwrap(),
+            "refused connection left open"
+        );
+    }
+    let r = get(&held[0], "/stats");
+    let s: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(s["connections_refused"].as_u64(), Some(3), "{s}");
+    assert_eq!(s["connections_current"].as_u64(), Some(CAP as u64), "{s}");
+    // Every held connection is still served.
+    for stream in &held {
+        assert_eq!(get(stream, "/plaintext").body, b"Hello, World!");
+    }
+    // One leaves: its thread ends (once it has seen the EOF), and a newcomer is admitted.
+    let mut held = held;
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    loop {
+        let status = http_once(&server, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").status;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            status == 503 && std::time::Instant::now() < deadline,
+            "status {status} after a connection left"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Item 7: io_uring reports what it submits. `uring_ops` counts SQEs (every recv and send the
+/// driver counts among its reads and writes is one); the readiness and thread backends submit
+/// none.
+pub fn stats_count_io_uring_submissions(backend: &[&str]) {
+    let server = start(backend, "http");
+    for _ in 0..5 {
+        http_once(&server, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    }
+    let s = stats(&server);
+    let sys = &s["syscalls"];
+    let ops = sys["uring_ops"].as_u64().unwrap();
+    if backend[1] == "uring" {
+        let rw = sys["reads"].as_u64().unwrap() + sys["writes"].as_u64().unwrap();
+        assert!(
+            ops >= rw && rw >= 10,
+            "uring_ops {ops} < reads + writes {rw}: {s}"
+        );
+        assert!(sys["completions"].as_u64().unwrap() > 0, "{s}");
+    } else {
+        assert_eq!(ops, 0, "{s}");
+        assert_eq!(sys["recv_rearms"].as_u64(), Some(0), "{s}");
+    }
+}
+
+// ==== End of the thrur block.
+
 /// One module per backend, each running every case above.
 macro_rules! suite {
     ($($name:ident: [$($arg:literal),*];)*) => {$(
@@ -701,6 +827,9 @@ macro_rules! suite {
             #[test] fn burst_of_connections_is_all_served() { super::burst_of_connections_is_all_served(ARGS) }
             #[test] fn sigterm_answers_requests_already_received() { super::sigterm_answers_requests_already_received(ARGS) }
             #[test] fn sigterm_shuts_idle_keep_alive_connections_cleanly() { super::sigterm_shuts_idle_keep_alive_connections_cleanly(ARGS) }
+            // thrur block (items 6, 7)
+            #[test] fn thread_cap_refuses_beyond_what_the_host_allows() { super::thread_cap_refuses_beyond_what_the_host_allows(ARGS) }
+            #[test] fn stats_count_io_uring_submissions() { super::stats_count_io_uring_submissions(ARGS) }
         }
     )*};
 }

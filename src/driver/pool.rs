@@ -19,16 +19,23 @@
 //!   produced before it reads again, so a client that does not read blocks only its own thread.
 //! - Counters: each thread counts into its own [`Counters`] and folds them into the shared totals
 //!   before each blocking call, so `/stats` is server-wide.
-//! - Shutdown: stop accepting, answer every queued connection with the refusal and close it,
-//!   wake threads idle in `read` (`shutdown(SHUT_RD)` on a descriptor their slot holds open),
-//!   let busy ones finish within the grace period, then cut what is left.
+//! - Shutdown (RFC 9112 §9.6), as in the threads backend: take what is already in the backlog,
+//!   close the listener, and raise the flag; every session is then drained ([`Session::drain`]):
+//!   the response in progress or the next one is the last, with `Connection: close`, followed by
+//!   shutdown of writing and a linger, so the client reads the response and not a reset. Queued
+//!   connections are still served (their request may already be here), each for that one last
+//!   request. Idle keep-alive connections get the drain window ([`super::KEEPALIVE_DRAIN_WINDOW`])
+//!   for a last request; when it is over, what has arrived is still served and a connection with
+//!   nothing pending is closed; threads idle since before the signal are woken then with
+//!   `shutdown(SHUT_RD)` on a descriptor their slot holds open. At the end of the grace period what
+//!   is still queued gets the refusal and what is still served is cut.
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -63,6 +70,7 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 struct Queue {
     waiting: VecDeque<OwnedFd>,
     busy: usize,
+    /// Nothing more will be queued (shutdown): threads exit once the queue is empty.
     closed: bool,
 }
 
@@ -83,7 +91,10 @@ struct Shared {
     /// Signalled when a thread finishes a connection.
     left: Condvar,
     slots: Vec<WorkerSlot>,
+    /// Set (after `drain_until`) when shutdown begins; every session is then drained.
     shutting_down: AtomicBool,
+    /// When the drain window of idle keep-alive connections ends.
+    drain_until: OnceLock<Instant>,
     board: Option<Arc<StatsBoard>>,
 }
 
@@ -148,6 +159,8 @@ struct ThreadEnv {
     date: HttpDate,
     local: Counters,
     shared: Arc<Shared>,
+    /// The session now served has been drained: requests now are answered during shutdown.
+    draining: bool,
 }
 
 impl ThreadEnv {
@@ -156,6 +169,7 @@ impl ThreadEnv {
             date: HttpDate::default(),
             local: Counters::default(),
             shared,
+            draining: false,
         }
     }
 
@@ -190,6 +204,9 @@ impl Env for ThreadEnv {
 
     fn count_request(&mut self) {
         self.local.requests += 1;
+        if self.draining {
+            self.local.shutdown_answered += 1;
+        }
     }
 }
 
@@ -222,6 +239,7 @@ pub fn run(
         left: Condvar::new(),
         slots: (0..threads).map(|_| WorkerSlot::default()).collect(),
         shutting_down: AtomicBool::new(false),
+        drain_until: OnceLock::new(),
         board: options.board.clone(),
     });
     let config = ConnConfig {
@@ -281,10 +299,28 @@ pub fn run(
         }
         acceptor.env.flush();
     }
+    let grace_end = Instant::now() + options.shutdown_grace;
+    // Echo has no next request to wait for: its idle connections are woken at once.
+    let window = match options.proto {
+        Proto::Echo => Duration::ZERO,
+        Proto::Http => super::keepalive_drain_window(options.shutdown_grace),
+    };
+    let window_end = Instant::now() + window;
+    let _ = shared.drain_until.set(window_end);
+    shared.shutting_down.store(true, Ordering::SeqCst);
+    // Connections the kernel completed before the signal are clients like any other: queue them
+    // (they are served drained) rather than reset them by closing the listener on them.
+    acceptor.accept_all(listener.as_raw_fd());
     drop(listener);
-    acceptor.close_queue();
+    lock(&shared.queue).closed = true;
+    shared.work.notify_all();
     acceptor.env.flush();
-    if finish(&shared, options.shutdown_grace) {
+    let done = finish(&shared, window_end, grace_end);
+    if !done {
+        acceptor.refuse_queued();
+    }
+    acceptor.env.flush();
+    if done {
         for handle in handles {
             let _ = handle.join();
         }
@@ -311,26 +347,21 @@ fn take_signals(signals: &mut SignalFd, env: &mut ThreadEnv) -> bool {
     stop
 }
 
-/// Wakes idle threads, waits for busy ones until the grace period is over, then cuts them off.
-/// True when every thread has finished.
-fn finish(shared: &Shared, grace: Duration) -> bool {
-    let deadline = Instant::now() + grace;
-    shared.shutting_down.store(true, Ordering::SeqCst);
-    for slot in &shared.slots {
-        // A thread stores `idle` and then loads `shutting_down`; we store the flag and then load
-        // `idle` (both SeqCst), so at least one of us sees the other and no idle thread is missed.
-        if slot.idle.load(Ordering::SeqCst) {
-            if let Some(fd) = lock(&slot.current).as_ref() {
-                // The slot holds the descriptor open, so this number is still that connection's.
-                let _ = SockRef::from(&**fd).shutdown(Shutdown::Read);
-            }
-        }
-    }
+/// Waits until every queued and served connection is done: until the drain window is over,
+/// idle ones may still get a last request; then threads still idle since before the signal are
+/// woken; at the end of the grace period the connections being served are cut. True when every
+/// connection has finished.
+fn finish(shared: &Shared, window_end: Instant, grace_end: Instant) -> bool {
+    let mut woken = false;
     let mut queue = lock(&shared.queue);
-    while queue.busy > 0 {
+    while queue.busy > 0 || !queue.waiting.is_empty() {
         let now = Instant::now();
-        if now >= deadline {
-            log::warn!("grace period over: closing {} connections", queue.busy);
+        if now >= grace_end {
+            log::warn!(
+                "grace period over: closing {} connections ({} still queued)",
+                queue.busy,
+                queue.waiting.len()
+            );
             for slot in &shared.slots {
                 if let Some(fd) = lock(&slot.current).as_ref() {
                     let _ = SockRef::from(&**fd).shutdown(Shutdown::Both);
@@ -338,9 +369,25 @@ fn finish(shared: &Shared, grace: Duration) -> bool {
             }
             return false;
         }
+        if !woken && now >= window_end {
+            woken = true;
+            for slot in &shared.slots {
+                // A thread stores `idle` and then loads `shutting_down`; the flag was stored
+                // before this load of `idle` (both SeqCst), so an idle thread either sees the
+                // flag and bounds its read by the window, or is seen here. SHUT_RD lets it read
+                // what has arrived, then end of file.
+                if slot.idle.load(Ordering::SeqCst) {
+                    if let Some(fd) = lock(&slot.current).as_ref() {
+                        // The slot holds the descriptor open: still that connection's number.
+                        let _ = SockRef::from(&**fd).shutdown(Shutdown::Read);
+                    }
+                }
+            }
+        }
+        let until = if woken { grace_end } else { window_end };
         queue = shared
             .left
-            .wait_timeout(queue, deadline - now)
+            .wait_timeout(queue, until.saturating_duration_since(now))
             .unwrap_or_else(|e| e.into_inner())
             .0;
     }
@@ -439,15 +486,11 @@ impl Acceptor {
         }
     }
 
-    /// At shutdown: connections still waiting for a thread get the refusal and are closed.
-    fn close_queue(&mut self) {
+    /// At the end of the grace period: connections still waiting for a thread get the refusal
+    /// and are closed.
+    fn refuse_queued(&mut self) {
         let shared = Arc::clone(&self.env.shared);
-        let waiting: Vec<OwnedFd> = {
-            let mut queue = lock(&shared.queue);
-            queue.closed = true;
-            queue.waiting.drain(..).collect()
-        };
-        shared.work.notify_all();
+        let waiting: Vec<OwnedFd> = lock(&shared.queue).waiting.drain(..).collect();
         if !waiting.is_empty() {
             log::info!("closing {} queued connections", waiting.len());
         }
@@ -478,18 +521,19 @@ fn worker(index: usize, shared: &Arc<Shared>, config: ConnConfig) {
         let fd = {
             let mut queue = lock(&shared.queue);
             loop {
-                if queue.closed {
-                    return;
-                }
                 if let Some(fd) = queue.waiting.pop_front() {
                     queue.busy += 1;
                     break Arc::new(fd);
+                }
+                if queue.closed {
+                    return;
                 }
                 queue = shared.work.wait(queue).unwrap_or_else(|e| e.into_inner());
             }
         };
         *lock(&slot.current) = Some(Arc::clone(&fd));
         serve(&fd, slot, config, &mut env);
+        env.draining = false;
         env.flush();
         slot.idle.store(false, Ordering::SeqCst);
         // Leave the slot first: the accept thread only shuts down descriptors that slots hold.
@@ -515,6 +559,7 @@ fn serve(fd: &Arc<OwnedFd>, slot: &WorkerSlot, config: ConnConfig, env: &mut Thr
         slot,
         config,
         read_timeout: None,
+        drained: false,
     };
     // A send that makes no progress for the write timeout fails with EAGAIN.
     env.local.syscalls.ctl += 1;
@@ -547,12 +592,15 @@ struct Conn<'a> {
     output: Vec<u8>,
     peer_eof: bool,
     slot: &'a WorkerSlot,
+    /// The session has been told that the server is shutting down.
+    drained: bool,
 }
 
 impl Conn<'_> {
     /// Read, advance, write, until the peer or the protocol ends the connection.
     fn serve(&mut self, env: &mut ThreadEnv) {
         loop {
+            self.drain_if_shutting_down(env);
             let mut progressed = false;
             if !self.input.is_empty() || self.session.has_pending_output() {
                 env.date.refresh();
@@ -567,6 +615,9 @@ impl Conn<'_> {
             }
             if !self.output.is_empty() {
                 if let Err(e) = self.write_output(env) {
+                    if e.kind() == io::ErrorKind::WouldBlock {
+                        env.local.timeouts_write += 1;
+                    }
                     log::debug!("fd {}: {e}; closing", self.fd);
                     return;
                 }
@@ -613,28 +664,30 @@ impl Conn<'_> {
         Ok(())
     }
 
-    /// One blocking read; false when the connection should close (error, timeout, or shutdown
-    /// while idle).
+    /// From the first turn after the shutdown flag is raised, the session knows (RFC 9112 §9.6):
+    /// the response in progress or the next one is its last, with `Connection: close`.
+    fn drain_if_shutting_down(&mut self, env: &mut ThreadEnv) {
+        if !self.drained && env.shared.shutting_down.load(Ordering::SeqCst) {
+            self.drained = true;
+            env.draining = true;
+            self.session.drain();
+        }
+    }
+
+    /// One blocking read; false when the connection should close (error, timeout, or nothing
+    /// pending once the drain window is over).
     fn wait_for_input(&mut self, env: &mut ThreadEnv) -> bool {
         if !self.session.awaiting_head() {
             self.head_started = None;
         } else if self.head_started.is_none() && !self.input.is_empty() {
             self.head_started = Some(Instant::now());
         }
-        let timeout = match self.head_started {
+        let mut timeout = match self.head_started {
             Some(start) => self.config.header_timeout.saturating_sub(start.elapsed()),
             None => self.config.idle_timeout,
         };
         if timeout.is_zero() {
             return self.timed_out(env);
-        }
-        let timeout = at_least_1ms(timeout);
-        if self.read_timeout != Some(timeout) {
-            env.local.syscalls.ctl += 1;
-            if self.socket.set_read_timeout(Some(timeout)).is_err() {
-                return false;
-            }
-            self.read_timeout = Some(timeout);
         }
         let idle = self.input.is_empty() && !self.session.has_pending_output();
         if idle {
@@ -646,8 +699,33 @@ impl Conn<'_> {
             env.flush();
             self.slot.idle.store(true, Ordering::SeqCst);
             if env.shared.shutting_down.load(Ordering::SeqCst) {
+                self.drain_if_shutting_down(env);
+                if self.session.status() == Status::CloseAfterFlush {
+                    // Echo: nothing more to wait for.
+                    self.slot.idle.store(false, Ordering::SeqCst);
+                    return true;
+                }
+                let left = env.shared.drain_until.get().map_or(Duration::ZERO, |end| {
+                    end.saturating_duration_since(Instant::now())
+                });
+                if left.is_zero() {
+                    // The window is over: serve a request that has already arrived; a connection
+                    // with nothing pending is closed.
+                    if !sys::readable_now(self.fd) {
+                        return false;
+                    }
+                } else {
+                    timeout = timeout.min(left);
+                }
+            }
+        }
+        let timeout = at_least_1ms(timeout);
+        if self.read_timeout != Some(timeout) {
+            env.local.syscalls.ctl += 1;
+            if self.socket.set_read_timeout(Some(timeout)).is_err() {
                 return false;
             }
+            self.read_timeout = Some(timeout);
         }
         let want = if self.input.capacity() < READ_CHUNK && self.input.is_empty() {
             FIRST_READ
@@ -667,12 +745,18 @@ impl Conn<'_> {
     }
 
     /// A read timed out: a request head that took too long gets its 408 (HTTP) and the usual
-    /// flush-and-linger; an idle connection is closed. False: close now.
+    /// flush-and-linger; an idle connection is closed — unless the drain window just ended, when
+    /// it gets one last look for a request. False: close now.
     fn timed_out(&mut self, env: &mut ThreadEnv) -> bool {
         if self.head_started.is_none() || self.input.is_empty() {
+            if self.drained && self.input.is_empty() && !self.session.has_pending_output() {
+                return true;
+            }
+            env.local.timeouts_idle += 1;
             log::debug!("fd {}: idle; closing", self.fd);
             return false;
         }
+        env.local.timeouts_header += 1;
         log::debug!(
             "fd {}: request head not complete within {:?}",
             self.fd,

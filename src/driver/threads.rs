@@ -4,27 +4,46 @@
 //! - One accept thread (the caller's) waits with poll(2) on the listener and the signalfd, so a
 //!   SIGTERM is seen even when no client connects. Every accepted socket is blocking and gets its
 //!   own OS thread with a small stack (`--thread-stack`); nothing else runs on that thread.
-//! - A thread that cannot be created (EAGAIN: threads-max, pid_max, memory) costs that one
-//!   connection, which is refused (HTTP: 503) and logged at most once a second — never a panic.
+//! - Threads are capped before the host runs out: at start-up [`HostLimits`] reads threads-max,
+//!   pid_max, the threads alive now, RLIMIT_NPROC, the cgroup's pids.max, and the memory
+//!   available (MemAvailable and the cgroup's room) against the cost of one thread (its
+//!   `--thread-stack` plus kernel stack and buffers), and takes for itself at most half of what
+//!   each leaves free: other processes need threads too, and a server that exhausts the host's
+//!   threads makes fork and clone fail for every process on it. `c10k backends` shows the cap
+//!   and what bounds it; `--max-conns` lowers it (it cannot raise it: a smaller `--thread-stack`
+//!   raises the memory bound). A connection beyond the cap is refused like one beyond
+//!   `--max-conns`: HTTP 503, echo closed, counted in `connections_refused`.
+//! - A thread that cannot be created all the same (EAGAIN) costs that one connection, which is
+//!   refused (HTTP: 503) and logged at most once a second — never a panic.
 //! - Output is bounded by the protocol's high-water mark: a thread writes what `advance` produced
 //!   before it asks for more, so a client that does not read blocks only its own thread.
 //! - No global mutable state: each thread counts into its own [`Counters`] and folds them into the
 //!   shared totals before each blocking send and read (two uncontended locks per request), so
-//!   `/stats` is server-wide.
+//!   `/stats` is server-wide and costs one lock, whatever the number of connections: it touches
+//!   no connection (`connections_current` counts a connection until its thread has left).
 //! - Timeouts are socket options, so the blocking calls enforce them: SO_SNDTIMEO (write stall)
 //!   once per connection, SO_RCVTIMEO set before a read only when the rule changes — the idle
 //!   timeout between requests, or what is left of the header timeout while a head arrives.
-//! - Shutdown: the registry of live connections lets the accept thread wake threads that are idle
-//!   in `read` (`shutdown(SHUT_RD)`), while busy ones finish their response and then see the flag.
-//!   The registry holds each descriptor open (an `Arc<OwnedFd>`) until the connection leaves it,
-//!   so the accept thread never shuts down a descriptor number that was reused.
+//! - Shutdown (RFC 9112 §9.6): the accept thread raises the flag, takes what is already in the
+//!   backlog, and closes the listener; every thread then drains its session ([`Session::drain`]): a
+//!   response in progress finishes and is the last, and the next request is answered with
+//!   `Connection: close`, then writing is shut down and the input drained (linger), so the client
+//!   reads the response, not a reset. An idle keep-alive connection gets a drain window
+//!   ([`super::KEEPALIVE_DRAIN_WINDOW`]) for that next request, since closing it at once would race
+//!   with a request already on its way; when the window is over, what has arrived is still served
+//!   and a connection with nothing pending is closed. Threads that went idle before the signal
+//!   (blocked in `read` under the idle timeout) are woken at the end of the window with
+//!   `shutdown(SHUT_RD)`, which still lets them read what has arrived. Whatever is left at the end
+//!   of the grace period is cut. The registry holds each descriptor open (an `Arc<OwnedFd>`) until
+//!   the connection leaves it, so the accept thread never shuts down a descriptor number that was
+//!   reused.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -52,6 +71,145 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 256 * 1024;
 /// After EMFILE/ENFILE (or a failed thread creation), how long accepting pauses.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Of each limit on threads (host, user, cgroup, memory), the share this server takes: other
+/// processes need threads too.
+const HOST_SHARE: u64 = 2;
+/// What a connection thread costs besides its stack: guard page, kernel stack (16 KiB on x86-64),
+/// task struct and the rest of the kernel's bookkeeping, and the connection's first buffers.
+const THREAD_OVERHEAD_KIB: u64 = 40;
+
+/// The limits on how many threads this process may create, read from the host.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostLimits {
+    /// /proc/sys/kernel/threads-max: threads on the host.
+    pub threads_max: Option<u64>,
+    /// /proc/sys/kernel/pid_max: every thread takes a pid.
+    pub pid_max: Option<u64>,
+    /// Threads alive on the host now (/proc/loadavg).
+    pub threads_now: Option<u64>,
+    /// Soft RLIMIT_NPROC (None: unlimited): threads of this user.
+    pub nproc: Option<u64>,
+    /// The cgroup's pids.max and pids.current.
+    pub cgroup_pids: Option<(u64, u64)>,
+    /// Bytes of memory available: MemAvailable, or the cgroup's room if smaller.
+    pub mem_available: Option<u64>,
+}
+
+/// How many connection threads to allow, and which limit decided it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThreadCap {
+    pub threads: usize,
+    pub bound: &'static str,
+}
+
+impl HostLimits {
+    /// Reads the limits from /proc, /sys/fs/cgroup and getrlimit; what cannot be read is `None`.
+    pub fn read() -> HostLimits {
+        let number =
+            |path: &str| -> Option<u64> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+        let threads_now = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().nth(3)?.split_once('/')?.1.parse().ok());
+        let nproc = sys::nproc_limit();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let mem_available = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemAvailable:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map(|kib| kib * 1024);
+        let cgroup_pids = cgroup_file("pids", "pids.max").zip(cgroup_file("pids", "pids.current"));
+        let cgroup_mem_room = cgroup_file("memory", "memory.max")
+            .zip(cgroup_file("memory", "memory.current"))
+            .or_else(|| {
+                cgroup_file("memory", "memory.limit_in_bytes")
+                    .zip(cgroup_file("memory", "memory.usage_in_bytes"))
+            })
+            .map(|(max, used)| max.saturating_sub(used));
+        HostLimits {
+            threads_max: number("/proc/sys/kernel/threads-max"),
+            pid_max: number("/proc/sys/kernel/pid_max"),
+            threads_now,
+            nproc,
+            cgroup_pids,
+            mem_available: match (mem_available, cgroup_mem_room) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+        }
+    }
+
+    /// The cap on connection threads with stacks of `stack_kib`: the smallest of each limit's
+    /// share (see [`HOST_SHARE`]), at least 1.
+    pub fn cap(&self, stack_kib: usize) -> ThreadCap {
+        let now = self.threads_now.unwrap_or(0);
+        let host = |limit: Option<u64>| limit.map(|l| l.saturating_sub(now) / HOST_SHARE);
+        let per_thread = (stack_kib as u64 + THREAD_OVERHEAD_KIB) * 1024;
+        let candidates = [
+            (host(self.threads_max), "threads-max"),
+            (host(self.pid_max), "pid_max"),
+            (self.nproc.map(|n| n / HOST_SHARE), "RLIMIT_NPROC"),
+            (
+                self.cgroup_pids
+                    .map(|(max, current)| max.saturating_sub(current) / HOST_SHARE),
+                "cgroup pids.max",
+            ),
+            (
+                self.mem_available.map(|m| m / HOST_SHARE / per_thread),
+                "memory",
+            ),
+        ];
+        let (threads, bound) = candidates
+            .into_iter()
+            .filter_map(|(n, why)| Some((n?, why)))
+            .min_by_key(|&(n, _)| n)
+            .unwrap_or((u64::MAX, "nothing readable"));
+        ThreadCap {
+            threads: threads.clamp(1, usize::MAX as u64) as usize,
+            bound,
+        }
+    }
+
+    /// One line for `c10k backends`.
+    pub fn describe(&self, stack_kib: usize) -> String {
+        let show = |v: Option<u64>| v.map_or("?".to_string(), |v| v.to_string());
+        let cap = self.cap(stack_kib);
+        format!(
+            "here: at most {} connection threads at {stack_kib} KiB stacks, bound by {} \
+             (threads-max {}, pid_max {}, {} threads alive, RLIMIT_NPROC {}, cgroup pids {}, \
+             {} MiB available; half of each is taken); --max-conns lowers it",
+            cap.threads,
+            cap.bound,
+            show(self.threads_max),
+            show(self.pid_max),
+            show(self.threads_now),
+            self.nproc
+                .map_or("unlimited".to_string(), |n| n.to_string()),
+            self.cgroup_pids
+                .map_or("unlimited".to_string(), |(max, cur)| format!("{cur}/{max}")),
+            self.mem_available
+                .map_or("?".to_string(), |m| (m >> 20).to_string()),
+        )
+    }
+}
+
+/// A number from this process's cgroup: `file` of the v2 hierarchy, or of the v1 `controller`.
+/// None when the file is absent, unreadable or says "max".
+fn cgroup_file(controller: &str, file: &str) -> Option<u64> {
+    let groups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    groups.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let dir = if controllers.is_empty() {
+            format!("/sys/fs/cgroup{path}")
+        } else if controllers.split(',').any(|c| c == controller) {
+            format!("/sys/fs/cgroup/{controller}{path}")
+        } else {
+            return None;
+        };
+        let text = std::fs::read_to_string(format!("{}/{file}", dir.trim_end_matches('/'))).ok()?;
+        text.trim().parse().ok()
+    })
+}
 
 /// What the accept thread and every connection thread share.
 struct Shared {
@@ -61,7 +219,10 @@ struct Shared {
     registry: Mutex<HashMap<u64, Arc<Slot>>>,
     /// Signalled when a connection leaves the registry.
     left: Condvar,
+    /// Set (after `drain_until`) when shutdown begins; every thread then drains its session.
     shutting_down: AtomicBool,
+    /// When the drain window of idle keep-alive connections ends.
+    drain_until: OnceLock<Instant>,
     /// With `--workers N`: where this process publishes its totals for the other workers.
     board: Option<Arc<StatsBoard>>,
 }
@@ -91,39 +252,13 @@ impl Shared {
     }
 }
 
-/// Connections whose threads are about to notice that they are over: reset by the peer, or idle
-/// with the peer gone. `/stats` does not count them as open, as a single-threaded loop would have
-/// seen their hang-up before a later request. One zero-timeout poll(2) over the registry.
-fn connections_ending(shared: &Shared) -> u64 {
-    let slots: Vec<Arc<Slot>> = shared.registry().values().cloned().collect();
-    // The Arcs keep every descriptor open while we poll it.
-    let mut fds: Vec<libc::pollfd> = slots
-        .iter()
-        .map(|slot| libc::pollfd {
-            fd: slot.fd.as_raw_fd(),
-            events: libc::POLLRDHUP,
-            revents: 0,
-        })
-        .collect();
-    if fds.is_empty() || sys::poll(&mut fds, Some(Duration::ZERO)).is_err() {
-        return 0;
-    }
-    let reset = libc::POLLHUP | libc::POLLERR;
-    slots
-        .iter()
-        .zip(&fds)
-        .filter(|(slot, p)| {
-            p.revents & reset != 0
-                || (p.revents & libc::POLLRDHUP != 0 && slot.idle.load(Ordering::SeqCst))
-        })
-        .count() as u64
-}
-
 /// One thread's view of the server: its own date cache and the counters not yet folded in.
 struct ThreadEnv {
     date: HttpDate,
     local: Counters,
     shared: Arc<Shared>,
+    /// This thread's session has been drained: requests now are answered during shutdown.
+    draining: bool,
 }
 
 impl ThreadEnv {
@@ -132,6 +267,7 @@ impl ThreadEnv {
             date: HttpDate::default(),
             local: Counters::default(),
             shared,
+            draining: false,
         }
     }
 
@@ -154,9 +290,6 @@ impl Env for ThreadEnv {
     fn stats_json(&self) -> String {
         let mut counters = *self.shared.totals();
         counters.merge(&self.local);
-        counters.connections_current = counters
-            .connections_current
-            .saturating_sub(connections_ending(&self.shared));
         match &self.shared.board {
             Some(board) => {
                 board.publish(&counters);
@@ -169,6 +302,9 @@ impl Env for ThreadEnv {
 
     fn count_request(&mut self) {
         self.local.requests += 1;
+        if self.draining {
+            self.local.shutdown_answered += 1;
+        }
     }
 }
 
@@ -184,11 +320,22 @@ pub fn run(
         registry: Mutex::new(HashMap::new()),
         left: Condvar::new(),
         shutting_down: AtomicBool::new(false),
+        drain_until: OnceLock::new(),
         board: options.board.clone(),
     });
+    let cap = HostLimits::read().cap(options.thread_stack_kib);
+    let max_conns = options.max_conns.min(cap.threads);
+    if max_conns < options.max_conns {
+        log::info!(
+            "threads: at most {max_conns} connections, one thread each (bound by {})",
+            cap.bound
+        );
+    }
     let mut acceptor = Acceptor {
         env: ThreadEnv::new(Arc::clone(&shared)),
         options: options.clone(),
+        max_conns,
+        thread_bound: (max_conns < options.max_conns).then_some(cap.bound),
         next_id: 0,
         last_failure_log: None,
         failures: 0,
@@ -226,9 +373,21 @@ pub fn run(
         }
         acceptor.env.flush();
     }
+    let grace_end = Instant::now() + options.shutdown_grace;
+    // Echo has no next request to wait for: its idle connections are woken at once.
+    let window = match options.proto {
+        Proto::Echo => Duration::ZERO,
+        Proto::Http => super::keepalive_drain_window(options.shutdown_grace),
+    };
+    let window_end = Instant::now() + window;
+    let _ = shared.drain_until.set(window_end);
+    shared.shutting_down.store(true, Ordering::SeqCst);
+    // Connections the kernel completed before the signal are clients like any other: take them
+    // (their threads drain at once) rather than reset them by closing the listener on them.
+    acceptor.accept_all(listener.as_raw_fd());
     drop(listener);
     acceptor.env.flush();
-    finish(&shared, options.shutdown_grace);
+    finish(&shared, window_end, grace_end);
     let counters = *shared.totals();
     log::info!("{}", stats::summary_line(BACKEND, &counters));
     Ok(counters)
@@ -251,32 +410,38 @@ fn take_signals(signals: &mut SignalFd, env: &mut ThreadEnv) -> bool {
     stop
 }
 
-/// Stops the connection threads: idle ones at once, busy ones after their response, all of them
-/// when the grace period is over.
-fn finish(shared: &Shared, grace: Duration) {
-    let deadline = Instant::now() + grace;
-    shared.shutting_down.store(true, Ordering::SeqCst);
+/// Waits for the connection threads to finish: until the drain window is over, idle ones may
+/// still get a last request; then those still idle since before the signal (blocked in `read`
+/// under the idle timeout) are woken; at the end of the grace period what is left is cut.
+fn finish(shared: &Shared, window_end: Instant, grace_end: Instant) {
     let mut registry = shared.registry();
-    for slot in registry.values() {
-        // A thread stores `idle` and then loads `shutting_down`; we store the flag and then load
-        // `idle` (both SeqCst), so at least one of us sees the other and no idle thread is missed.
-        if slot.idle.load(Ordering::SeqCst) {
-            // The registry holds the descriptor open, so this number is still that connection's.
-            let _ = SockRef::from(&*slot.fd).shutdown(Shutdown::Read);
-        }
-    }
+    let mut woken = false;
     while !registry.is_empty() {
         let now = Instant::now();
-        if now >= deadline {
+        if now >= grace_end {
             log::warn!("grace period over: closing {} connections", registry.len());
             for slot in registry.values() {
                 let _ = SockRef::from(&*slot.fd).shutdown(Shutdown::Both);
             }
             return;
         }
+        if !woken && now >= window_end {
+            woken = true;
+            for slot in registry.values() {
+                // A thread stores `idle` and then loads `shutting_down`; we stored the flag and
+                // now load `idle` (both SeqCst), so an idle thread either sees the flag and
+                // bounds its read by the window, or is seen here. SHUT_RD lets it read what has
+                // arrived, then end of file. The registry holds the descriptor open, so this
+                // number is still that connection's.
+                if slot.idle.load(Ordering::SeqCst) {
+                    let _ = SockRef::from(&*slot.fd).shutdown(Shutdown::Read);
+                }
+            }
+        }
+        let until = if woken { grace_end } else { window_end };
         registry = shared
             .left
-            .wait_timeout(registry, deadline - now)
+            .wait_timeout(registry, until.saturating_duration_since(now))
             .unwrap_or_else(|e| e.into_inner())
             .0;
     }
@@ -286,6 +451,10 @@ fn finish(shared: &Shared, grace: Duration) {
 struct Acceptor {
     env: ThreadEnv,
     options: DriverOptions,
+    /// `--max-conns`, or the thread cap if lower.
+    max_conns: usize,
+    /// What limits the thread cap, when it is lower than `--max-conns`.
+    thread_bound: Option<&'static str>,
     next_id: u64,
     last_failure_log: Option<Instant>,
     failures: u64,
@@ -323,12 +492,15 @@ impl Acceptor {
         let fd = Arc::new(fd);
         {
             let mut registry = shared.registry();
-            if registry.len() >= self.options.max_conns {
+            if registry.len() >= self.max_conns {
                 drop(registry);
-                log::debug!(
-                    "refused a connection: --max-conns {}",
-                    self.options.max_conns
-                );
+                match self.thread_bound {
+                    Some(bound) => self.log_failure(&format!(
+                        "refusing connections beyond {} threads (the cap {bound} sets)",
+                        self.max_conns
+                    )),
+                    None => log::debug!("refused a connection: --max-conns {}", self.max_conns),
+                }
                 self.refuse(&fd);
                 return true;
             }
@@ -420,6 +592,7 @@ fn connection_thread(id: u64, fd: Arc<OwnedFd>, config: ConnConfig, shared: Arc<
             config,
             read_timeout: None,
             bulk: false,
+            drained: false,
         };
         // A send that makes no progress for the write timeout fails with EAGAIN.
         env.local.syscalls.ctl += 1;
@@ -468,12 +641,15 @@ struct Conn {
     output: Vec<u8>,
     peer_eof: bool,
     slot: Arc<Slot>,
+    /// The session has been told that the server is shutting down.
+    drained: bool,
 }
 
 impl Conn {
     /// Read, advance, write, until the peer or the protocol ends the connection.
     fn serve(&mut self, env: &mut ThreadEnv) {
         loop {
+            self.drain_if_shutting_down(env);
             // Let the protocol turn input (or a streamed body) into output, up to the high-water
             // mark; then write all of it before asking for more.
             let mut progressed = false;
@@ -489,7 +665,11 @@ impl Conn {
                 progressed = consumed > 0 || self.output.len() > before;
             }
             if !self.output.is_empty() {
-                if self.write_output(env).is_err() {
+                if let Err(e) = self.write_output(env) {
+                    if e.kind() == io::ErrorKind::WouldBlock {
+                        env.local.timeouts_write += 1;
+                        log::debug!("fd {}: send stalled; closing", self.fd);
+                    }
                     return;
                 }
                 continue;
@@ -535,7 +715,18 @@ impl Conn {
         Ok(())
     }
 
-    /// One blocking read; false when the connection should close (error, or shutdown while idle).
+    /// From the first turn after the shutdown flag is raised, the session knows (RFC 9112 §9.6):
+    /// the response in progress or the next one is its last, with `Connection: close`.
+    fn drain_if_shutting_down(&mut self, env: &mut ThreadEnv) {
+        if !self.drained && env.shared.shutting_down.load(Ordering::SeqCst) {
+            self.drained = true;
+            env.draining = true;
+            self.session.drain();
+        }
+    }
+
+    /// One blocking read; false when the connection should close (error, timeout, or nothing
+    /// pending once the drain window is over).
     fn wait_for_input(&mut self, env: &mut ThreadEnv) -> bool {
         if !self.session.awaiting_head() {
             self.head_started = None;
@@ -544,23 +735,12 @@ impl Conn {
         }
         // The rule that bounds this read: the header timeout, from when the head began, or the
         // idle timeout (between requests, or inside a body), from now.
-        let timeout = match self.head_started {
+        let mut timeout = match self.head_started {
             Some(start) => self.config.header_timeout.saturating_sub(start.elapsed()),
             None => self.config.idle_timeout,
         };
         if timeout.is_zero() {
             return self.timed_out(env);
-        }
-        let timeout = at_least_1ms(timeout);
-        if self.read_timeout != Some(timeout) {
-            env.local.syscalls.ctl += 1;
-            if SockRef::from(&*self.slot.fd)
-                .set_read_timeout(Some(timeout))
-                .is_err()
-            {
-                return false;
-            }
-            self.read_timeout = Some(timeout);
         }
         let idle = self.input.is_empty() && !self.session.has_pending_output();
         if idle {
@@ -574,8 +754,36 @@ impl Conn {
             env.flush();
             self.slot.idle.store(true, Ordering::SeqCst);
             if env.shared.shutting_down.load(Ordering::SeqCst) {
+                self.drain_if_shutting_down(env);
+                if self.session.status() == Status::CloseAfterFlush {
+                    // Echo: nothing more to wait for.
+                    self.slot.idle.store(false, Ordering::SeqCst);
+                    return true;
+                }
+                let left = env.shared.drain_until.get().map_or(Duration::ZERO, |end| {
+                    end.saturating_duration_since(Instant::now())
+                });
+                if left.is_zero() {
+                    // The window is over: serve a request that has already arrived; a connection
+                    // with nothing pending is closed.
+                    if !sys::readable_now(self.fd) {
+                        return false;
+                    }
+                } else {
+                    timeout = timeout.min(left);
+                }
+            }
+        }
+        let timeout = at_least_1ms(timeout);
+        if self.read_timeout != Some(timeout) {
+            env.local.syscalls.ctl += 1;
+            if SockRef::from(&*self.slot.fd)
+                .set_read_timeout(Some(timeout))
+                .is_err()
+            {
                 return false;
             }
+            self.read_timeout = Some(timeout);
         }
         // Small while requests are small; big once a read has filled what it was given.
         let want = if self.bulk { READ_CHUNK } else { FIRST_READ };
@@ -595,13 +803,18 @@ impl Conn {
     }
 
     /// A read timed out: a request head that took too long gets its 408 (HTTP) and the usual
-    /// flush-and-linger; an idle connection (or one that never sent a byte) is closed. False:
-    /// close now.
+    /// flush-and-linger; an idle connection (or one that never sent a byte) is closed — unless
+    /// the drain window just ended, when it gets one last look for a request. False: close now.
     fn timed_out(&mut self, env: &mut ThreadEnv) -> bool {
         if self.head_started.is_none() || self.input.is_empty() {
+            if self.drained && self.input.is_empty() && !self.session.has_pending_output() {
+                return true;
+            }
+            env.local.timeouts_idle += 1;
             log::debug!("fd {}: idle; closing", self.fd);
             return false;
         }
+        env.local.timeouts_header += 1;
         log::debug!(
             "fd {}: request head not complete within {:?}",
             self.fd,
@@ -639,5 +852,70 @@ impl Conn {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> HostLimits {
+        HostLimits {
+            threads_max: Some(192_730),
+            pid_max: Some(32_768),
+            threads_now: Some(768),
+            nproc: None,
+            cgroup_pids: None,
+            mem_available: Some(24 << 30),
+        }
+    }
+
+    #[test]
+    fn cap_takes_half_of_what_the_tightest_limit_leaves_free() {
+        // pid_max is the tightest: (32768 - 768) / 2.
+        assert_eq!(
+            host().cap(64),
+            ThreadCap {
+                threads: 16_000,
+                bound: "pid_max"
+            }
+        );
+        let user = HostLimits {
+            nproc: Some(24),
+            ..host()
+        };
+        assert_eq!(user.cap(64).threads, 12);
+        assert_eq!(user.cap(64).bound, "RLIMIT_NPROC");
+        let cgroup = HostLimits {
+            cgroup_pids: Some((1000, 200)),
+            ..host()
+        };
+        assert_eq!(
+            (cgroup.cap(64).threads, cgroup.cap(64).bound),
+            (400, "cgroup pids.max")
+        );
+    }
+
+    #[test]
+    fn memory_bounds_the_cap_by_stack_size() {
+        // 1 GiB available, half of it taken, at (1024 + 40) KiB a thread.
+        let small = HostLimits {
+            mem_available: Some(1 << 30),
+            ..host()
+        };
+        let cap = small.cap(1024);
+        assert_eq!((cap.threads, cap.bound), ((512 * 1024) / 1064, "memory"));
+        // Smaller stacks: more threads.
+        assert!(small.cap(16).threads > cap.threads);
+    }
+
+    #[test]
+    fn nothing_readable_means_no_cap_and_nothing_free_means_one() {
+        assert_eq!(HostLimits::default().cap(64).threads, usize::MAX);
+        let full = HostLimits {
+            threads_now: Some(40_000),
+            ..host()
+        };
+        assert_eq!(full.cap(64).threads, 1);
     }
 }

@@ -17,8 +17,31 @@
 //!   handed back to the ring).
 //! - Timeouts (header, idle, write stall, linger) are one lazily checked deadline per connection
 //!   in a heap, computed from its state as in the reactor; the wait is bounded by the earliest.
+//! - Accepted sockets stay blocking, on purpose. io_uring issues every recv and send first with
+//!   MSG_DONTWAIT whatever the socket's flags, and on EAGAIN arms an internal poll and retries from
+//!   the ring's own task work when the socket is ready (IORING_FEAT_FAST_POLL, required by
+//!   [`probe`]): no io-wq worker thread is spent on a waiting socket either way. What O_NONBLOCK
+//!   would change is the retry: `sendmsg`/`recvmsg` OR MSG_DONTWAIT into an O_NONBLOCK file's
+//!   flags, so a retry that still finds the socket not ready, or one punted to io-wq, completes
+//!   with -EAGAIN, and we would re-arm it ourselves: a completion and an SQE for nothing, now and
+//!   then, under load (liburing issue 364, seastar PR 3479). Blocking sockets leave the waiting to
+//!   the kernel. IORING_RECVSEND_POLL_FIRST is not used: a keep-alive recv usually finds no data
+//!   and pays one failed attempt, but a pipelined or streaming one usually finds it at once. The
+//!   few direct syscalls on these sockets (the 503 of a refusal into an empty send buffer,
+//!   shutdown) never block. The listener is blocking for the same reason.
+//! - Counted in `/stats`: `uring_ops` (SQEs queued), `completions` (CQEs reaped), `waits`
+//!   (io_uring_enter calls), and `recv_rearms` (recvs the kernel ended without data: ENOBUFS when
+//!   the buffer ring ran dry, EAGAIN, EINTR).
 //! - Signals arrive through the ring too (a poll on the signalfd), so shutdown is one more
-//!   completion: stop accepting, close idle connections, let busy ones finish within the grace.
+//!   completion. Then (RFC 9112 §9.6): the listener stops listening (`shutdown(SHUT_RD)`) and
+//!   the accept is cancelled, connections it still delivers are served, and the listener is
+//!   closed once it has ended; every session is drained
+//!   ([`Session::drain`]): the response in progress or the next one is its last, with `Connection:
+//!   close`, then writing is shut down and input drained (linger) so the client reads the response,
+//!   not a reset. Idle keep-alive connections keep their recv armed for the drain window
+//!   ([`super::KEEPALIVE_DRAIN_WINDOW`]), since closing them at once would race with a request on
+//!   its way; when it ends, those with nothing pending are closed. Whatever is left at the end of
+//!   the grace period is cancelled.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -116,6 +139,11 @@ pub fn probe() -> Result<(), String> {
             return Err(format!("io_uring has no {name} operation on this kernel"));
         }
     }
+    if !ring.params().is_feature_fast_poll() {
+        // Without it a recv or send that cannot complete at once is handed to an io-wq worker
+        // thread that blocks on our blocking socket: a thread per idle connection.
+        return Err("io_uring lacks IORING_FEAT_FAST_POLL (Linux ≥ 5.7)".into());
+    }
     if !ring.params().is_feature_ext_arg() {
         return Err("io_uring lacks IORING_FEAT_EXT_ARG (timed waits; Linux ≥ 5.11)".into());
     }
@@ -144,11 +172,12 @@ pub fn run(listener: OwnedFd, signals: SignalFd, options: &DriverOptions) -> io:
             ..LoopEnv::new("uring")
         },
         options: options.clone(),
-        listener,
+        listener: Some(listener),
         signals,
         accepting: false,
         accept_paused_until: None,
         shutdown_deadline: None,
+        drain_until: None,
         timers: BinaryHeap::new(),
         clock: Clock::new(),
         timeouts: Timeouts::from_options(options),
@@ -186,6 +215,8 @@ struct Conn {
     phase: Phase,
     /// Closed as far as the protocol is concerned; freed once no operation is in flight.
     closing: bool,
+    /// The session has been told that the server is shutting down.
+    drained: bool,
     lingered: usize,
     /// Loop-clock milliseconds (see [`Clock`]) of the last byte received or sent.
     last_activity: u64,
@@ -279,12 +310,15 @@ struct Uring {
     conns: Slab,
     env: LoopEnv,
     options: DriverOptions,
-    listener: OwnedFd,
+    /// Closed once the accept has ended after shutdown began.
+    listener: Option<OwnedFd>,
     signals: SignalFd,
     /// A multishot accept is in flight.
     accepting: bool,
     accept_paused_until: Option<Instant>,
     shutdown_deadline: Option<Instant>,
+    /// While shutting down: when the drain window of idle connections ends (None once it has).
+    drain_until: Option<Instant>,
     /// Connection deadlines (loop-clock ms), lazily deleted: an entry is only a reminder, checked
     /// against the connection's state when it comes due.
     timers: BinaryHeap<Reverse<(u64, Token)>>,
@@ -311,6 +345,7 @@ impl Uring {
                 self.pump(token);
             }
             self.run_timers();
+            self.end_drain_window();
             if self.shutdown_deadline.is_some() && self.finish_shutdown() {
                 break;
             }
@@ -362,6 +397,7 @@ impl Uring {
                 .map(|Reverse((at, _))| self.clock.instant(*at)),
             self.accept_paused_until,
             self.shutdown_deadline,
+            self.drain_until,
         ]
         .into_iter()
         .flatten()
@@ -394,7 +430,10 @@ impl Uring {
     // ---- submissions -------------------------------------------------------------------------
 
     fn arm_accept(&mut self) {
-        let entry = opcode::AcceptMulti::new(Fd(self.listener.as_raw_fd()))
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        let entry = opcode::AcceptMulti::new(Fd(listener.as_raw_fd()))
             .flags(libc::SOCK_CLOEXEC)
             .build()
             .user_data(user_data(Op::Accept, 0));
@@ -427,10 +466,9 @@ impl Uring {
         }
         if result >= 0 {
             self.env.counters.syscalls.accepts += 1;
-            let fd = adopt_fd(result);
-            if self.shutdown_deadline.is_none() {
-                self.admit(fd);
-            }
+            // Also after shutdown began: the client connected before the accept was cancelled,
+            // and is served (drained) rather than reset.
+            self.admit(adopt_fd(result));
         } else {
             let e = io::Error::from_raw_os_error(-result);
             if sys::is_fd_exhaustion(&e) {
@@ -438,6 +476,11 @@ impl Uring {
             } else if result != -libc::ECANCELED {
                 log::debug!("accept: {e}");
             }
+        }
+        if !self.accepting && self.shutdown_deadline.is_some() {
+            // The accept has ended: clients connecting from now on are refused by the kernel
+            // instead of waiting in a backlog nobody will take.
+            self.listener = None;
         }
         if !self.accepting && self.accept_paused_until.is_none() && self.shutdown_deadline.is_none()
         {
@@ -466,7 +509,11 @@ impl Uring {
             );
             return;
         }
-        let session = Session::new(self.options.proto);
+        let mut session = Session::new(self.options.proto);
+        let drained = self.shutdown_deadline.is_some();
+        if drained {
+            session.drain();
+        }
         let now = self.clock.now_ms;
         let token = self.conns.insert(Conn {
             fd,
@@ -484,6 +531,7 @@ impl Uring {
             phase: Phase::Serving,
             closing: false,
             lingered: 0,
+            drained,
         });
         self.env.counters.connections_current += 1;
         self.env.publish();
@@ -594,9 +642,11 @@ impl Uring {
             }
             e if e == -libc::ENOBUFS => {
                 log::debug!("recv: the buffer ring is empty; re-arming after this batch");
+                self.env.counters.syscalls.recv_rearms += 1;
                 self.starved.push(token)
             }
             e if e == -libc::EINTR || e == -libc::EAGAIN || e == -libc::ECANCELED => {
+                self.env.counters.syscalls.recv_rearms += 1;
                 self.pump(token)
             }
             _ => self.close(token),
@@ -654,6 +704,7 @@ impl Uring {
 
     fn step(&mut self, token: Token) {
         let shutting_down = self.shutdown_deadline.is_some();
+        let drain_over = self.drain_until.is_none();
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
@@ -691,7 +742,8 @@ impl Uring {
             } else if conn.peer_eof && !conn.session.has_pending_output() {
                 // Everything the peer sent before its half-close has been answered.
                 return self.close(token);
-            } else if shutting_down && conn.is_idle() {
+            } else if shutting_down && drain_over && conn.is_idle() {
+                // Nothing pending and the drain window is over.
                 return self.close(token);
             }
         }
@@ -824,12 +876,14 @@ impl Uring {
         let fd = conn.fd.as_raw_fd();
         match conn.phase {
             Phase::Serving if conn.pending_output() > 0 || conn.send_armed => {
+                self.env.counters.timeouts_write += 1;
                 log::debug!(
                     "fd {fd}: send stalled for {} ms; closing",
                     self.timeouts.write_ms
                 );
             }
             Phase::Serving if conn.head_started != NEVER && !conn.input.is_empty() => {
+                self.env.counters.timeouts_header += 1;
                 log::debug!(
                     "fd {fd}: request head not complete within {} ms",
                     self.timeouts.header_ms
@@ -845,7 +899,10 @@ impl Uring {
                     return self.pump(token);
                 }
             }
-            Phase::Serving => log::debug!("fd {fd}: idle; closing"),
+            Phase::Serving => {
+                self.env.counters.timeouts_idle += 1;
+                log::debug!("fd {fd}: idle; closing")
+            }
             Phase::Lingering => {}
         }
         self.close(token);
@@ -855,19 +912,42 @@ impl Uring {
         if self.shutdown_deadline.is_some() {
             return;
         }
-        self.shutdown_deadline = Some(Instant::now() + self.options.shutdown_grace);
+        let now = Instant::now();
+        self.shutdown_deadline = Some(now + self.options.shutdown_grace);
+        self.drain_until = Some(now + super::keepalive_drain_window(self.options.shutdown_grace));
         self.accept_paused_until = None;
+        if let Some(listener) = &self.listener {
+            // Stop listening now, before any drained connection is told `Connection: close`:
+            // a client that reconnects then is refused, rather than let into a backlog that is
+            // reset when the accept ends. (Closing our descriptor would not do: the accept in
+            // flight holds the socket open.) The accept then ends with an error.
+            let _ = sys::shutdown_read(listener.as_raw_fd());
+        }
         if self.accepting {
             self.cancel(Op::Accept, 0);
+        } else {
+            self.listener = None;
         }
         for token in self.conns.tokens() {
-            if self
-                .conns
-                .get_mut(token)
-                .is_some_and(|c| c.phase == Phase::Serving && c.is_idle())
-            {
-                self.close(token);
+            if let Some(conn) = self.conns.get_mut(token) {
+                if !conn.drained && !conn.closing {
+                    conn.drained = true;
+                    conn.session.drain();
+                    self.pump(token);
+                }
             }
+        }
+    }
+
+    /// The drain window is over: connections with nothing pending are closed (a request that
+    /// has arrived has been reaped before this, and is served).
+    fn end_drain_window(&mut self) {
+        if self.drain_until.is_none_or(|at| at > Instant::now()) {
+            return;
+        }
+        self.drain_until = None;
+        for token in self.conns.tokens() {
+            self.pump(token);
         }
     }
 
@@ -912,8 +992,12 @@ fn produce(conn: &mut Conn, env: &mut LoopEnv, spare: &mut Vec<Vec<u8>>) {
             conn.sent = 0;
         }
         let before = conn.output.len();
+        let requests_before = env.counters.requests;
         let consumed = conn.session.advance(&conn.input, &mut conn.output, env);
         conn.input.drain(..consumed);
+        if conn.drained {
+            env.counters.shutdown_answered += env.counters.requests - requests_before;
+        }
         if consumed > 0 {
             // A request head ended; if another has begun behind it, its clock starts now.
             conn.head_started = NEVER;
@@ -956,6 +1040,7 @@ unsafe fn push(ring: &mut IoUring, syscalls: &mut Syscalls, entry: &squeue::Entr
     loop {
         // SAFETY: the caller guarantees the entry's pointers outlive the operation.
         if unsafe { ring.submission().push(entry) }.is_ok() {
+            syscalls.uring_ops += 1;
             return;
         }
         syscalls.waits += 1;
@@ -973,12 +1058,26 @@ fn adopt_fd(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
+/// One entry of a provided-buffer ring: the kernel's `struct io_uring_buf`, whose layout is ABI.
+/// Ours rather than `io_uring::types::BufRingEntry`, whose setters take `&mut self` (see
+/// [`BufRing::recycle`]). The first entry's `resv` is the ring's tail.
+#[repr(C)]
+struct RawBuf {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+
+const _: () = assert!(std::mem::size_of::<RawBuf>() == std::mem::size_of::<BufRingEntry>());
+const _: () = assert!(std::mem::size_of::<RawBuf>() == 16);
+
 /// A provided-buffer ring: `count` buffers of `size` bytes the kernel picks from when a recv
 /// with buffer select has data, and that the loop hands back (`recycle`) once it has copied the
 /// data out. The ring and the buffers are freed only when the `BufRing` is dropped, which the
 /// driver does after the io_uring (field order) and never with a recv in flight.
 struct BufRing {
-    entries: NonNull<BufRingEntry>,
+    entries: NonNull<RawBuf>,
     entries_layout: std::alloc::Layout,
     buffers: NonNull<u8>,
     buffers_layout: std::alloc::Layout,
@@ -994,7 +1093,7 @@ impl BufRing {
             "buffer ring size must be a power of two"
         );
         let entries_layout = std::alloc::Layout::from_size_align(
-            usize::from(count) * std::mem::size_of::<BufRingEntry>(),
+            usize::from(count) * std::mem::size_of::<RawBuf>(),
             4096,
         )
         .map_err(io::Error::other)?;
@@ -1010,7 +1109,7 @@ impl BufRing {
             )
         };
         let (Some(entries), Some(buffers)) = (
-            NonNull::new(entries.cast::<BufRingEntry>()),
+            NonNull::new(entries.cast::<RawBuf>()),
             NonNull::new(buffers),
         ) else {
             return Err(io::Error::from(io::ErrorKind::OutOfMemory));
@@ -1041,21 +1140,35 @@ impl BufRing {
     }
 
     /// Hands buffer `bid` (back) to the kernel.
+    ///
+    /// Only raw-pointer writes, never a `&mut` over ring memory: the kernel reads that memory
+    /// concurrently (the entries between its head and our tail, and the tail itself, which lives
+    /// in entry 0's `resv` field). A `&mut RawBuf` over entry 0 would claim exclusive access to
+    /// the tail the kernel is reading — undefined behaviour even if no byte is ever torn.
     fn recycle(&mut self, bid: u16) {
+        assert!(bid < self.count, "buffer id out of range");
         let index = usize::from(self.tail & (self.count - 1));
-        // SAFETY: `index < count`, so the entry lies inside the ring allocation; the kernel reads
-        // entries only between its head and the published tail, and this one is past the tail.
-        let entry = unsafe { &mut *self.entries.as_ptr().add(index) };
-        // SAFETY: `bid < count`, so the buffer lies inside the buffers allocation.
+        // SAFETY: `index < count`, so the entry lies inside the ring allocation (alive until drop).
+        let entry = unsafe { self.entries.as_ptr().add(index) };
+        // SAFETY: `bid < count` (checked), so the buffer lies inside the buffers allocation.
         let addr = unsafe { self.buffers.as_ptr().add(usize::from(bid) * self.size) };
-        entry.set_addr(addr as u64);
-        entry.set_len(self.size as u32);
-        entry.set_bid(bid);
-        self.tail = self.tail.wrapping_add(1);
-        // SAFETY: the tail is a u16 in the first entry's reserved field, shared with the kernel;
-        // the release store publishes the entry written above before the new tail.
+        // SAFETY: the entry is in bounds and aligned (page-aligned ring of 16-byte entries). The
+        // kernel reads an entry only between its head and the published tail, and this one is
+        // at the tail, so nothing reads these three fields while we write them; entry 0's `resv`
+        // (the tail) is not written here. Field-wise writes through `addr_of_mut!` create no
+        // reference to the entry.
         unsafe {
-            let tail = BufRingEntry::tail(self.entries.as_ptr()).cast_mut();
+            std::ptr::addr_of_mut!((*entry).addr).write(addr as u64);
+            std::ptr::addr_of_mut!((*entry).len).write(self.size as u32);
+            std::ptr::addr_of_mut!((*entry).bid).write(bid);
+        }
+        self.tail = self.tail.wrapping_add(1);
+        // SAFETY: the tail is the u16 `resv` field of the first entry, shared with the kernel,
+        // which reads it concurrently: it is only ever accessed atomically (aligned: offset 14 of
+        // a page-aligned allocation). The release store publishes the entry written above before
+        // the new tail.
+        unsafe {
+            let tail = std::ptr::addr_of_mut!((*self.entries.as_ptr()).resv);
             AtomicU16::from_ptr(tail).store(self.tail, Ordering::Release);
         }
     }
@@ -1101,6 +1214,7 @@ mod tests {
             peer_eof: false,
             phase: Phase::Serving,
             closing: false,
+            drained: false,
             lingered: 0,
             last_activity: 0,
             head_started: NEVER,

@@ -38,6 +38,15 @@ impl Server {
             .unwrap_or_else(|e| panic!("server {args:?} did not start: {e}"))
     }
 
+    /// Starts the server under `prlimit` with the given limits (e.g. `--nproc=24:24`).
+    pub fn start_with_prlimit(limits: &[&str], args: &[&str]) -> Server {
+        let mut command = Command::new("prlimit");
+        command.args(limits).arg(env!("CARGO_BIN_EXE_c10k"));
+        Server::try_start_with(command, args).unwrap_or_else(|e| {
+            panic!("server {args:?} under prlimit {limits:?} did not start: {e}")
+        })
+    }
+
     fn try_start_with(mut command: Command, args: &[&str]) -> Result<Server, String> {
         let mut child = command
             .arg("serve")

@@ -162,7 +162,7 @@ fn single(input: &[u8]) -> (Resp, Run) {
 /// consumed everything (including whatever follows).
 fn assert_rejected(input: &[u8], code: u16) {
     let mut with_tail = input.to_vec();
-    with_tail.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+    with_tail.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     for data in [input, &with_tail[..]] {
         let (r, run) = single(data);
         assert_eq!(
@@ -214,8 +214,8 @@ Content-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
 #[test]
 fn root_and_query_string() {
     for req in [
-        &b"GET / HTTP/1.1\r\n\r\n"[..],
-        b"GET /plaintext?x=1 HTTP/1.1\r\n\r\n",
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        b"GET /plaintext?x=1 HTTP/1.1\r\nHost: x\r\n\r\n",
     ] {
         let (r, run) = single(req);
         assert_eq!(r.status, 200);
@@ -231,8 +231,8 @@ fn root_and_query_string() {
 #[test]
 fn head_has_get_headers_and_no_body() {
     for path in ["/", "/plaintext", "/stats", "/bytes/12345", "/nope"] {
-        let get = one(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes());
-        let head = one(format!("HEAD {path} HTTP/1.1\r\n\r\n").as_bytes());
+        let get = one(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        let head = one(format!("HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
         let g = &responses(&get.out, &[false])[0];
         let h = responses(&head.out, &[true]);
         assert_eq!(h.len(), 1);
@@ -243,13 +243,13 @@ fn head_has_get_headers_and_no_body() {
         assert!(head.out.ends_with(b"\r\n\r\n"));
         assert_eq!(head.status, Status::Open);
     }
-    let (h, _) = single(b"HEAD /bytes/1073741824 HTTP/1.1\r\n\r\n");
+    let (h, _) = single(b"HEAD /bytes/1073741824 HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(h.header("content-length"), Some("1073741824"));
 }
 
 #[test]
 fn stats() {
-    let (r, _) = single(b"GET /stats HTTP/1.1\r\n\r\n");
+    let (r, _) = single(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/json"));
     // Counted before it is answered.
@@ -261,7 +261,7 @@ fn stats() {
 #[test]
 fn bytes_small() {
     for n in [0usize, 1, 25, 26, 27, 1000] {
-        let (r, run) = single(format!("GET /bytes/{n} HTTP/1.1\r\n\r\n").as_bytes());
+        let (r, run) = single(format!("GET /bytes/{n} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
         assert_eq!(r.status, 200);
         assert_eq!(r.header("content-type"), Some("application/octet-stream"));
         assert_eq!(r.header("content-length"), Some(n.to_string().as_str()));
@@ -274,7 +274,8 @@ fn bytes_small() {
 #[test]
 fn bytes_streams_through_the_window() {
     let n = 3 * 1024 * 1024 + 7;
-    let req = format!("GET /bytes/{n} HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n");
+    let req =
+        format!("GET /bytes/{n} HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n");
     let mut s = HttpSession::new();
     let mut env = TestEnv::new();
     let mut input = req.into_bytes();
@@ -308,45 +309,51 @@ fn bytes_streams_through_the_window() {
 
 #[test]
 fn bytes_limits() {
-    let (r, _) = single(b"GET /bytes/abc HTTP/1.1\r\n\r\n");
+    let (r, _) = single(b"GET /bytes/abc HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.status, 404);
-    let (r, _) = single(b"GET /bytes/ HTTP/1.1\r\n\r\n");
+    let (r, _) = single(b"GET /bytes/ HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.status, 404);
-    let (r, _) = single(b"GET /bytes/-1 HTTP/1.1\r\n\r\n");
+    let (r, _) = single(b"GET /bytes/-1 HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.status, 404);
-    assert_rejected(b"GET /bytes/1073741825 HTTP/1.1\r\n\r\n", 400);
-    assert_rejected(b"GET /bytes/99999999999999999999999 HTTP/1.1\r\n\r\n", 400);
-    let (r, _) = single(b"POST /bytes/5 HTTP/1.1\r\n\r\n");
+    assert_rejected(b"GET /bytes/1073741825 HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+    assert_rejected(
+        b"GET /bytes/99999999999999999999999 HTTP/1.1\r\nHost: x\r\n\r\n",
+        400,
+    );
+    let (r, _) = single(b"POST /bytes/5 HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("GET, HEAD"));
 }
 
 #[test]
 fn not_found_and_method_not_allowed_keep_alive() {
-    let (r, run) = single(b"GET /nowhere HTTP/1.1\r\n\r\n");
+    let (r, run) = single(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!((r.status, &r.body[..]), (404, &b"Not Found\n"[..]));
     assert_eq!(run.status, Status::Open);
-    let (r, run) = single(b"POST /plaintext HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc");
+    let (r, run) = single(b"POST /plaintext HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc");
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("GET, HEAD"));
     assert_eq!(r.header("connection"), None);
     assert_eq!(run.status, Status::Open);
     assert_eq!(run.left, 0);
-    let (r, _) = single(b"GET /echo HTTP/1.1\r\n\r\n");
+    let (r, _) = single(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("POST"));
-    let (r, _) = single(b"DELETE / HTTP/1.1\r\n\r\n");
+    let (r, _) = single(b"DELETE / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.status, 405);
 }
 
 #[test]
 fn skipped_body_keeps_the_stream_in_sync() {
     // The body of a 404 POST looks like a request; it must not be answered as one.
-    let body = b"GET /stats HTTP/1.1\r\n\r\n";
-    let mut input =
-        format!("POST /x HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    let body = b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut input = format!(
+        "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
     input.extend_from_slice(body);
-    input.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+    input.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     for step in [1, 2, 7, input.len()] {
         let pieces: Vec<&[u8]> = input.chunks(step).collect();
         let run = drive(&pieces);
@@ -360,16 +367,18 @@ fn skipped_body_keeps_the_stream_in_sync() {
 
 #[test]
 fn body_on_route_without_one_closes_when_it_cannot_be_skipped() {
-    let (r, run) =
-        single(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+    let (r, run) = single(
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    );
     assert_eq!(r.status, 405);
     assert_eq!(r.header("connection"), Some("close"));
     assert_eq!(run.status, Status::CloseAfterFlush);
-    let (r, run) = single(b"POST /x HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    let (r, run) =
+        single(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
     assert_eq!(r.status, 404);
     assert_eq!(r.header("connection"), Some("close"));
     assert_eq!(run.status, Status::CloseAfterFlush);
-    let run = one(b"GET /bytes/3 HTTP/1.1\r\nContent-Length: 2\r\n\r\nxyGET / HTTP/1.1\r\n\r\n");
+    let run = one(b"GET /bytes/3 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nxyGET / HTTP/1.1\r\nHost: x\r\n\r\n");
     let rs = responses(&run.out, &[false]);
     assert_eq!(rs.len(), 1);
     assert_eq!(rs[0].body, b"abc");
@@ -380,13 +389,13 @@ fn body_on_route_without_one_closes_when_it_cannot_be_skipped() {
 #[test]
 fn keep_alive_rules() {
     // 1.1 default: keep.
-    let (r, run) = single(b"GET / HTTP/1.1\r\n\r\n");
+    let (r, run) = single(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.header("connection"), None);
     assert_eq!(run.status, Status::Open);
     // 1.1 close, in any case and in a list; what follows is ignored.
     for req in [
-        &b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n"[..],
-        b"GET / HTTP/1.1\r\nconnection: Upgrade, CLOSE\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+        &b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: x\r\nconnection: Upgrade, CLOSE\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
     ] {
         let run = one(req);
         let rs = responses(&run.out, &[false]);
@@ -416,7 +425,7 @@ fn close_waits_for_the_streamed_body() {
     let mut s = HttpSession::new();
     let mut env = TestEnv::new();
     let mut out = Vec::new();
-    let req = b"GET /bytes/200000 HTTP/1.1\r\nConnection: close\r\n\r\n";
+    let req = b"GET /bytes/200000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     assert_eq!(s.advance(req, &mut out, &mut env), req.len());
     assert_eq!(s.status(), Status::Open);
     assert!(s.has_pending_output());
@@ -432,9 +441,9 @@ fn close_waits_for_the_streamed_body() {
 
 #[test]
 fn pipelined_in_order() {
-    let input = b"GET /plaintext HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\n\
-HEAD / HTTP/1.1\r\n\r\nGET /bytes/5 HTTP/1.1\r\n\r\nPOST /echo HTTP/1.1\r\nContent-Length: 4\r\n\r\nping\
-GET /stats HTTP/1.1\r\n\r\n";
+    let input = b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n\
+HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET /bytes/5 HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nping\
+GET /stats HTTP/1.1\r\nHost: x\r\n\r\n";
     let run = one(input);
     let rs = responses(&run.out, &[false, false, true, false, false, false]);
     let got: Vec<(u16, &[u8])> = rs.iter().map(|r| (r.status, &r.body[..])).collect();
@@ -457,7 +466,7 @@ GET /stats HTTP/1.1\r\n\r\n";
 fn output_high_water_leaves_input_unconsumed() {
     let mut s = HttpSession::new();
     let mut env = TestEnv::new();
-    let req = b"GET / HTTP/1.1\r\n\r\n";
+    let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     let input: Vec<u8> = req.iter().copied().cycle().take(req.len() * 2000).collect();
     let mut out = vec![0u8; OUTPUT_HIGH_WATER - 10];
     let n = s.advance(&input, &mut out, &mut env);
@@ -480,18 +489,20 @@ fn output_high_water_leaves_input_unconsumed() {
 
 #[test]
 fn echo_content_length() {
-    let (r, run) = single(b"POST /echo HTTP/1.1\r\nContent-Length: 11\r\n\r\nhello world");
+    let (r, run) =
+        single(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/octet-stream"));
     assert_eq!(r.body, b"hello world");
     assert_eq!(run.status, Status::Open);
-    let (r, _) = single(b"POST /echo HTTP/1.1\r\n\r\n");
+    let (r, _) = single(b"POST /echo HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!((r.status, r.body.len()), (200, 0));
-    let (r, _) = single(b"POST /echo HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    let (r, _) = single(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
     assert_eq!((r.status, r.body.len()), (200, 0));
     // Repeated identical lengths are one length.
-    let (r, _) =
-        single(b"POST /echo HTTP/1.1\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\nhi");
+    let (r, _) = single(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\nhi",
+    );
     assert_eq!(r.body, b"hi");
 }
 
@@ -499,12 +510,12 @@ fn echo_content_length() {
 fn echo_large_body_with_full_output() {
     let body: Vec<u8> = (0..MAX_BODY).map(|i| (i * 31 % 251) as u8).collect();
     let mut input = format!(
-        "POST /echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
     input.extend_from_slice(&body);
-    input.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+    input.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     for drain in [1000, 70_000] {
         let pieces: Vec<&[u8]> = input.chunks(100_000).collect();
         let run = drive_with(&pieces, drain);
@@ -519,8 +530,8 @@ fn echo_large_body_with_full_output() {
 
 #[test]
 fn echo_chunked() {
-    let input = b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
-5;name=value\r\nhello\r\n1\r\n,\r\n6\r\n world\r\n0\r\nX-Trailer: yes\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+    let input = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+5;name=value\r\nhello\r\n1\r\n,\r\n6\r\n world\r\n0\r\nX-Trailer: yes\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n";
     for step in 1..input.len() {
         let pieces: Vec<&[u8]> = input.chunks(step).collect();
         let run = drive(&pieces);
@@ -537,7 +548,8 @@ fn echo_chunked() {
 #[test]
 fn echo_chunked_large_and_empty() {
     let body: Vec<u8> = (0..MAX_BODY).map(|i| (i % 253) as u8).collect();
-    let mut input = b"POST /echo HTTP/1.1\r\ntransfer-encoding: Chunked\r\n\r\n".to_vec();
+    let mut input =
+        b"POST /echo HTTP/1.1\r\nHost: x\r\ntransfer-encoding: Chunked\r\n\r\n".to_vec();
     for c in body.chunks(70_000) {
         input.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
         input.extend_from_slice(c);
@@ -550,20 +562,22 @@ fn echo_chunked_large_and_empty() {
     assert!(rs[0].body == body);
     assert!(run.peak <= OUTPUT_HIGH_WATER + 200);
 
-    let (r, _) = single(b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    let (r, _) =
+        single(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
     assert_eq!((r.status, r.body.len()), (200, 0));
 }
 
 #[test]
 fn expect_continue() {
     let run =
-        one(b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n");
+        one(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n");
     assert_eq!(run.out, b"HTTP/1.1 100 Continue\r\n\r\n");
-    let run = one(b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n");
+    let run = one(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n");
     let rs = responses(&run.out, &[false]);
     assert_eq!(rs[0].body, b"ok");
     // A Content-Length echo is answered at once, which is the go-ahead.
-    let run = one(b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
+    let run =
+        one(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
     assert!(run.out.starts_with(b"HTTP/1.1 200 OK\r\n"));
 }
 
@@ -573,7 +587,7 @@ fn limits_request_line() {
     let mut long = b"GET /".to_vec();
     long.resize(MAX_REQUEST_LINE + 1, b'a');
     let mut req = long.clone();
-    req.extend_from_slice(b" HTTP/1.1\r\n\r\n");
+    req.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_rejected(&req, 414);
     // No line end yet: answered without waiting for one.
     long.push(b'a');
@@ -585,7 +599,7 @@ fn limits_request_line() {
     ok.resize(MAX_REQUEST_LINE - 9, b'a');
     ok.extend_from_slice(b" HTTP/1.1");
     assert_eq!(ok.len(), MAX_REQUEST_LINE);
-    ok.extend_from_slice(b"\r\n\r\n");
+    ok.extend_from_slice(b"\r\nHost: x\r\n\r\n");
     let (r, run) = single(&ok);
     assert_eq!(r.status, 404);
     assert_eq!(run.status, Status::Open);
@@ -593,7 +607,7 @@ fn limits_request_line() {
 
 #[test]
 fn limits_header_section() {
-    let mut req = b"GET / HTTP/1.1\r\n".to_vec();
+    let mut req = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
     while req.len() < MAX_HEADER_SECTION + 100 {
         req.extend_from_slice(
             b"X-Filler: 0123456789012345678901234567890123456789012345678901234567890123456789\r\n",
@@ -607,12 +621,12 @@ fn limits_header_section() {
     assert!(run.out.starts_with(b"HTTP/1.1 431 "));
     assert_eq!(run.status, Status::CloseAfterFlush);
     // One long field.
-    let mut one_field = b"GET / HTTP/1.1\r\nX: ".to_vec();
+    let mut one_field = b"GET / HTTP/1.1\r\nHost: x\r\nX: ".to_vec();
     one_field.resize(16 + MAX_HEADER_SECTION + 2, b'v');
     let run = one(&one_field);
     assert!(run.out.starts_with(b"HTTP/1.1 431 "));
     // Exactly the maximum section (plus its final CRLF) is fine.
-    let mut at_max = b"GET / HTTP/1.1\r\nX: ".to_vec();
+    let mut at_max = b"GET / HTTP/1.1\r\nHost: x\r\nX: ".to_vec();
     at_max.resize(16 + MAX_HEADER_SECTION - 2, b'v');
     at_max.extend_from_slice(b"\r\n\r\n");
     for step in [1, 1000, at_max.len()] {
@@ -620,18 +634,18 @@ fn limits_header_section() {
         let run = drive(&pieces);
         assert_eq!(responses(&run.out, &[false])[0].status, 200);
     }
-    at_max.insert(20, b'v');
+    at_max.insert(30, b'v');
     assert_rejected(&at_max, 431);
     // Too many fields, each short.
-    let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+    let mut many = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
     for i in 0..=MAX_HEADERS {
         many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
     }
     many.extend_from_slice(b"\r\n");
     assert_rejected(&many, 431);
-    // Exactly the maximum is fine.
-    let mut max = b"GET / HTTP/1.1\r\n".to_vec();
-    for i in 0..MAX_HEADERS {
+    // Exactly the maximum (Host included) is fine.
+    let mut max = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 1..MAX_HEADERS {
         max.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
     }
     max.extend_from_slice(b"\r\n");
@@ -642,18 +656,22 @@ fn limits_header_section() {
 fn limits_body() {
     assert_rejected(
         format!(
-            "POST /echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
             MAX_BODY + 1
         )
         .as_bytes(),
         413,
     );
     assert_rejected(
-        b"POST /echo HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
         413,
     );
-    assert_rejected(b"PUT /x HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n", 413);
-    let mut chunked = b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    assert_rejected(
+        b"PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n",
+        413,
+    );
+    let mut chunked =
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     chunked.extend_from_slice(format!("{:x}\r\n", MAX_BODY / 2).as_bytes());
     chunked.extend_from_slice(&vec![b'x'; MAX_BODY / 2]);
     chunked.extend_from_slice(format!("\r\n{:x}\r\n", MAX_BODY / 2 + 1).as_bytes());
@@ -663,52 +681,64 @@ fn limits_body() {
 #[test]
 fn malformed_and_unsupported() {
     assert_rejected(b"GET / HTTP/2.0\r\n\r\n", 505);
-    assert_rejected(b"GET / HTTP/1.2\r\n\r\n", 505);
+    assert_rejected(b"GET / HTTP/3.0\r\n\r\n", 505);
     assert_rejected(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505);
-    assert_rejected(b"G@T / HTTP/1.1\r\n\r\n", 400);
-    assert_rejected(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", 400);
-    assert_rejected(b"GET  HTTP/1.1\r\n\r\n", 400);
+    assert_rejected(b"G@T / HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+    assert_rejected(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400);
+    assert_rejected(b"GET  HTTP/1.1\r\nHost: x\r\n\r\n", 400);
     assert_rejected(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400);
-    assert_rejected(b"BREW /pot HTTP/1.1\r\n\r\n", 501);
-    assert_rejected(b"get / HTTP/1.1\r\n\r\n", 501);
+    assert_rejected(b"BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n", 501);
+    assert_rejected(b"get / HTTP/1.1\r\nHost: x\r\n\r\n", 501);
 }
 
 #[test]
 fn framing_conflicts() {
     assert_rejected(
-        b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         400,
     );
     assert_rejected(
-        b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
         400,
     );
     assert_rejected(
-        b"POST /echo HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\nhello",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 6\r\n\r\nhello",
         400,
     );
-    assert_rejected(b"POST /echo HTTP/1.1\r\nContent-Length: -5\r\n\r\n", 400);
-    assert_rejected(b"POST /echo HTTP/1.1\r\nContent-Length: 0x5\r\n\r\n", 400);
-    assert_rejected(b"POST /echo HTTP/1.1\r\nContent-Length:\r\n\r\n", 400);
     assert_rejected(
-        b"POST /echo HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+        400,
+    );
+    assert_rejected(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0x5\r\n\r\n",
+        400,
+    );
+    assert_rejected(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length:\r\n\r\n",
+        400,
+    );
+    assert_rejected(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
         501,
     );
     assert_rejected(
-        b"POST /echo HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
         400,
     );
     assert_rejected(
-        b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
         400,
     );
     assert_rejected(
-        b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
         400,
     );
-    assert_rejected(b"POST /echo HTTP/1.1\r\nTransfer-Encoding: \r\n\r\n", 400);
+    assert_rejected(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \r\n\r\n",
+        400,
+    );
     // HEAD errors keep Content-Length but send no body.
-    let run = one(b"HEAD / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
+    let run = one(b"HEAD / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
     assert!(run.out.starts_with(b"HTTP/1.1 400 "));
     assert!(run.out.ends_with(b"\r\n\r\n"));
     assert_eq!(run.status, Status::CloseAfterFlush);
@@ -716,7 +746,7 @@ fn framing_conflicts() {
 
 #[test]
 fn bad_chunks() {
-    let pre = b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let pre = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
     for (body, code) in [
         (&b"10000000000000000\r\n"[..], 400),
         (b"zz\r\n", 400),
@@ -731,7 +761,7 @@ fn bad_chunks() {
 
 #[test]
 fn counts_requests() {
-    let run = one(b"GET / HTTP/1.1\r\n\r\nGET /x HTTP/1.1\r\n\r\nPOST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nBAD\r\n\r\n");
+    let run = one(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /x HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nBAD\r\n\r\n");
     assert_eq!(run.requests, 4);
     // An incomplete head is not a request.
     assert_eq!(one(b"GET / HTTP/1.1\r\nHost").requests, 0);
@@ -753,7 +783,7 @@ fn through_the_session_enum() {
     let mut s = Session::new(crate::proto::Proto::Http);
     let mut env = TestEnv::new();
     let mut out = Vec::new();
-    let req = b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n";
+    let req = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     assert_eq!(s.advance(req, &mut out, &mut env), req.len());
     assert!(out.ends_with(HELLO));
     assert_eq!(s.status(), Status::CloseAfterFlush);
@@ -762,7 +792,7 @@ fn through_the_session_enum() {
 
 #[test]
 fn slow_drip_head() {
-    let mut req = b"GET / HTTP/1.1\r\n".to_vec();
+    let mut req = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
     for _ in 0..50 {
         req.extend_from_slice(b"X-Some-Header: some value here\r\n");
     }
@@ -771,7 +801,9 @@ fn slow_drip_head() {
     let run = drive(&pieces);
     assert_eq!(responses(&run.out, &[false])[0].body, HELLO);
     // An error mid-line is reported when its line ends.
-    let pieces: Vec<&[u8]> = b"GET / HTTP/1.1\r\nX\x01y: 1\r\n".chunks(1).collect();
+    let pieces: Vec<&[u8]> = b"GET / HTTP/1.1\r\nHost: x\r\nX\x01y: 1\r\n"
+        .chunks(1)
+        .collect();
     let run = drive(&pieces);
     assert!(run.out.starts_with(b"HTTP/1.1 400 "));
 }
@@ -780,14 +812,14 @@ fn slow_drip_head() {
 fn mixed_stream() -> Vec<u8> {
     let mut v = Vec::new();
     v.extend_from_slice(b"GET /plaintext HTTP/1.1\r\nHost: a\r\nUser-Agent: t\r\n\r\n");
-    v.extend_from_slice(b"HEAD /bytes/40 HTTP/1.1\r\n\r\n");
-    v.extend_from_slice(b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\nA\r\n0123456789\r\n0\r\nT: 1\r\n\r\n");
-    v.extend_from_slice(b"POST /echo HTTP/1.1\r\nContent-Length: 7\r\n\r\npayload");
-    v.extend_from_slice(b"GET /bytes/30 HTTP/1.1\r\n\r\n");
-    v.extend_from_slice(b"POST /nope HTTP/1.1\r\nContent-Length: 4\r\n\r\nGET ");
-    v.extend_from_slice(b"GET /stats HTTP/1.1\r\n\r\n");
-    v.extend_from_slice(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
-    v.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+    v.extend_from_slice(b"HEAD /bytes/40 HTTP/1.1\r\nHost: x\r\n\r\n");
+    v.extend_from_slice(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\nA\r\n0123456789\r\n0\r\nT: 1\r\n\r\n");
+    v.extend_from_slice(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\n\r\npayload");
+    v.extend_from_slice(b"GET /bytes/30 HTTP/1.1\r\nHost: x\r\n\r\n");
+    v.extend_from_slice(b"POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nGET ");
+    v.extend_from_slice(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n");
+    v.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    v.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     v
 }
 

@@ -272,11 +272,12 @@ impl HttpSession {
         }
         if self.scanned != 0 {
             // The last parse found this head incomplete: until a line ends or a limit is
-            // reached, parsing again could only say so again (errors surface at line ends).
+            // reached, parsing again could only say so again (errors surface at line ends, and
+            // a bare CR as soon as the byte after it arrives).
             let s = usize::from(self.scanned);
             if s <= avail.len()
                 && avail.len() < usize::from(self.cap)
-                && !avail[s..].contains(&b'\n')
+                && !avail[s - 1..].iter().any(|&b| b == b'\n' || b == b'\r')
             {
                 self.scanned = avail.len() as u16;
                 return None;

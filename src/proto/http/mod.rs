@@ -31,11 +31,16 @@
 //!   of the body is [`bytes_pattern`]`(i)`: `b'a' + i % 26`, i.e. `abc…xyzabc…`.
 //! - `Env::count_request` is called once per request answered with a final response, errors
 //!   included: once per parsed request head, and once per head rejected before it parsed.
-//! - The query string is ignored for routing; absolute-form targets are not routed (404).
+//! - The query string is ignored for routing; an absolute-form target is routed by its path.
 //! - A chunked `POST /echo` is answered with Content-Length once the body is complete; with
 //!   `Expect: 100-continue` a `100 Continue` goes first. A Content-Length `POST /echo` is answered
 //!   at once and its body streamed back as it arrives.
-//! - `Host` is not required.
+//! - Framing is strict (RFC 9112 to the letter, and strict where it leaves a choice), because a
+//!   server that reads a request differently from a proxy in front of it can be smuggled
+//!   requests: no bare LF or bare CR in the head, a case-sensitive `HTTP/x.y`, Host required on
+//!   HTTP/1.1, no Transfer-Encoding on HTTP/1.0, strict chunked framing (`chunked.rs`). Each
+//!   rule, its RFC section, its test and how nginx, hyper, h11 and llhttp differ are listed in
+//!   `docs/robustness.md`, "HTTP/1.1 framing rules".
 
 mod chunked;
 mod response;

@@ -2,16 +2,46 @@
 //!
 //! Reads arrive split anywhere (inside a size, between CR and LF, inside a trailer), so the decoder
 //! is a byte-level state machine that consumes everything it is given and keeps only a few words
-//! of state between calls; chunk data is copied in bulk. Extensions and trailer fields are
-//! tolerated and skipped, never stored, so their cost is bounded by line limits rather than by
-//! memory. Sizes use checked arithmetic: a size that does not fit in a u64 is malformed (400), one
-//! that would take the body past its limit is too large (413) and is refused before any of its
-//! data is read.
+//! of state between calls; chunk data is copied in bulk.
+//!
+//! The framing is checked to the letter of the grammar, because a decoder that is lenient where a
+//! proxy in front of it is strict (or the other way round) lets a client smuggle a request past
+//! that proxy:
+//!
+//! ```text
+//! chunked-body   = *chunk last-chunk trailer-section CRLF
+//! chunk          = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
+//! chunk-size     = 1*HEXDIG
+//! last-chunk     = 1*("0") [ chunk-ext ] CRLF
+//! chunk-ext      = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+//! chunk-ext-name = token
+//! chunk-ext-val  = token / quoted-string
+//! trailer-section = *( field-line CRLF )
+//! field-line     = field-name ":" OWS field-value OWS
+//! ```
+//!
+//! - Every line ends in CRLF: a bare LF, a bare CR, or anything but CRLF after chunk data is
+//!   malformed (400).
+//! - Extensions are parsed (token names, token or quoted-string values) and skipped, never
+//!   stored; any other byte there (a CTL, NUL, a bare CR) is malformed.
+//! - Trailer fields are parsed as field lines (a token name, a colon, a value of visible
+//!   characters, SP, HTAB and obs-text) and discarded (RFC 9110 §6.5.1 lets a recipient do so);
+//!   obs-fold, whitespace before the colon, or a CTL in the value is malformed.
+//! - Nothing is buffered but the body: one chunk-size line may be [`MAX_CHUNK_LINE`] long, all
+//!   extensions of a body [`MAX_CHUNK_EXT`] together (as hyper does: otherwise a client could
+//!   stream unbounded framing for a bounded body), the trailer section [`MAX_TRAILER`] (431).
+//! - A chunk size has at most 16 hex digits, leading zeros included (so it always fits in a u64
+//!   and a line of zeros cannot stand in for data); a size that would take the body past its
+//!   limit is too large (413) and is refused before any of its data is read.
 
-/// Longest chunk-size line (size, extensions, line ending) tolerated.
+/// Longest chunk-size line (size, extensions, CRLF) tolerated.
 pub const MAX_CHUNK_LINE: usize = 4096;
+/// Most extension bytes (everything after the size, before the CRLF) over one body.
+pub const MAX_CHUNK_EXT: usize = 16 * 1024;
 /// Largest trailer section (all trailer field lines together) tolerated.
 pub const MAX_TRAILER: usize = 8192;
+/// Most hex digits in a chunk size, leading zeros included: 16 digits always fit in a u64.
+pub const MAX_SIZE_DIGITS: usize = 16;
 
 /// Why a chunked body was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,34 +54,61 @@ pub enum ChunkError {
     TrailersTooLarge,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Declared in stream order: the decoder compares phases to tell the chunk-size line, the data
+/// and the trailer section apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Phase {
     /// Reading the hex digits of a chunk size.
     Size,
-    /// After the digits: skipping extensions up to the LF.
-    Ext,
+    /// BWS after the size: only `;` may follow.
+    SizeWs,
+    /// After `;`: BWS, then the first character of an extension name.
+    ExtName0,
+    /// Inside an extension name.
+    ExtName,
+    /// BWS after an extension name: `=` or `;` must follow.
+    ExtNameWs,
+    /// After `=`: BWS, then a token or a quoted-string.
+    ExtVal0,
+    /// Inside a token value.
+    ExtToken,
+    /// Inside a quoted-string value.
+    ExtQuoted,
+    /// After a backslash inside a quoted-string.
+    ExtQuotedPair,
+    /// Right after the closing quote.
+    ExtQuotedEnd,
+    /// BWS after a value: `;` must follow.
+    ExtValWs,
+    /// Saw the CR ending the chunk-size line; expecting its LF.
+    SizeLf,
     /// Copying chunk data.
     Data,
-    /// Expecting the CR (or a bare LF) that ends chunk data.
+    /// Expecting the CR that ends chunk data.
     DataCr,
     /// Expecting the LF that ends chunk data.
     DataLf,
-    /// At the start of a trailer line (or of the final empty line).
+    /// At the start of a trailer field line (or of the final empty line).
     TrailerStart,
-    /// Inside a trailer field line, skipping to its LF.
-    TrailerLine,
-    /// Saw the CR of the final empty line; expecting its LF.
+    /// Inside a trailer field name.
+    TrailerName,
+    /// Inside a trailer field value (after the colon).
+    TrailerValue,
+    /// Saw the CR ending a trailer field line; expecting its LF.
     TrailerLf,
+    /// Saw the CR of the final empty line; expecting its LF.
+    EndLf,
     /// The body is complete.
     Done,
 }
 
-/// Chunked-body decoder state: a phase, the current chunk's size or remaining data, and the length
-/// of the current line (or trailer section).
+/// Chunked-body decoder state: a phase, the current chunk's size or remaining data, the length
+/// of the current line (or trailer section), and the extension bytes seen so far.
 #[derive(Debug)]
 pub struct Decoder {
     phase: Phase,
     line: u32,
+    ext: u32,
     size: u64,
 }
 
@@ -66,6 +123,7 @@ impl Decoder {
         Decoder {
             phase: Phase::Size,
             line: 0,
+            ext: 0,
             size: 0,
         }
     }
@@ -83,122 +141,111 @@ impl Decoder {
         body: &mut Vec<u8>,
         max: usize,
     ) -> Result<usize, ChunkError> {
+        use ChunkError::Malformed;
+        use Phase::*;
         let mut i = 0;
         while i < input.len() {
-            match self.phase {
-                Phase::Size => {
-                    let b = input[i];
-                    if let Some(d) = hex(b) {
-                        self.size = self
-                            .size
-                            .checked_mul(16)
-                            .and_then(|s| s.checked_add(u64::from(d)))
-                            .ok_or(ChunkError::Malformed)?;
-                        self.line += 1;
-                        if self.line as usize > MAX_CHUNK_LINE {
-                            return Err(ChunkError::Malformed);
-                        }
-                        i += 1;
-                    } else {
-                        // At least one digit, then extensions / whitespace / the line end.
-                        if self.line == 0 || !matches!(b, b';' | b' ' | b'\t' | b'\r' | b'\n') {
-                            return Err(ChunkError::Malformed);
-                        }
-                        let room = max.saturating_sub(body.len()) as u64;
-                        if self.size > room {
-                            return Err(ChunkError::TooLarge);
-                        }
-                        self.phase = Phase::Ext;
-                    }
+            if self.phase == Data {
+                let n = (input.len() - i).min(usize::try_from(self.size).unwrap_or(usize::MAX));
+                body.extend_from_slice(&input[i..i + n]);
+                i += n;
+                self.size -= n as u64;
+                if self.size == 0 {
+                    self.phase = DataCr;
                 }
-                Phase::Ext => {
-                    let rest = &input[i..];
-                    match rest.iter().position(|&b| b == b'\n') {
-                        Some(lf) => {
-                            self.check_line(lf, MAX_CHUNK_LINE, ChunkError::Malformed)?;
-                            i += lf + 1;
-                            self.line = 0;
-                            self.phase = if self.size == 0 {
-                                Phase::TrailerStart
-                            } else {
-                                Phase::Data
-                            };
-                        }
-                        None => {
-                            self.check_line(rest.len(), MAX_CHUNK_LINE, ChunkError::Malformed)?;
-                            self.line += rest.len() as u32;
-                            i = input.len();
-                        }
-                    }
-                }
-                Phase::Data => {
-                    let n = (input.len() - i).min(usize::try_from(self.size).unwrap_or(usize::MAX));
-                    body.extend_from_slice(&input[i..i + n]);
-                    i += n;
-                    self.size -= n as u64;
-                    if self.size == 0 {
-                        self.phase = Phase::DataCr;
-                    }
-                }
-                Phase::DataCr => {
-                    match input[i] {
-                        b'\r' => self.phase = Phase::DataLf,
-                        b'\n' => self.phase = Phase::Size,
-                        _ => return Err(ChunkError::Malformed),
-                    }
-                    i += 1;
-                }
-                Phase::DataLf => {
-                    if input[i] != b'\n' {
-                        return Err(ChunkError::Malformed);
-                    }
-                    self.phase = Phase::Size;
-                    i += 1;
-                }
-                Phase::TrailerStart => match input[i] {
-                    b'\r' => {
-                        self.phase = Phase::TrailerLf;
-                        i += 1;
-                    }
-                    b'\n' => {
-                        self.phase = Phase::Done;
-                        i += 1;
-                    }
-                    _ => self.phase = Phase::TrailerLine,
-                },
-                Phase::TrailerLine => {
-                    // `line` counts the whole trailer section, not one line.
-                    let rest = &input[i..];
-                    let (n, found) = match rest.iter().position(|&b| b == b'\n') {
-                        Some(lf) => (lf + 1, true),
-                        None => (rest.len(), false),
-                    };
-                    self.check_line(n, MAX_TRAILER, ChunkError::TrailersTooLarge)?;
-                    self.line += n as u32;
-                    i += n;
-                    if found {
-                        self.phase = Phase::TrailerStart;
-                    }
-                }
-                Phase::TrailerLf => {
-                    if input[i] != b'\n' {
-                        return Err(ChunkError::Malformed);
-                    }
-                    self.phase = Phase::Done;
-                    i += 1;
-                }
-                Phase::Done => break,
+                continue;
             }
+            if self.phase == Done {
+                break;
+            }
+            let b = input[i];
+            i += 1;
+            if self.phase < Data {
+                // A byte of the chunk-size line.
+                self.line += 1;
+                if self.line as usize > MAX_CHUNK_LINE {
+                    return Err(Malformed);
+                }
+                if !matches!(self.phase, Size | SizeLf) {
+                    self.ext += 1;
+                    if self.ext as usize > MAX_CHUNK_EXT {
+                        return Err(Malformed);
+                    }
+                }
+            } else if self.phase >= TrailerStart
+                && !(self.phase == EndLf || (self.phase == TrailerStart && b == b'\r'))
+            {
+                // A byte of a trailer field line; `line` counts the whole section.
+                self.line += 1;
+                if self.line as usize > MAX_TRAILER {
+                    return Err(ChunkError::TrailersTooLarge);
+                }
+            }
+            self.phase = match (self.phase, b) {
+                (Size, _) if hex(b).is_some() => {
+                    if self.line as usize > MAX_SIZE_DIGITS {
+                        return Err(Malformed);
+                    }
+                    // Cannot overflow: at most 16 digits.
+                    self.size = (self.size << 4) | u64::from(hex(b).unwrap_or(0));
+                    Size
+                }
+                // At least one digit, then the body limit, before anything else on the line.
+                (Size, _) if self.line == 1 => return Err(Malformed),
+                (Size, b' ' | b'\t' | b';' | b'\r') => {
+                    if self.size > max.saturating_sub(body.len()) as u64 {
+                        return Err(ChunkError::TooLarge);
+                    }
+                    match b {
+                        b';' => ExtName0,
+                        b'\r' => SizeLf,
+                        _ => SizeWs,
+                    }
+                }
+                (SizeWs | ExtValWs, b' ' | b'\t') => self.phase,
+                (SizeWs | ExtValWs, b';') => ExtName0,
+                (ExtName0, b' ' | b'\t') => ExtName0,
+                (ExtName0 | ExtName, _) if tchar(b) => ExtName,
+                (ExtName, b' ' | b'\t') => ExtNameWs,
+                (ExtNameWs, b' ' | b'\t') => ExtNameWs,
+                (ExtName | ExtNameWs, b'=') => ExtVal0,
+                (ExtName | ExtNameWs, b';') => ExtName0,
+                (ExtVal0, b' ' | b'\t') => ExtVal0,
+                (ExtVal0, b'"') => ExtQuoted,
+                (ExtVal0 | ExtToken, _) if tchar(b) => ExtToken,
+                (ExtToken | ExtQuotedEnd, b' ' | b'\t') => ExtValWs,
+                (ExtToken | ExtQuotedEnd, b';') => ExtName0,
+                (ExtName | ExtToken | ExtQuotedEnd, b'\r') => SizeLf,
+                (ExtQuoted, b'"') => ExtQuotedEnd,
+                (ExtQuoted, b'\\') => ExtQuotedPair,
+                // qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text
+                (ExtQuoted, _) if field_vchar(b) => ExtQuoted,
+                // quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text )
+                (ExtQuotedPair, _) if field_vchar(b) => ExtQuoted,
+                (SizeLf, b'\n') => {
+                    self.line = 0;
+                    if self.size == 0 {
+                        TrailerStart
+                    } else {
+                        Data
+                    }
+                }
+                (DataCr, b'\r') => DataLf,
+                (DataLf, b'\n') => {
+                    self.line = 0;
+                    Size
+                }
+                (TrailerStart, b'\r') => EndLf,
+                (TrailerStart | TrailerName, _) if tchar(b) => TrailerName,
+                (TrailerName, b':') => TrailerValue,
+                (TrailerValue, b'\r') => TrailerLf,
+                (TrailerValue, _) if field_vchar(b) => TrailerValue,
+                (TrailerLf, b'\n') => TrailerStart,
+                (EndLf, b'\n') => Done,
+                _ => return Err(Malformed),
+            };
         }
         Ok(i)
-    }
-
-    fn check_line(&self, more: usize, max: usize, err: ChunkError) -> Result<(), ChunkError> {
-        if self.line as usize + more > max {
-            Err(err)
-        } else {
-            Ok(())
-        }
     }
 }
 
@@ -209,6 +256,17 @@ fn hex(b: u8) -> Option<u8> {
         b'A'..=b'F' => Some(b - b'A' + 10),
         _ => None,
     }
+}
+
+/// `tchar` (RFC 9110 §5.6.2): the characters of a token.
+pub(super) fn tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A byte allowed inside a field value (RFC 9110 §5.5): VCHAR, SP, HTAB, obs-text. Never CR,
+/// LF, NUL, another CTL or DEL.
+pub(super) fn field_vchar(b: u8) -> bool {
+    matches!(b, b'\t' | b' '..=b'~' | 0x80..=0xff)
 }
 
 #[cfg(test)]
@@ -246,13 +304,153 @@ mod tests {
     }
 
     #[test]
-    fn trailers_bare_lf_and_uppercase_hex() {
-        let wire = b"A\nabcdefghij\n0\nX-Trailer: 1\r\nOther: two\n\r\nREST";
+    fn trailers_and_uppercase_hex() {
+        let wire = b"A\r\nabcdefghij\r\n0\r\nX-Trailer: 1\r\nOther:two \t\r\nE:\r\n\r\nREST";
         for step in 1..wire.len() {
             let (body, used) = decode(wire, step).unwrap();
             assert_eq!(body, b"abcdefghij");
             assert_eq!(&wire[used..], b"REST");
         }
+    }
+
+    /// Assert `wire` is refused as `err` however it is split.
+    fn refused(wire: &[u8], err: ChunkError) {
+        for step in [1, 2, 3, 7, wire.len()] {
+            assert_eq!(
+                decode(wire, step),
+                Err(err),
+                "{:?} step {step}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+    }
+
+    /// RFC 9112 §7.1: `chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF` — only CRLF ends
+    /// the chunk-size line and the chunk data (§2.2's leave to accept a bare LF covers the start
+    /// line and header fields, not chunked framing).
+    #[test]
+    fn rfc9112_7_1_crlf_only() {
+        for wire in [
+            &b"5\nhello\r\n0\r\n\r\n"[..],    // bare LF after the size
+            b"5;a=b\nhello\r\n0\r\n\r\n",     // bare LF after an extension
+            b"5\r\nhello\n0\r\n\r\n",         // bare LF after the data
+            b"5\r\nhello\r0\r\n\r\n",         // bare CR after the data
+            b"5\r\nhello0\r\n\r\n",           // nothing after the data
+            b"5\r\nhello\r\n0\n\r\n",         // bare LF after the last chunk
+            b"5\r\nhello\r\n0\r\n\n",         // bare LF as the final line
+            b"5\r\nhello\r\n0\r\nX: 1\n\r\n", // bare LF after a trailer field
+            b"5\r5\nhello\r\n0\r\n\r\n",      // bare CR in the size line
+            b"5 \r\nhello\r\n0\r\n\r\n",      // BWS not followed by ";"
+        ] {
+            refused(wire, ChunkError::Malformed);
+        }
+    }
+
+    /// RFC 9112 §7.1.1: `chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )`
+    /// with a token name and a token or quoted-string value; nothing else may appear there.
+    #[test]
+    fn rfc9112_7_1_1_extension_grammar() {
+        for ext in [
+            &b";a"[..],
+            b";a=b",
+            b" ; a = b ;c;d=\"q \\\" \\\\ \t\x80\"",
+            b";a=\"\"",
+            b";!#$%&'*+-.^_`|~09AZaz=!#$%&'*+-.^_`|~",
+            b"\t;a\t=\tb\t;c",
+        ] {
+            let mut wire = b"3".to_vec();
+            wire.extend_from_slice(ext);
+            wire.extend_from_slice(b"\r\nabc\r\n0");
+            wire.extend_from_slice(ext);
+            wire.extend_from_slice(b"\r\n\r\n");
+            for step in 1..wire.len() {
+                let (body, used) = decode(&wire, step)
+                    .unwrap_or_else(|e| panic!("{:?}: {e:?}", String::from_utf8_lossy(&wire)));
+                assert_eq!((&body[..], used), (&b"abc"[..], wire.len()));
+            }
+        }
+        for ext in [
+            &b";"[..],         // no name
+            b";=b",            // no name
+            b";a=",            // no value
+            b";a b",           // two tokens
+            b";a=b c",         // two tokens
+            b";a ",            // trailing BWS
+            b";a=b ",          // trailing BWS
+            b";a=\"b",         // unterminated quoted-string
+            b";a=\"b\"c",      // text after the quoted-string
+            b";a=\"b\\\x01\"", // quoted-pair of a CTL
+            b";a\x00",         // NUL
+            b";a=b\x00",       // NUL
+            b";a=\"\x00\"",    // NUL in a quoted-string
+            b";a\rb",          // bare CR
+            b";a=\"\r\"",      // bare CR in a quoted-string
+            b";a=\x7f",        // DEL
+            b";a=\x01",        // CTL
+            b";a=\"\x1b\"",    // CTL in a quoted-string
+            b";a=(b)",         // delimiters are not token characters
+            b";a@b",           // "
+            b"x",              // no ";"
+        ] {
+            let mut wire = b"3".to_vec();
+            wire.extend_from_slice(ext);
+            wire.extend_from_slice(b"\r\nabc\r\n0\r\n\r\n");
+            refused(&wire, ChunkError::Malformed);
+        }
+    }
+
+    /// RFC 9112 §7.1.2: the trailer section is field lines (RFC 9112 §5, RFC 9110 §5.5), each
+    /// ended by CRLF, then CRLF.
+    #[test]
+    fn rfc9112_7_1_2_trailer_fields() {
+        for trailer in [
+            &b"X-1: a\r\n  b\r\n"[..], // obs-fold (RFC 9112 §5.2)
+            b" X: 1\r\n",              // leading whitespace
+            b"X : 1\r\n",              // whitespace before the colon (RFC 9112 §5.1)
+            b": 1\r\n",                // empty name
+            b"X\r\n",                  // no colon
+            b"X(1): 2\r\n",            // not a token
+            b"X: a\x00b\r\n",          // NUL (RFC 9110 §5.5)
+            b"X: a\rb\r\n",            // bare CR
+            b"X: a\x01b\r\n",          // CTL
+            b"X: a\x7fb\r\n",          // DEL
+            b"X: 1\r\r\n",             // CR CR LF
+        ] {
+            let mut wire = b"0\r\n".to_vec();
+            wire.extend_from_slice(trailer);
+            wire.extend_from_slice(b"\r\n");
+            refused(&wire, ChunkError::Malformed);
+        }
+    }
+
+    /// A chunk size is at most 16 hex digits (a u64), leading zeros included: more is an
+    /// overflow, refused before it can be mistaken for a small number (RFC 9112 §7.1: "A
+    /// recipient MUST anticipate potentially large hexadecimal numerals and prevent parsing
+    /// errors due to integer conversion overflows").
+    #[test]
+    fn rfc9112_7_1_size_digits_capped() {
+        let (body, _) = decode(b"0000000000000003\r\nabc\r\n0\r\n\r\n", 5).unwrap();
+        assert_eq!(body, b"abc");
+        refused(
+            b"00000000000000003\r\nabc\r\n0\r\n\r\n",
+            ChunkError::Malformed,
+        );
+        refused(b"00000000000000000\r\n\r\n", ChunkError::Malformed);
+        refused(b"10000000000000000\r\n", ChunkError::Malformed);
+    }
+
+    /// Extensions are skipped, not stored, but their total over one body is capped: otherwise a
+    /// client streams unbounded framing for a 1-byte body.
+    #[test]
+    fn extension_total_is_capped() {
+        let one = format!("1;{}\r\nx\r\n", "e".repeat(1000));
+        let n = MAX_CHUNK_EXT / 1000;
+        let mut ok = one.repeat(n - 1).into_bytes();
+        ok.extend_from_slice(b"0\r\n\r\n");
+        assert_eq!(decode(&ok, 4096).unwrap().0.len(), n - 1);
+        let mut over = one.repeat(n + 1).into_bytes();
+        over.extend_from_slice(b"0\r\n\r\n");
+        refused(&over, ChunkError::Malformed);
     }
 
     #[test]

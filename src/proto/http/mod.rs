@@ -31,11 +31,16 @@
 //!   of the body is [`bytes_pattern`]`(i)`: `b'a' + i % 26`, i.e. `abc…xyzabc…`.
 //! - `Env::count_request` is called once per request answered with a final response, errors
 //!   included: once per parsed request head, and once per head rejected before it parsed.
-//! - The query string is ignored for routing; absolute-form targets are not routed (404).
+//! - The query string is ignored for routing; an absolute-form target is routed by its path.
 //! - A chunked `POST /echo` is answered with Content-Length once the body is complete; with
 //!   `Expect: 100-continue` a `100 Continue` goes first. A Content-Length `POST /echo` is answered
 //!   at once and its body streamed back as it arrives.
-//! - `Host` is not required.
+//! - Framing is strict (RFC 9112 to the letter, and strict where it leaves a choice), because a
+//!   server that reads a request differently from a proxy in front of it can be smuggled
+//!   requests: no bare LF or bare CR in the head, a case-sensitive `HTTP/x.y`, Host required on
+//!   HTTP/1.1, no Transfer-Encoding on HTTP/1.0, strict chunked framing (`chunked.rs`). Each
+//!   rule, its RFC section, its test and how nginx, hyper, h11 and llhttp differ are listed in
+//!   `docs/robustness.md`, "HTTP/1.1 framing rules".
 
 mod chunked;
 mod response;
@@ -146,6 +151,7 @@ enum Method {
     Get,
     Head,
     Post,
+    Options,
     /// Known, but served by no route here.
     Other,
 }
@@ -156,6 +162,8 @@ enum Route {
     Stats,
     Echo,
     Bytes(u64),
+    /// The asterisk-form target of `OPTIONS *` (RFC 9112 §3.2.4).
+    Server,
     NotFound,
 }
 
@@ -269,77 +277,137 @@ impl HttpSession {
         }
         if self.scanned != 0 {
             // The last parse found this head incomplete: until a line ends or a limit is
-            // reached, parsing again could only say so again (errors surface at line ends).
+            // reached, parsing again could only say so again (errors surface at line ends, and
+            // a bare CR as soon as the byte after it arrives).
             let s = usize::from(self.scanned);
             if s <= avail.len()
                 && avail.len() < usize::from(self.cap)
-                && !avail[s..].contains(&b'\n')
+                && !avail[s - 1..].iter().any(|&b| b == b'\n' || b == b'\r')
             {
                 self.scanned = avail.len() as u16;
                 return None;
             }
         }
         // Limits are judged on a prefix of fixed length, so the outcome does not depend on how
-        // the head was split across reads.
-        let (cap, limit) = match avail[..avail.len().min(LINE_CAP)]
-            .iter()
-            .position(|&b| b == b'\n')
-        {
-            Some(lf) => (lf + 1 + FIELDS_CAP, response::FIELDS_TOO_LARGE),
+        // the head was split across reads. Empty lines before the request line (RFC 9112 §2.2)
+        // count against the request line's limit, so that a stream of CRLFs is bounded too.
+        let lim = avail.len().min(LINE_CAP);
+        let lead = leading_empty_lines(&avail[..lim]);
+        let (cap, limit) = match avail[lead..lim].iter().position(|&b| b == b'\n') {
+            Some(lf) => (lead + lf + 1 + FIELDS_CAP, response::FIELDS_TOO_LARGE),
             None => (LINE_CAP, response::URI_TOO_LONG),
         };
         let view = &avail[..avail.len().min(cap)];
+        // httparse is lenient where a request line may be strict; this check runs first, so its
+        // verdict (the first thing wrong in the stream) wins.
+        let line = match &view[lead..] {
+            // Perhaps the start of one more empty line.
+            b"\r" => Ok(None),
+            rest => request_line(rest),
+        };
+        let line = match line {
+            Ok(line) => line,
+            Err(c) => return Some(self.refuse(out, env, c)),
+        };
+        let Some(line) = line else {
+            return if avail.len() >= cap {
+                Some(self.refuse(out, env, limit))
+            } else {
+                self.wait(avail.len(), cap)
+            };
+        };
+        // httparse knows only HTTP/1.0 and 1.1; a later 1.x is read as 1.1 (RFC 9110 §2.5), so
+        // it gets a copy that says so. Rare: only such requests pay for it.
+        let patched: Vec<u8>;
+        let src = if line.minor > 1 {
+            let mut v = view.to_vec();
+            v[lead + line.minor_at] = b'1';
+            patched = v;
+            &patched[..]
+        } else {
+            view
+        };
         let mut headers = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
         let mut req = httparse::Request::new(&mut []);
-        match req.parse_with_uninit_headers(view, &mut headers) {
+        match req.parse_with_uninit_headers(src, &mut headers) {
             Ok(httparse::Status::Complete(n)) => {
+                if bare_lf(&src[..n]) {
+                    return Some(self.refuse(out, env, response::BAD_REQUEST));
+                }
                 self.scanned = 0;
-                self.on_request(&req, out, env);
+                self.on_request(&req, line.minor.min(1), out, env);
                 Some(n)
             }
-            Ok(httparse::Status::Partial) if avail.len() >= cap => {
-                self.scanned = 0;
-                env.count_request();
-                self.reject(out, env, limit, false);
-                Some(0)
-            }
             Ok(httparse::Status::Partial) => {
-                // Both fit: avail.len() < cap <= LINE_CAP + FIELDS_CAP < u16::MAX.
-                self.scanned = avail.len() as u16;
-                self.cap = cap as u16;
-                None
+                if bare_lf(src.strip_suffix(b"\r").unwrap_or(src)) {
+                    Some(self.refuse(out, env, response::BAD_REQUEST))
+                } else if avail.len() >= cap {
+                    Some(self.refuse(out, env, limit))
+                } else {
+                    self.wait(avail.len(), cap)
+                }
             }
             Err(e) => {
-                self.scanned = 0;
-                env.count_request();
                 let c = match e {
-                    httparse::Error::Version => response::VERSION_NOT_SUPPORTED,
-                    httparse::Error::TooManyHeaders => response::FIELDS_TOO_LARGE,
+                    // Unless a bare LF came first: the field lines httparse counted end at the
+                    // (MAX_HEADERS + 1)th LF after the request line.
+                    httparse::Error::TooManyHeaders => {
+                        let fields = lead + line.len;
+                        let end = src[fields..]
+                            .iter()
+                            .enumerate()
+                            .filter(|&(_, &b)| b == b'\n')
+                            .nth(MAX_HEADERS)
+                            .map_or(src.len(), |(i, _)| fields + i + 1);
+                        if bare_lf(&src[..end]) {
+                            response::BAD_REQUEST
+                        } else {
+                            response::FIELDS_TOO_LARGE
+                        }
+                    }
                     _ => response::BAD_REQUEST,
                 };
-                self.reject(out, env, c, false);
-                Some(0)
+                Some(self.refuse(out, env, c))
             }
         }
+    }
+
+    /// The head is incomplete: remember how much was seen and where its limit lies.
+    fn wait(&mut self, len: usize, cap: usize) -> Option<usize> {
+        // Both fit: len < cap <= LINE_CAP + FIELDS_CAP < u16::MAX.
+        self.scanned = len as u16;
+        self.cap = cap as u16;
+        None
+    }
+
+    /// A head rejected before it parsed: count it as a request, answer, close.
+    fn refuse(&mut self, out: &mut Vec<u8>, env: &mut dyn Env, c: Canned) -> usize {
+        self.scanned = 0;
+        env.count_request();
+        self.reject(out, env, c, false);
+        0
     }
 
     /// A complete request head: route it and start the response.
     fn on_request(
         &mut self,
         req: &httparse::Request<'_, '_>,
+        version: u8,
         out: &mut Vec<u8>,
         env: &mut dyn Env,
     ) {
         env.count_request();
-        let version = req.version.unwrap_or(1);
         let method = match req.method.map(method) {
             Some(Some(m)) => m,
             _ => return self.reject(out, env, response::NOT_IMPLEMENTED, false),
         };
         let head_only = method == Method::Head;
-        let f = match Fields::read(req.headers) {
+        let f = match Fields::read(req.headers, version) {
             Ok(f) => f,
             Err(c) => return self.reject(out, env, c, head_only),
+        };
+        let Some(path) = target_path(req.path.unwrap_or(""), method) else {
+            return self.reject(out, env, response::BAD_REQUEST, head_only);
         };
         let body = match (f.content_length, f.chunked) {
             (Some(_), true) => return self.reject(out, env, response::BAD_REQUEST, head_only),
@@ -364,7 +432,7 @@ impl HttpSession {
         if self.draining {
             self.conn = Conn::Close;
         }
-        let route = route(req.path.unwrap_or(""));
+        let route = route(path);
 
         if route == Route::Echo && method == Method::Post {
             match body {
@@ -422,6 +490,16 @@ impl HttpSession {
             Route::NotFound => {
                 response::canned(out, env, response::NOT_FOUND, self.conn, None, head_only)
             }
+            // `OPTIONS *` (only OPTIONS reaches here): what the server as a whole supports.
+            Route::Server => response::head(
+                out,
+                env,
+                b"200 OK",
+                response::TEXT,
+                0,
+                self.conn,
+                Some(b"GET, HEAD, POST"),
+            ),
             _ if !get => response::canned(
                 out,
                 env,
@@ -576,13 +654,23 @@ struct Fields {
 }
 
 impl Fields {
-    fn read(headers: &[httparse::Header<'_>]) -> Result<Fields, Canned> {
+    /// Read and check the fields that frame or route the request; `version` is the minor
+    /// version (0: HTTP/1.0, 1: HTTP/1.1).
+    fn read(headers: &[httparse::Header<'_>], version: u8) -> Result<Fields, Canned> {
         let mut f = Fields::default();
         // Transfer codings across every Transfer-Encoding field, in order.
-        let (mut codings, mut chunked, mut last_chunked) = (0u32, 0u32, false);
+        let (mut codings, mut chunked, mut last_chunked, mut unknown) = (0u32, 0u32, false, false);
+        let mut hosts = 0u32;
         for h in headers {
             let name = h.name.as_bytes();
             match name.len() {
+                4 if name.eq_ignore_ascii_case(b"host") => {
+                    // RFC 9112 §3.2: more than one Host, or an invalid value, is 400.
+                    hosts += 1;
+                    if hosts > 1 || !valid_authority(h.value) {
+                        return Err(response::BAD_REQUEST);
+                    }
+                }
                 14 if name.eq_ignore_ascii_case(b"content-length") => {
                     // A list of identical values is tolerated (RFC 9110 §8.6); differing: 400.
                     for v in h.value.split(|&b| b == b',') {
@@ -594,15 +682,29 @@ impl Fields {
                     }
                 }
                 17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                    // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty
+                    // framing, whatever the codings (a 1.0 proxy could not have framed it so).
+                    if version == 0 {
+                        return Err(response::BAD_REQUEST);
+                    }
+                    let before = codings;
                     for v in h.value.split(|&b| b == b',').map(trim) {
+                        // Empty list elements are allowed (RFC 9110 §5.6.1).
                         if v.is_empty() {
                             continue;
+                        }
+                        // transfer-coding = token *( OWS ";" OWS transfer-parameter ); chunked
+                        // takes no parameters, so "chunked;x=y" is not chunked.
+                        let name = trim(v.split(|&b| b == b';').next().unwrap_or(v));
+                        if name.is_empty() || !name.iter().all(|&b| chunked::tchar(b)) {
+                            return Err(response::BAD_REQUEST);
                         }
                         codings += 1;
                         last_chunked = v.eq_ignore_ascii_case(b"chunked");
                         chunked += u32::from(last_chunked);
+                        unknown |= !name.eq_ignore_ascii_case(b"chunked");
                     }
-                    if codings == 0 {
+                    if codings == before {
                         return Err(response::BAD_REQUEST);
                     }
                 }
@@ -621,13 +723,18 @@ impl Fields {
                 _ => {}
             }
         }
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host is 400 (1.0 predates it).
+        if hosts == 0 && version != 0 {
+            return Err(response::BAD_REQUEST);
+        }
         if codings > 0 {
             // RFC 9112 §6.3: chunked must be last, else the length is unknowable (400); chunked
-            // twice is invalid (400); any other coding is one this server does not decode (501).
+            // twice is invalid (400, RFC 9112 §7); any other coding is one this server does not
+            // decode (501, RFC 9112 §6.1).
             if !last_chunked || chunked > 1 {
                 return Err(response::BAD_REQUEST);
             }
-            if codings > 1 {
+            if unknown {
                 return Err(response::NOT_IMPLEMENTED);
             }
             f.chunked = true;
@@ -636,12 +743,207 @@ impl Fields {
     }
 }
 
+/// What a complete, valid request line says.
+#[derive(Clone, Copy, Debug)]
+struct Line {
+    /// Its length, CRLF included.
+    len: usize,
+    /// Offset of the minor version digit.
+    minor_at: usize,
+    /// The minor version: 0 for HTTP/1.0, 1 for 1.1, more for a later 1.x.
+    minor: u8,
+}
+
+/// Check the request line at the start of `buf` (RFC 9112 §3) as far as it has arrived:
+/// `Ok(None)` while it is valid so far but incomplete. An error is found at its first offending
+/// byte, so the verdict does not depend on how the line was split across reads.
+///
+/// ```text
+/// request-line = method SP request-target SP HTTP-version CRLF
+/// method       = token
+/// HTTP-version = "HTTP" "/" DIGIT "." DIGIT        ; case-sensitive (RFC 9112 §2.3)
+/// ```
+///
+/// The request-target is one or more visible ASCII characters (its form is checked once the
+/// method is known, in [`target_path`]): whitespace, CTLs and non-ASCII bytes inside it are 400
+/// (RFC 9112 §3.2). A well-formed version with a major other than 1 is 505 (RFC 9110 §15.6.6).
+fn request_line(buf: &[u8]) -> Result<Option<Line>, Canned> {
+    const BAD: Result<Option<Line>, Canned> = Err(response::BAD_REQUEST);
+    let mut i = 0;
+    loop {
+        let Some(&b) = buf.get(i) else {
+            return Ok(None);
+        };
+        if b == b' ' && i > 0 {
+            break;
+        }
+        if !chunked::tchar(b) {
+            return BAD;
+        }
+        i += 1;
+    }
+    i += 1;
+    let target = i;
+    loop {
+        let Some(&b) = buf.get(i) else {
+            return Ok(None);
+        };
+        if b == b' ' && i > target {
+            break;
+        }
+        if !b.is_ascii_graphic() {
+            return BAD;
+        }
+        i += 1;
+    }
+    i += 1;
+    // `0` stands for any digit.
+    for (k, &want) in b"HTTP/0.0\r\n".iter().enumerate() {
+        let Some(&b) = buf.get(i + k) else {
+            return Ok(None);
+        };
+        let ok = if want == b'0' {
+            b.is_ascii_digit()
+        } else {
+            b == want
+        };
+        if !ok {
+            return BAD;
+        }
+    }
+    if buf[i + 5] != b'1' {
+        return Err(response::VERSION_NOT_SUPPORTED);
+    }
+    Ok(Some(Line {
+        len: i + 10,
+        minor_at: i + 7,
+        minor: buf[i + 7] - b'0',
+    }))
+}
+
+/// The length of the empty lines (CRLF only) at the start of `buf`, which a server ignores
+/// before a request line (RFC 9112 §2.2).
+fn leading_empty_lines(buf: &[u8]) -> usize {
+    buf.chunks_exact(2).take_while(|p| p == b"\r\n").count() * 2
+}
+
+/// Whether `head` (as accepted by httparse, which admits no CR without an LF after it) has an
+/// LF without a CR before it. Each CR is then followed by its own LF, so the LFs outnumber the
+/// CRs exactly by the bare ones; two counts vectorise, a scan with look-behind does not.
+fn bare_lf(head: &[u8]) -> bool {
+    let count = |c: u8| head.iter().filter(|&&b| b == c).count();
+    count(b'\n') != count(b'\r')
+}
+
+/// The path (with its query) to route, from a request-target in the form its method allows
+/// (RFC 9112 §3.2); `None` for any other: 400.
+/// - origin-form `/path?query`, for every method;
+/// - absolute-form `http://authority/path?query` (§3.2.2), which a server MUST accept: routed by
+///   its path, its authority checked like a Host value (the Host field is then ignored, and is
+///   not used here anyway); only the http and https schemes, and an empty host is invalid (RFC
+///   9110 §4.2.1), as is userinfo (RFC 9110 §4.2.4);
+/// - asterisk-form `*` (§3.2.4), for OPTIONS only;
+/// - authority-form is for CONNECT only, which is refused before this.
+fn target_path(t: &str, method: Method) -> Option<&str> {
+    let b = t.as_bytes();
+    if b.first() == Some(&b'/') {
+        return Some(t);
+    }
+    if b == b"*" {
+        return (method == Method::Options).then_some(t);
+    }
+    let colon = b.iter().position(|&c| c == b':')?;
+    let scheme = &b[..colon];
+    if !scheme.eq_ignore_ascii_case(b"http") && !scheme.eq_ignore_ascii_case(b"https") {
+        return None;
+    }
+    let rest = t[colon + 1..].strip_prefix("//")?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest.as_bytes()[..end];
+    if authority.is_empty() || authority[0] == b':' || !valid_authority(authority) {
+        return None;
+    }
+    Some(&rest[end..])
+}
+
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2-3.2.3): a Host field value, or the
+/// authority of an absolute-form target. An empty value is valid (RFC 9112 §3.2: sent when the
+/// target URI has no authority).
+fn valid_authority(v: &[u8]) -> bool {
+    let (host_ok, port) = match v.strip_prefix(b"[") {
+        // IP-literal = "[" ( IPv6address / IPvFuture ) "]"
+        Some(rest) => {
+            let Some(close) = rest.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            let port = match &rest[close + 1..] {
+                [] => &b""[..],
+                [b':', port @ ..] => port,
+                _ => return false,
+            };
+            (ip_literal(&rest[..close]), port)
+        }
+        // A reg-name (an IPv4address is one too) has no ':'.
+        None => match v.iter().position(|&b| b == b':') {
+            Some(c) => (reg_name(&v[..c]), &v[c + 1..]),
+            None => (reg_name(v), &b""[..]),
+        },
+    };
+    host_ok && port.iter().all(u8::is_ascii_digit)
+}
+
+/// `reg-name = *( unreserved / pct-encoded / sub-delims )`
+fn reg_name(h: &[u8]) -> bool {
+    let mut i = 0;
+    while i < h.len() {
+        match h[i] {
+            b'%' => {
+                if !h
+                    .get(i + 1..i + 3)
+                    .is_some_and(|x| x.iter().all(u8::is_ascii_hexdigit))
+                {
+                    return false;
+                }
+                i += 3;
+                continue;
+            }
+            b if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b) => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The inside of an IP-literal: an IPv6 address (std's parser follows RFC 4291's text forms;
+/// RFC 3986 has no zone identifiers), or `IPvFuture = "v" 1*HEXDIG "." 1*( unreserved /
+/// sub-delims / ":" )`.
+fn ip_literal(s: &[u8]) -> bool {
+    if let [b'v' | b'V', rest @ ..] = s {
+        let Some(dot) = rest.iter().position(|&b| b == b'.') else {
+            return false;
+        };
+        let (ver, tail) = (&rest[..dot], &rest[dot + 1..]);
+        return !ver.is_empty()
+            && ver.iter().all(u8::is_ascii_hexdigit)
+            && !tail.is_empty()
+            && tail
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:".contains(&b));
+    }
+    std::str::from_utf8(s).is_ok_and(|s| s.parse::<std::net::Ipv6Addr>().is_ok())
+}
+
 fn method(m: &str) -> Option<Method> {
     Some(match m {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
         "POST" => Method::Post,
-        "PUT" | "DELETE" | "OPTIONS" | "PATCH" | "CONNECT" | "TRACE" => Method::Other,
+        "OPTIONS" => Method::Options,
+        "PUT" | "DELETE" | "PATCH" | "TRACE" => Method::Other,
+        // CONNECT (RFC 9110 §9.3.6) asks for a tunnel, which only a proxy provides: like an
+        // unknown method it is 501, and closes, since what follows its head may already be
+        // tunnel data, not a request.
         _ => return None,
     })
 }
@@ -652,7 +954,9 @@ fn route(target: &str) -> Route {
         None => target.as_bytes(),
     };
     match path {
-        b"/" | b"/plaintext" => Route::Hello,
+        b"*" => Route::Server,
+        // An absolute-form target with an empty path means "/" (RFC 9112 §3.2.2, §3.3).
+        b"" | b"/" | b"/plaintext" => Route::Hello,
         b"/stats" => Route::Stats,
         b"/echo" => Route::Echo,
         _ => match path.strip_prefix(b"/bytes/") {

@@ -162,7 +162,7 @@ fn single(input: &[u8]) -> (Resp, Run) {
 /// consumed everything (including whatever follows).
 fn assert_rejected(input: &[u8], code: u16) {
     let mut with_tail = input.to_vec();
-    with_tail.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+    with_tail.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     for data in [input, &with_tail[..]] {
         let (r, run) = single(data);
         assert_eq!(
@@ -214,8 +214,8 @@ Content-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
 #[test]
 fn root_and_query_string() {
     for req in [
-        &b"GET / HTTP/1.1\r\n\r\n"[..],
-        b"GET /plaintext?x=1 HTTP/1.1\r\n\r\n",
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        b"GET /plaintext?x=1 HTTP/1.1\r\nHost: x\r\n\r\n",
     ] {
         let (r, run) = single(req);
         assert_eq!(r.status, 200);
@@ -231,8 +231,8 @@ fn root_and_query_string() {
 #[test]
 fn head_has_get_headers_and_no_body() {
     for path in ["/", "/plaintext", "/stats", "/bytes/12345", "/nope"] {
-        let get = one(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes());
-        let head = one(format!("HEAD {path} HTTP/1.1\r\n\r\n").as_bytes());
+        let get = one(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        let head = one(format!("HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
         let g = &responses(&get.out, &[false])[0];
         let h = responses(&head.out, &[true]);
         assert_eq!(h.len(), 1);
@@ -243,13 +243,13 @@ fn head_has_get_headers_and_no_body() {
         assert!(head.out.ends_with(b"\r\n\r\n"));
         assert_eq!(head.status, Status::Open);
     }
-    let (h, _) = single(b"HEAD /bytes/1073741824 HTTP/1.1\r\n\r\n");
+    let (h, _) = single(b"HEAD /bytes/1073741824 HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(h.header("content-length"), Some("1073741824"));
 }
 
 #[test]
 fn stats() {
-    let (r, _) = single(b"GET /stats HTTP/1.1\r\n\r\n");
+    let (r, _) = single(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/json"));
     // Counted before it is answered.
@@ -261,7 +261,7 @@ fn stats() {
 #[test]
 fn bytes_small() {
     for n in [0usize, 1, 25, 26, 27, 1000] {
-        let (r, run) = single(format!("GET /bytes/{n} HTTP/1.1\r\n\r\n").as_bytes());
+        let (r, run) = single(format!("GET /bytes/{n} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
         assert_eq!(r.status, 200);
         assert_eq!(r.header("content-type"), Some("application/octet-stream"));
         assert_eq!(r.header("content-length"), Some(n.to_string().as_str()));
@@ -274,7 +274,8 @@ fn bytes_small() {
 #[test]
 fn bytes_streams_through_the_window() {
     let n = 3 * 1024 * 1024 + 7;
-    let req = format!("GET /bytes/{n} HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n");
+    let req =
+        format!("GET /bytes/{n} HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n");
     let mut s = HttpSession::new();
     let mut env = TestEnv::new();
     let mut input = req.into_bytes();
@@ -308,45 +309,51 @@ fn bytes_streams_through_the_window() {
 
 #[test]
 fn bytes_limits() {
-    let (r, _) = single(b"GET /bytes/abc HTTP/1.1\r\n\r\n");
+    let (r, _) = single(b"GET /bytes/abc HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.status, 404);
-    let (r, _) = single(b"GET /bytes/ HTTP/1.1\r\n\r\n");
+    let (r, _) = single(b"GET /bytes/ HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.status, 404);
-    let (r, _) = single(b"GET /bytes/-1 HTTP/1.1\r\n\r\n");
+    let (r, _) = single(b"GET /bytes/-1 HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.status, 404);
-    assert_rejected(b"GET /bytes/1073741825 HTTP/1.1\r\n\r\n", 400);
-    assert_rejected(b"GET /bytes/99999999999999999999999 HTTP/1.1\r\n\r\n", 400);
-    let (r, _) = single(b"POST /bytes/5 HTTP/1.1\r\n\r\n");
+    assert_rejected(b"GET /bytes/1073741825 HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+    assert_rejected(
+        b"GET /bytes/99999999999999999999999 HTTP/1.1\r\nHost: x\r\n\r\n",
+        400,
+    );
+    let (r, _) = single(b"POST /bytes/5 HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("GET, HEAD"));
 }
 
 #[test]
 fn not_found_and_method_not_allowed_keep_alive() {
-    let (r, run) = single(b"GET /nowhere HTTP/1.1\r\n\r\n");
+    let (r, run) = single(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!((r.status, &r.body[..]), (404, &b"Not Found\n"[..]));
     assert_eq!(run.status, Status::Open);
-    let (r, run) = single(b"POST /plaintext HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc");
+    let (r, run) = single(b"POST /plaintext HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc");
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("GET, HEAD"));
     assert_eq!(r.header("connection"), None);
     assert_eq!(run.status, Status::Open);
     assert_eq!(run.left, 0);
-    let (r, _) = single(b"GET /echo HTTP/1.1\r\n\r\n");
+    let (r, _) = single(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("POST"));
-    let (r, _) = single(b"DELETE / HTTP/1.1\r\n\r\n");
+    let (r, _) = single(b"DELETE / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.status, 405);
 }
 
 #[test]
 fn skipped_body_keeps_the_stream_in_sync() {
     // The body of a 404 POST looks like a request; it must not be answered as one.
-    let body = b"GET /stats HTTP/1.1\r\n\r\n";
-    let mut input =
-        format!("POST /x HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    let body = b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut input = format!(
+        "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
     input.extend_from_slice(body);
-    input.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+    input.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     for step in [1, 2, 7, input.len()] {
         let pieces: Vec<&[u8]> = input.chunks(step).collect();
         let run = drive(&pieces);
@@ -360,16 +367,18 @@ fn skipped_body_keeps_the_stream_in_sync() {
 
 #[test]
 fn body_on_route_without_one_closes_when_it_cannot_be_skipped() {
-    let (r, run) =
-        single(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+    let (r, run) = single(
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    );
     assert_eq!(r.status, 405);
     assert_eq!(r.header("connection"), Some("close"));
     assert_eq!(run.status, Status::CloseAfterFlush);
-    let (r, run) = single(b"POST /x HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    let (r, run) =
+        single(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
     assert_eq!(r.status, 404);
     assert_eq!(r.header("connection"), Some("close"));
     assert_eq!(run.status, Status::CloseAfterFlush);
-    let run = one(b"GET /bytes/3 HTTP/1.1\r\nContent-Length: 2\r\n\r\nxyGET / HTTP/1.1\r\n\r\n");
+    let run = one(b"GET /bytes/3 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nxyGET / HTTP/1.1\r\nHost: x\r\n\r\n");
     let rs = responses(&run.out, &[false]);
     assert_eq!(rs.len(), 1);
     assert_eq!(rs[0].body, b"abc");
@@ -380,13 +389,13 @@ fn body_on_route_without_one_closes_when_it_cannot_be_skipped() {
 #[test]
 fn keep_alive_rules() {
     // 1.1 default: keep.
-    let (r, run) = single(b"GET / HTTP/1.1\r\n\r\n");
+    let (r, run) = single(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.header("connection"), None);
     assert_eq!(run.status, Status::Open);
     // 1.1 close, in any case and in a list; what follows is ignored.
     for req in [
-        &b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n"[..],
-        b"GET / HTTP/1.1\r\nconnection: Upgrade, CLOSE\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+        &b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: x\r\nconnection: Upgrade, CLOSE\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
     ] {
         let run = one(req);
         let rs = responses(&run.out, &[false]);
@@ -416,7 +425,7 @@ fn close_waits_for_the_streamed_body() {
     let mut s = HttpSession::new();
     let mut env = TestEnv::new();
     let mut out = Vec::new();
-    let req = b"GET /bytes/200000 HTTP/1.1\r\nConnection: close\r\n\r\n";
+    let req = b"GET /bytes/200000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     assert_eq!(s.advance(req, &mut out, &mut env), req.len());
     assert_eq!(s.status(), Status::Open);
     assert!(s.has_pending_output());
@@ -432,9 +441,9 @@ fn close_waits_for_the_streamed_body() {
 
 #[test]
 fn pipelined_in_order() {
-    let input = b"GET /plaintext HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\n\
-HEAD / HTTP/1.1\r\n\r\nGET /bytes/5 HTTP/1.1\r\n\r\nPOST /echo HTTP/1.1\r\nContent-Length: 4\r\n\r\nping\
-GET /stats HTTP/1.1\r\n\r\n";
+    let input = b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n\
+HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET /bytes/5 HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nping\
+GET /stats HTTP/1.1\r\nHost: x\r\n\r\n";
     let run = one(input);
     let rs = responses(&run.out, &[false, false, true, false, false, false]);
     let got: Vec<(u16, &[u8])> = rs.iter().map(|r| (r.status, &r.body[..])).collect();
@@ -457,7 +466,7 @@ GET /stats HTTP/1.1\r\n\r\n";
 fn output_high_water_leaves_input_unconsumed() {
     let mut s = HttpSession::new();
     let mut env = TestEnv::new();
-    let req = b"GET / HTTP/1.1\r\n\r\n";
+    let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     let input: Vec<u8> = req.iter().copied().cycle().take(req.len() * 2000).collect();
     let mut out = vec![0u8; OUTPUT_HIGH_WATER - 10];
     let n = s.advance(&input, &mut out, &mut env);
@@ -480,18 +489,20 @@ fn output_high_water_leaves_input_unconsumed() {
 
 #[test]
 fn echo_content_length() {
-    let (r, run) = single(b"POST /echo HTTP/1.1\r\nContent-Length: 11\r\n\r\nhello world");
+    let (r, run) =
+        single(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/octet-stream"));
     assert_eq!(r.body, b"hello world");
     assert_eq!(run.status, Status::Open);
-    let (r, _) = single(b"POST /echo HTTP/1.1\r\n\r\n");
+    let (r, _) = single(b"POST /echo HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!((r.status, r.body.len()), (200, 0));
-    let (r, _) = single(b"POST /echo HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    let (r, _) = single(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
     assert_eq!((r.status, r.body.len()), (200, 0));
     // Repeated identical lengths are one length.
-    let (r, _) =
-        single(b"POST /echo HTTP/1.1\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\nhi");
+    let (r, _) = single(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\nhi",
+    );
     assert_eq!(r.body, b"hi");
 }
 
@@ -499,12 +510,12 @@ fn echo_content_length() {
 fn echo_large_body_with_full_output() {
     let body: Vec<u8> = (0..MAX_BODY).map(|i| (i * 31 % 251) as u8).collect();
     let mut input = format!(
-        "POST /echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
     input.extend_from_slice(&body);
-    input.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+    input.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     for drain in [1000, 70_000] {
         let pieces: Vec<&[u8]> = input.chunks(100_000).collect();
         let run = drive_with(&pieces, drain);
@@ -519,8 +530,8 @@ fn echo_large_body_with_full_output() {
 
 #[test]
 fn echo_chunked() {
-    let input = b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
-5;name=value\r\nhello\r\n1\r\n,\r\n6\r\n world\r\n0\r\nX-Trailer: yes\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+    let input = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+5;name=value\r\nhello\r\n1\r\n,\r\n6\r\n world\r\n0\r\nX-Trailer: yes\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n";
     for step in 1..input.len() {
         let pieces: Vec<&[u8]> = input.chunks(step).collect();
         let run = drive(&pieces);
@@ -537,7 +548,8 @@ fn echo_chunked() {
 #[test]
 fn echo_chunked_large_and_empty() {
     let body: Vec<u8> = (0..MAX_BODY).map(|i| (i % 253) as u8).collect();
-    let mut input = b"POST /echo HTTP/1.1\r\ntransfer-encoding: Chunked\r\n\r\n".to_vec();
+    let mut input =
+        b"POST /echo HTTP/1.1\r\nHost: x\r\ntransfer-encoding: Chunked\r\n\r\n".to_vec();
     for c in body.chunks(70_000) {
         input.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
         input.extend_from_slice(c);
@@ -550,20 +562,22 @@ fn echo_chunked_large_and_empty() {
     assert!(rs[0].body == body);
     assert!(run.peak <= OUTPUT_HIGH_WATER + 200);
 
-    let (r, _) = single(b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    let (r, _) =
+        single(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
     assert_eq!((r.status, r.body.len()), (200, 0));
 }
 
 #[test]
 fn expect_continue() {
     let run =
-        one(b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n");
+        one(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n");
     assert_eq!(run.out, b"HTTP/1.1 100 Continue\r\n\r\n");
-    let run = one(b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n");
+    let run = one(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n");
     let rs = responses(&run.out, &[false]);
     assert_eq!(rs[0].body, b"ok");
     // A Content-Length echo is answered at once, which is the go-ahead.
-    let run = one(b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
+    let run =
+        one(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
     assert!(run.out.starts_with(b"HTTP/1.1 200 OK\r\n"));
 }
 
@@ -573,7 +587,7 @@ fn limits_request_line() {
     let mut long = b"GET /".to_vec();
     long.resize(MAX_REQUEST_LINE + 1, b'a');
     let mut req = long.clone();
-    req.extend_from_slice(b" HTTP/1.1\r\n\r\n");
+    req.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_rejected(&req, 414);
     // No line end yet: answered without waiting for one.
     long.push(b'a');
@@ -585,7 +599,7 @@ fn limits_request_line() {
     ok.resize(MAX_REQUEST_LINE - 9, b'a');
     ok.extend_from_slice(b" HTTP/1.1");
     assert_eq!(ok.len(), MAX_REQUEST_LINE);
-    ok.extend_from_slice(b"\r\n\r\n");
+    ok.extend_from_slice(b"\r\nHost: x\r\n\r\n");
     let (r, run) = single(&ok);
     assert_eq!(r.status, 404);
     assert_eq!(run.status, Status::Open);
@@ -593,7 +607,7 @@ fn limits_request_line() {
 
 #[test]
 fn limits_header_section() {
-    let mut req = b"GET / HTTP/1.1\r\n".to_vec();
+    let mut req = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
     while req.len() < MAX_HEADER_SECTION + 100 {
         req.extend_from_slice(
             b"X-Filler: 0123456789012345678901234567890123456789012345678901234567890123456789\r\n",
@@ -607,12 +621,12 @@ fn limits_header_section() {
     assert!(run.out.starts_with(b"HTTP/1.1 431 "));
     assert_eq!(run.status, Status::CloseAfterFlush);
     // One long field.
-    let mut one_field = b"GET / HTTP/1.1\r\nX: ".to_vec();
+    let mut one_field = b"GET / HTTP/1.1\r\nHost: x\r\nX: ".to_vec();
     one_field.resize(16 + MAX_HEADER_SECTION + 2, b'v');
     let run = one(&one_field);
     assert!(run.out.starts_with(b"HTTP/1.1 431 "));
     // Exactly the maximum section (plus its final CRLF) is fine.
-    let mut at_max = b"GET / HTTP/1.1\r\nX: ".to_vec();
+    let mut at_max = b"GET / HTTP/1.1\r\nHost: x\r\nX: ".to_vec();
     at_max.resize(16 + MAX_HEADER_SECTION - 2, b'v');
     at_max.extend_from_slice(b"\r\n\r\n");
     for step in [1, 1000, at_max.len()] {
@@ -620,18 +634,18 @@ fn limits_header_section() {
         let run = drive(&pieces);
         assert_eq!(responses(&run.out, &[false])[0].status, 200);
     }
-    at_max.insert(20, b'v');
+    at_max.insert(30, b'v');
     assert_rejected(&at_max, 431);
     // Too many fields, each short.
-    let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+    let mut many = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
     for i in 0..=MAX_HEADERS {
         many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
     }
     many.extend_from_slice(b"\r\n");
     assert_rejected(&many, 431);
-    // Exactly the maximum is fine.
-    let mut max = b"GET / HTTP/1.1\r\n".to_vec();
-    for i in 0..MAX_HEADERS {
+    // Exactly the maximum (Host included) is fine.
+    let mut max = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 1..MAX_HEADERS {
         max.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
     }
     max.extend_from_slice(b"\r\n");
@@ -642,18 +656,22 @@ fn limits_header_section() {
 fn limits_body() {
     assert_rejected(
         format!(
-            "POST /echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
             MAX_BODY + 1
         )
         .as_bytes(),
         413,
     );
     assert_rejected(
-        b"POST /echo HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
         413,
     );
-    assert_rejected(b"PUT /x HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n", 413);
-    let mut chunked = b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    assert_rejected(
+        b"PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n",
+        413,
+    );
+    let mut chunked =
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     chunked.extend_from_slice(format!("{:x}\r\n", MAX_BODY / 2).as_bytes());
     chunked.extend_from_slice(&vec![b'x'; MAX_BODY / 2]);
     chunked.extend_from_slice(format!("\r\n{:x}\r\n", MAX_BODY / 2 + 1).as_bytes());
@@ -663,52 +681,64 @@ fn limits_body() {
 #[test]
 fn malformed_and_unsupported() {
     assert_rejected(b"GET / HTTP/2.0\r\n\r\n", 505);
-    assert_rejected(b"GET / HTTP/1.2\r\n\r\n", 505);
+    assert_rejected(b"GET / HTTP/3.0\r\n\r\n", 505);
     assert_rejected(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505);
-    assert_rejected(b"G@T / HTTP/1.1\r\n\r\n", 400);
-    assert_rejected(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", 400);
-    assert_rejected(b"GET  HTTP/1.1\r\n\r\n", 400);
+    assert_rejected(b"G@T / HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+    assert_rejected(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400);
+    assert_rejected(b"GET  HTTP/1.1\r\nHost: x\r\n\r\n", 400);
     assert_rejected(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400);
-    assert_rejected(b"BREW /pot HTTP/1.1\r\n\r\n", 501);
-    assert_rejected(b"get / HTTP/1.1\r\n\r\n", 501);
+    assert_rejected(b"BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n", 501);
+    assert_rejected(b"get / HTTP/1.1\r\nHost: x\r\n\r\n", 501);
 }
 
 #[test]
 fn framing_conflicts() {
     assert_rejected(
-        b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         400,
     );
     assert_rejected(
-        b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
         400,
     );
     assert_rejected(
-        b"POST /echo HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\nhello",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 6\r\n\r\nhello",
         400,
     );
-    assert_rejected(b"POST /echo HTTP/1.1\r\nContent-Length: -5\r\n\r\n", 400);
-    assert_rejected(b"POST /echo HTTP/1.1\r\nContent-Length: 0x5\r\n\r\n", 400);
-    assert_rejected(b"POST /echo HTTP/1.1\r\nContent-Length:\r\n\r\n", 400);
     assert_rejected(
-        b"POST /echo HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+        400,
+    );
+    assert_rejected(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0x5\r\n\r\n",
+        400,
+    );
+    assert_rejected(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length:\r\n\r\n",
+        400,
+    );
+    assert_rejected(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
         501,
     );
     assert_rejected(
-        b"POST /echo HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
         400,
     );
     assert_rejected(
-        b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
         400,
     );
     assert_rejected(
-        b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
         400,
     );
-    assert_rejected(b"POST /echo HTTP/1.1\r\nTransfer-Encoding: \r\n\r\n", 400);
+    assert_rejected(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \r\n\r\n",
+        400,
+    );
     // HEAD errors keep Content-Length but send no body.
-    let run = one(b"HEAD / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
+    let run = one(b"HEAD / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
     assert!(run.out.starts_with(b"HTTP/1.1 400 "));
     assert!(run.out.ends_with(b"\r\n\r\n"));
     assert_eq!(run.status, Status::CloseAfterFlush);
@@ -716,7 +746,7 @@ fn framing_conflicts() {
 
 #[test]
 fn bad_chunks() {
-    let pre = b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let pre = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
     for (body, code) in [
         (&b"10000000000000000\r\n"[..], 400),
         (b"zz\r\n", 400),
@@ -731,7 +761,7 @@ fn bad_chunks() {
 
 #[test]
 fn counts_requests() {
-    let run = one(b"GET / HTTP/1.1\r\n\r\nGET /x HTTP/1.1\r\n\r\nPOST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nBAD\r\n\r\n");
+    let run = one(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /x HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nBAD\r\n\r\n");
     assert_eq!(run.requests, 4);
     // An incomplete head is not a request.
     assert_eq!(one(b"GET / HTTP/1.1\r\nHost").requests, 0);
@@ -753,7 +783,7 @@ fn through_the_session_enum() {
     let mut s = Session::new(crate::proto::Proto::Http);
     let mut env = TestEnv::new();
     let mut out = Vec::new();
-    let req = b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n";
+    let req = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     assert_eq!(s.advance(req, &mut out, &mut env), req.len());
     assert!(out.ends_with(HELLO));
     assert_eq!(s.status(), Status::CloseAfterFlush);
@@ -762,7 +792,7 @@ fn through_the_session_enum() {
 
 #[test]
 fn slow_drip_head() {
-    let mut req = b"GET / HTTP/1.1\r\n".to_vec();
+    let mut req = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
     for _ in 0..50 {
         req.extend_from_slice(b"X-Some-Header: some value here\r\n");
     }
@@ -771,7 +801,9 @@ fn slow_drip_head() {
     let run = drive(&pieces);
     assert_eq!(responses(&run.out, &[false])[0].body, HELLO);
     // An error mid-line is reported when its line ends.
-    let pieces: Vec<&[u8]> = b"GET / HTTP/1.1\r\nX\x01y: 1\r\n".chunks(1).collect();
+    let pieces: Vec<&[u8]> = b"GET / HTTP/1.1\r\nHost: x\r\nX\x01y: 1\r\n"
+        .chunks(1)
+        .collect();
     let run = drive(&pieces);
     assert!(run.out.starts_with(b"HTTP/1.1 400 "));
 }
@@ -780,14 +812,14 @@ fn slow_drip_head() {
 fn mixed_stream() -> Vec<u8> {
     let mut v = Vec::new();
     v.extend_from_slice(b"GET /plaintext HTTP/1.1\r\nHost: a\r\nUser-Agent: t\r\n\r\n");
-    v.extend_from_slice(b"HEAD /bytes/40 HTTP/1.1\r\n\r\n");
-    v.extend_from_slice(b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\nA\r\n0123456789\r\n0\r\nT: 1\r\n\r\n");
-    v.extend_from_slice(b"POST /echo HTTP/1.1\r\nContent-Length: 7\r\n\r\npayload");
-    v.extend_from_slice(b"GET /bytes/30 HTTP/1.1\r\n\r\n");
-    v.extend_from_slice(b"POST /nope HTTP/1.1\r\nContent-Length: 4\r\n\r\nGET ");
-    v.extend_from_slice(b"GET /stats HTTP/1.1\r\n\r\n");
-    v.extend_from_slice(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
-    v.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+    v.extend_from_slice(b"HEAD /bytes/40 HTTP/1.1\r\nHost: x\r\n\r\n");
+    v.extend_from_slice(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\nA\r\n0123456789\r\n0\r\nT: 1\r\n\r\n");
+    v.extend_from_slice(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\n\r\npayload");
+    v.extend_from_slice(b"GET /bytes/30 HTTP/1.1\r\nHost: x\r\n\r\n");
+    v.extend_from_slice(b"POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nGET ");
+    v.extend_from_slice(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n");
+    v.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    v.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     v
 }
 
@@ -993,4 +1025,481 @@ fn drain_during_a_streamed_body_finishes_it_then_closes() {
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].body.len(), 200_000);
     assert_eq!(s.status(), Status::CloseAfterFlush);
+}
+
+// ---- Strict HTTP/1.1 framing (RFC 9112, RFC 9110), one rule per test, named by section. ----
+
+/// `assert_rejected`, and the same answer whatever the split: the input delivered one byte per
+/// read, and in two reads at every point, gives exactly the output of one read.
+fn assert_refused(input: &[u8], code: u16) {
+    assert_rejected(input, code);
+    let whole = one(input);
+    let bytes: Vec<&[u8]> = input.chunks(1).collect();
+    assert_eq!(
+        drive(&bytes).out,
+        whole.out,
+        "{:?}",
+        String::from_utf8_lossy(input)
+    );
+    for at in 1..input.len() {
+        let run = drive(&[&input[..at], &input[at..]]);
+        assert_eq!(run.out, whole.out, "split at {at}");
+    }
+}
+
+/// A POST /echo with a chunked body: `body` is everything after the head.
+fn chunked_echo(body: &[u8]) -> Vec<u8> {
+    let mut v = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    v.extend_from_slice(body);
+    v
+}
+
+/// RFC 9112 §7.1: chunked framing is CRLF only; §7.1.1 extension grammar; §7.1.2 trailers are
+/// field lines. Through the session: each fault is 400 and closes, so nothing after it is read
+/// as a request (the smuggling this prevents).
+#[test]
+fn rfc9112_7_1_chunked_framing_is_strict() {
+    for body in [
+        &b"5\nhello\r\n0\r\n\r\n"[..],     // bare LF ends the chunk-size line
+        b"5\r\nhello\n0\r\n\r\n",          // bare LF after chunk data
+        b"5\r\nhello\r\r\n0\r\n\r\n",      // CR CR LF after chunk data
+        b"5;a\rb\r\nhello\r\n0\r\n\r\n",   // bare CR in an extension
+        b"5;a=\x00\r\nhello\r\n0\r\n\r\n", // NUL in an extension
+        b"5;a=\"\x00\"\r\nhello\r\n0\r\n\r\n", // NUL in a quoted extension value
+        b"5;a=b\x0b\r\nhello\r\n0\r\n\r\n", // a CTL in an extension
+        b"5;a b\r\nhello\r\n0\r\n\r\n",    // not the grammar
+        b"5 \r\nhello\r\n0\r\n\r\n",       // BWS with no extension after it
+        b"5\r\nhello\r\n0\r\nX : 1\r\n\r\n", // trailer: whitespace before the colon
+        b"5\r\nhello\r\n0\r\nX: 1\r\n folded\r\n\r\n", // trailer: obs-fold
+        b"5\r\nhello\r\n0\r\nX: a\x00b\r\n\r\n", // trailer: NUL
+        b"5\r\nhello\r\n0\r\nno colon\r\n\r\n", // trailer: not a field line
+        b"5\r\nhello\r\n0\r\nX: 1\n\r\n",  // trailer: bare LF
+        b"5\r\nhello\r\n0\r\n\n",          // bare LF as the final line
+        b"00000000000000005\r\nhello\r\n0\r\n\r\n", // 17 hex digits: overflow
+    ] {
+        assert_refused(&chunked_echo(body), 400);
+    }
+    // The same body, well formed, with extensions and a trailer: echoed, connection kept.
+    let run = one(&chunked_echo(
+        b"5 ; a = \"q\\\"\" ;b\r\nhello\r\n0;c=d\r\nX-T: 1\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    ));
+    let rs = responses(&run.out, &[false, false]);
+    assert_eq!((rs[0].status, &rs[0].body[..]), (200, &b"hello"[..]));
+    assert_eq!(rs[1].body, HELLO);
+    assert_eq!(run.status, Status::Open);
+}
+
+/// Extensions and trailers are never stored, and are capped so that a client cannot make the
+/// server read unbounded framing: the extension total over a body (400), the trailer section
+/// (431).
+#[test]
+fn rfc9112_7_1_extension_and_trailer_bounds() {
+    let mut body = Vec::new();
+    for _ in 0..=chunked::MAX_CHUNK_EXT / 1000 {
+        body.extend_from_slice(format!("1;{}\r\nx\r\n", "e".repeat(1000)).as_bytes());
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    assert_rejected(&chunked_echo(&body), 400);
+    let mut body = b"0\r\n".to_vec();
+    while body.len() <= MAX_TRAILER + 100 {
+        body.extend_from_slice(b"X-Trailer: 0123456789\r\n");
+    }
+    body.extend_from_slice(b"\r\n");
+    assert_rejected(&chunked_echo(&body), 431);
+}
+
+/// RFC 9112 §6.1: "A server or client that receives an HTTP/1.0 message containing a
+/// Transfer-Encoding header field MUST treat the message as if the framing is faulty, even if a
+/// Content-Length is present, and close the connection after processing the message."
+#[test]
+fn rfc9112_6_1_transfer_encoding_in_http10_is_400_and_closes() {
+    assert_refused(
+        b"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        400,
+    );
+    assert_refused(
+        b"POST /echo HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\nhello",
+        400,
+    );
+    assert_refused(b"GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400);
+    // Even a coding it would refuse anyway: the framing is faulty first.
+    assert_refused(
+        b"POST /echo HTTP/1.0\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        400,
+    );
+}
+
+/// RFC 9112 §6.1, §6.3 items 3-5, §7: which Transfer-Encoding and Content-Length combinations are
+/// refused, and with what. Every one closes: the body's length is in doubt.
+#[test]
+fn rfc9112_6_transfer_encoding_and_content_length() {
+    let post = |fields: &str| format!("POST /echo HTTP/1.1\r\nHost: x\r\n{fields}\r\n\r\n");
+    for (fields, code) in [
+        // §6.1: TE and CL together: MAY reject, MUST close. Rejected.
+        ("Content-Length: 5\r\nTransfer-Encoding: chunked", 400),
+        ("Transfer-Encoding: chunked\r\nContent-Length: 0", 400),
+        // §6.3 item 4: chunked not the final coding.
+        ("Transfer-Encoding: gzip", 400),
+        ("Transfer-Encoding: chunked, gzip", 400),
+        ("Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip", 400),
+        // chunked takes no parameters: "chunked;x=1" is not chunked, so not final.
+        ("Transfer-Encoding: chunked;x=1", 400),
+        // §7: chunked at most once.
+        ("Transfer-Encoding: chunked, chunked", 400),
+        // §6.1: a coding name is a token.
+        ("Transfer-Encoding: x y, chunked", 400),
+        ("Transfer-Encoding: \"gzip\", chunked", 400),
+        ("Transfer-Encoding: ;, chunked", 400),
+        // A field with no coding at all: its list syntax allows it, but what it frames is
+        // anyone's guess.
+        ("Transfer-Encoding: ,", 400),
+        ("Transfer-Encoding:", 400),
+        // §6.1: a coding it does not understand (chunked final): 501.
+        ("Transfer-Encoding: gzip, chunked", 501),
+        ("Transfer-Encoding: identity, chunked", 501),
+        (
+            "Transfer-Encoding: x;q=1\r\nTransfer-Encoding: chunked",
+            501,
+        ),
+        // §6.3 item 5: an invalid or differing Content-Length.
+        ("Content-Length: 5\r\nContent-Length: 6", 400),
+        ("Content-Length: 5, 6", 400),
+        ("Content-Length: 5,", 400),
+        ("Content-Length: +5", 400),
+        ("Content-Length: 5 5", 400),
+    ] {
+        assert_refused(post(fields).as_bytes(), code);
+    }
+    // Empty list elements are allowed (RFC 9110 §5.6.1), any case of "chunked" is chunked, and
+    // identical Content-Length values are one (RFC 9110 §8.6).
+    for fields in [
+        "Transfer-Encoding: , CHUNKED ,",
+        "Transfer-Encoding: ,chunked",
+    ] {
+        let mut req = post(fields).into_bytes();
+        req.extend_from_slice(b"2\r\nok\r\n0\r\n\r\n");
+        let (r, run) = single(&req);
+        assert_eq!((r.status, &r.body[..]), (200, &b"ok"[..]), "{fields}");
+        assert_eq!(run.status, Status::Open);
+    }
+}
+
+/// RFC 9112 §2.3, §3: `HTTP-version = "HTTP" "/" DIGIT "." DIGIT`, case-sensitive. Malformed:
+/// 400; well formed with a major version other than 1: 505 (RFC 9110 §15.6.6); a later 1.x minor
+/// version is served as HTTP/1.1 (RFC 9110 §2.5).
+#[test]
+fn rfc9112_2_3_http_version() {
+    for line in [
+        &b"GET / http/1.1"[..],
+        b"GET / Http/1.1",
+        b"GET / HTTP/1.10",
+        b"GET / HTTP/11",
+        b"GET / HTTP/1",
+        b"GET / HTTP/1.",
+        b"GET / HTTP/1.x",
+        b"GET / HTTP/a.1",
+        b"GET / HTTP /1.1",
+        b"GET / HTTP/1.1 ",
+        b"GET / HTTP/1.1\t",
+        b"GET / HTTP/2",
+        b"GET /", // an HTTP/0.9 simple request: no version at all
+        b"GET / ",
+    ] {
+        let mut req = line.to_vec();
+        req.extend_from_slice(b"\r\nHost: x\r\n\r\n");
+        assert_refused(&req, 400);
+    }
+    for version in ["HTTP/0.9", "HTTP/0.0", "HTTP/2.0", "HTTP/3.0", "HTTP/9.9"] {
+        assert_refused(
+            format!("GET / {version}\r\nHost: x\r\n\r\n").as_bytes(),
+            505,
+        );
+    }
+    for version in ["HTTP/1.2", "HTTP/1.9"] {
+        let run = one(format!(
+            "GET /plaintext {version}\r\nHost: x\r\n\r\nGET / {version}\r\nHost: x\r\n\r\n"
+        )
+        .as_bytes());
+        let rs = responses(&run.out, &[false, false]);
+        assert_eq!(rs.len(), 2, "{version} is served as 1.1, kept alive");
+        assert_eq!((rs[0].status, &rs[0].body[..]), (200, HELLO));
+        assert!(run.out.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        assert_eq!(run.status, Status::Open);
+        // And as 1.1 it needs Host.
+        assert_refused(format!("GET / {version}\r\n\r\n").as_bytes(), 400);
+    }
+}
+
+/// RFC 9112 §3: `method SP request-target SP HTTP-version`; §3.2: the request-target is a URI
+/// form, so whitespace, CTLs and raw non-ASCII bytes inside it are 400 (never 505 because the
+/// text after a space was taken for the version).
+#[test]
+fn rfc9112_3_2_request_target_characters() {
+    for target in [
+        &b"/a b"[..],
+        b"/a\tb",
+        b"/a\x0bb",
+        b"/a\x00b",
+        b"/a\x7fb",
+        b"/\xc3\xa9",
+        b"/a\rb",
+    ] {
+        let mut req = b"GET ".to_vec();
+        req.extend_from_slice(target);
+        req.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_refused(&req, 400);
+    }
+    // Multiple spaces as delimiters (RFC 9112 §3 allows a recipient to accept them; not here).
+    assert_refused(b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+    assert_refused(b"GET /  HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+    assert_refused(b" GET / HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+}
+
+/// RFC 9112 §3.2: a request-target must be in one of the four forms, and asterisk-form is for
+/// OPTIONS only (§3.2.4), answered for the server as a whole.
+#[test]
+fn rfc9112_3_2_4_asterisk_form_only_for_options() {
+    for method in ["GET", "POST", "DELETE"] {
+        assert_refused(
+            format!("{method} * HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+            400,
+        );
+    }
+    // No form at all (authority-form is for CONNECT).
+    for target in ["plaintext", "example.com:80", "?x", "%2F"] {
+        assert_refused(
+            format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+            400,
+        );
+    }
+    let (r, run) = single(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("allow"), Some("GET, HEAD, POST"));
+    assert_eq!(r.header("content-length"), Some("0"));
+    assert_eq!(run.status, Status::Open);
+    // OPTIONS on a resource: that resource's methods.
+    let (r, _) = single(b"OPTIONS /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!((r.status, r.header("allow")), (405, Some("POST")));
+}
+
+/// RFC 9110 §9.3.6: CONNECT asks for a tunnel; this server is no proxy, so no resource supports
+/// it: 501 (RFC 9110 §15.6.2), and close, because what follows the head may already be tunnel
+/// data (here a TLS ClientHello), which must not be read as a request.
+#[test]
+fn rfc9110_9_3_6_connect_is_501_and_closes() {
+    assert_refused(
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n\x16\x03\x01\x02\x00",
+        501,
+    );
+    assert_refused(b"CONNECT / HTTP/1.1\r\nHost: x\r\n\r\n", 501);
+}
+
+/// RFC 9112 §3.2.2: "A server MUST accept the absolute-form in requests"; it is routed by its
+/// path, and the Host field is ignored in favour of its authority (§3.2.2: "MUST ignore the
+/// received Host header field"). An http(s) URI with an empty host or userinfo is invalid
+/// (RFC 9110 §4.2.1, §4.2.4), as is any other scheme here: 400.
+#[test]
+fn rfc9112_3_2_2_absolute_form() {
+    for (target, body) in [
+        ("http://example.com/plaintext", HELLO),
+        ("http://example.com", HELLO),
+        ("http://example.com?q=1", HELLO),
+        ("HTTPS://EXAMPLE.COM:8443/bytes/3?x=1", &b"abc"[..]),
+        ("http://[::1]:80/", HELLO),
+        ("http://127.0.0.1/", HELLO),
+    ] {
+        let (r, run) = single(format!("GET {target} HTTP/1.1\r\nHost: other\r\n\r\n").as_bytes());
+        assert_eq!((r.status, &r.body[..]), (200, body), "{target}");
+        assert_eq!(run.status, Status::Open);
+    }
+    let (r, _) = single(b"GET http://example.com/nowhere HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 404);
+    for target in [
+        "http:///plaintext",
+        "http://",
+        "http://:80/",
+        "http://user@example.com/",
+        "http://exa mple.com/",
+        "http://[::1/",
+        "http://example.com:x/",
+        "http:/plaintext",
+        "http:plaintext",
+        "ftp://example.com/",
+        "example.com/",
+    ] {
+        assert_refused(
+            format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+            400,
+        );
+    }
+}
+
+/// RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code to any HTTP/1.1
+/// request message that lacks a Host header field and to any request message that contains
+/// more than one Host header field line or a Host header field with an invalid field value."
+/// `Host = uri-host [ ":" port ]` (RFC 9110 §7.2).
+#[test]
+fn rfc9112_3_2_host() {
+    assert_refused(b"GET / HTTP/1.1\r\n\r\n", 400);
+    assert_refused(b"GET / HTTP/1.1\r\nX-Host: x\r\n\r\n", 400);
+    assert_refused(b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400);
+    assert_refused(b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n", 400);
+    assert_refused(b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", 400);
+    for host in [
+        "a b",
+        "a/b",
+        "a@b",
+        "a?b",
+        "a#b",
+        "x:y",
+        "x:80:90",
+        "x: 80",
+        "[::1",
+        "[::1]x",
+        "[::1]:x",
+        "[zz::1]",
+        "[]",
+        "[v.x]",
+        "[v1.]",
+        "[fe80::1%25eth0]",
+        "%zz",
+        "a%2",
+        "a\"b",
+        "\u{e9}",
+        "a, b",
+    ] {
+        assert_refused(
+            format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes(),
+            400,
+        );
+        assert_refused(
+            format!("GET / HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes(),
+            400,
+        );
+    }
+    for host in [
+        "",
+        "example.com",
+        "example.com:8080",
+        "x:",
+        "127.0.0.1:80",
+        "[::1]",
+        "[::1]:8080",
+        "[::ffff:1.2.3.4]",
+        "[v1.x:y]",
+        "a%20b",
+        "sub-delims!$&'()*+,;=",
+        "  padded  ",
+    ] {
+        let (r, run) = single(format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
+        assert_eq!(r.status, 200, "{host:?}");
+        assert_eq!(run.status, Status::Open);
+    }
+    // HTTP/1.0 predates Host.
+    let (r, _) = single(b"GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(r.status, 200);
+}
+
+/// RFC 9112 §2.2: "a recipient MAY recognize a single LF as a line terminator" in the start line
+/// and fields. Here it does not (as llhttp in strict mode, unlike nginx, h11 and httparse): a
+/// bare LF is 400, as is a bare CR anywhere (which §2.2 lets a recipient treat as an error or
+/// as SP; replacing it would change what a proxy saw).
+#[test]
+fn rfc9112_2_2_bare_lf_and_bare_cr_in_the_head() {
+    for req in [
+        &b"GET / HTTP/1.1\nHost: x\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: x\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\n\n",
+        b"GET / HTTP/1.1\nHost: x\n\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX: 1\nTransfer-Encoding: chunked\r\n\r\n",
+        b"\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"\r\n\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\rHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\rX: 1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\n\rX",
+        b"\rGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /\r HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        assert_refused(req, 400);
+    }
+    // A bare LF in a body is data, not framing.
+    let (r, _) = single(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\na\nb");
+    assert_eq!(r.body, b"a\nb");
+}
+
+/// The first fault in the stream decides the answer, however the head was split: a bare LF
+/// before the 101st field line is 400, one after it loses to 431 (too many fields).
+#[test]
+fn rfc9112_2_2_first_fault_wins() {
+    let head = |bare_at: usize| {
+        let mut v = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+        for i in 0..150 {
+            let end: &[u8] = if i == bare_at { b"\n" } else { b"\r\n" };
+            v.extend_from_slice(format!("X-{i}: v").as_bytes());
+            v.extend_from_slice(end);
+        }
+        v.extend_from_slice(b"\r\n");
+        v
+    };
+    assert_refused(&head(50), 400);
+    assert_refused(&head(120), 431);
+    // A bad version on the request line wins over anything after it.
+    assert_refused(b"GET / HTTP/2.0\r\nHost: x\nX: 1\r\n\r\n", 505);
+    assert_refused(b"GET / HTTP/1.1 \r\nHost: x\nX: 1\r\n\r\n", 400);
+}
+
+/// RFC 9112 §2.2: "a server that is expecting to receive and parse a request-line SHOULD ignore
+/// at least one empty line (CRLF) received prior to the request-line". Any number is ignored,
+/// counted against the request line's limit so that a stream of them is bounded (414).
+#[test]
+fn rfc9112_2_2_empty_lines_before_the_request_line() {
+    let input = b"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n\r\n\r\nGET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n\r\n";
+    let whole = one(input);
+    let rs = responses(&whole.out, &[false, false]);
+    assert_eq!(rs.len(), 2);
+    assert!(rs.iter().all(|r| r.body == HELLO));
+    assert_eq!((whole.status, whole.left), (Status::Open, 2));
+    let bytes: Vec<&[u8]> = input.chunks(1).collect();
+    assert_eq!(drive(&bytes).out, whole.out);
+    let flood = b"\r\n".repeat(MAX_REQUEST_LINE);
+    let run = one(&flood);
+    assert!(
+        run.out.starts_with(b"HTTP/1.1 414 "),
+        "{:?}",
+        String::from_utf8_lossy(&run.out)
+    );
+    assert_eq!(run.status, Status::CloseAfterFlush);
+}
+
+/// RFC 9112 §5.1: "No whitespace is allowed between the field name and colon ... A server MUST
+/// reject, with a response status code of 400 (Bad Request), any received request message that
+/// contains whitespace between a header field name and colon." §5.2: obs-fold — a server MUST
+/// reject the message with 400 or replace each obs-fold with SP; rejected here. §2.2:
+/// whitespace before the first field line — reject (400), as it could be read as obs-fold.
+/// RFC 9110 §5.5: CR, LF and NUL in a field value are invalid (other CTLs too, here).
+#[test]
+fn rfc9112_5_field_line_syntax() {
+    for fields in [
+        &b"Host : x\r\n"[..],
+        b"Host\t: x\r\n",
+        b"Host: x\r\nX-A : 1\r\n",
+        b"Host: x\r\nX-A: 1\r\n 2\r\n",
+        b"Host: x\r\nX-A: 1\r\n\t2\r\n",
+        b" Host: x\r\n",
+        b"\tHost: x\r\n",
+        b"Host: x\r\nX-A: 1\x002\r\n",
+        b"Host: x\r\nX-A: 1\x012\r\n",
+        b"Host: x\r\nX-A: 1\x7f2\r\n",
+        b"Host: x\r\n: 1\r\n",
+        b"Host: x\r\nX(A): 1\r\n",
+        b"Host: x\r\nno-colon\r\n",
+    ] {
+        let mut req = b"GET / HTTP/1.1\r\n".to_vec();
+        req.extend_from_slice(fields);
+        req.extend_from_slice(b"\r\n");
+        assert_refused(&req, 400);
+    }
+    // Tabs and obs-text inside a value are allowed.
+    let (r, _) = single(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\tb \xe9\r\n\r\n");
+    assert_eq!(r.status, 200);
 }

@@ -50,8 +50,8 @@ const READ_BUDGET_PER_TURN: usize = 256 * 1024;
 const MAX_BUFFERED_INPUT: usize = 2 * 1024 * 1024 + 64 * 1024;
 /// Accepts per listener event, so that a connection storm cannot starve established clients.
 const ACCEPTS_PER_TURN: usize = 256;
-/// At shutdown, connections still queued in the listener's backlog are accepted (and drained)
-/// rather than reset by its close; this bounds that last sweep.
+/// At shutdown, the connections queued in the listener's backlog at that moment are accepted
+/// (and drained) rather than reset by its close; this bounds that last sweep.
 const ACCEPTS_AT_SHUTDOWN: usize = 65_536;
 /// After EMFILE/ENFILE, how long accepting pauses unless a connection closes first.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
@@ -651,7 +651,10 @@ impl Reactor {
             Some(now + keepalive_drain_window(self.options.shutdown_grace));
         // A client whose handshake the kernel completed may already have sent its request:
         // closing the listener would reset it. Take the backlog in, and drain it with the rest.
-        self.accept_connections(ACCEPTS_AT_SHUTDOWN);
+        if let Some(listener) = self.listener.as_ref().map(AsRawFd::as_raw_fd) {
+            let queued = sys::accept_queue_len(listener).unwrap_or(0);
+            self.accept_connections(queued.min(ACCEPTS_AT_SHUTDOWN));
+        }
         if let Some(listener) = self.listener.take() {
             let _ = self.poller.deregister(listener.as_raw_fd());
         }

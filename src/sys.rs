@@ -99,6 +99,31 @@ pub fn shutdown_read(fd: RawFd) -> io::Result<()> {
     syscall!(shutdown(fd, libc::SHUT_RD)).map(drop)
 }
 
+/// Connections completed by the kernel and waiting in a TCP listener's accept queue. Linux reports
+/// it for a listening socket as `tcpi_unacked` (`sk_ack_backlog`) in `TCP_INFO`. At shutdown
+/// this many are taken in and no more: accepting until EAGAIN would never end while clients keep
+/// connecting.
+pub fn accept_queue_len(listener: RawFd) -> io::Result<usize> {
+    let mut info = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` is a zeroed `tcp_info` of `len` bytes that the kernel may fill (it writes
+    // at most `len` and updates `len`); every field is a plain integer, so any bytes are valid.
+    let info = unsafe {
+        if libc::getsockopt(
+            listener,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        ) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        info.assume_init()
+    };
+    Ok(info.tcpi_unacked as usize)
+}
+
 /// Sets or clears O_NONBLOCK.
 pub fn set_nonblocking(fd: RawFd, nonblocking: bool) -> io::Result<()> {
     let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
@@ -406,4 +431,27 @@ pub fn adopt_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: the descriptor is open (checked above), was inherited for this purpose alone, and
     // the caller adopts it once, before any other owner exists in this process.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// The shutdown sweep relies on this count: connections the kernel completed and nobody
+    /// accepted yet, going down as they are accepted.
+    #[test]
+    fn accept_queue_len_counts_completed_connections() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let fd = listener.as_raw_fd();
+        assert_eq!(accept_queue_len(fd).unwrap(), 0);
+        let addr = listener.local_addr().unwrap();
+        let clients: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        assert_eq!(accept_queue_len(fd).unwrap(), 3);
+        let _first = listener.accept().unwrap();
+        assert_eq!(accept_queue_len(fd).unwrap(), 2);
+        drop(clients);
+    }
 }

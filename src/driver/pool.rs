@@ -310,7 +310,8 @@ pub fn run(
     shared.shutting_down.store(true, Ordering::SeqCst);
     // Connections the kernel completed before the signal are clients like any other: queue them
     // (they are served drained) rather than reset them by closing the listener on them.
-    acceptor.accept_all(listener.as_raw_fd());
+    let queued = sys::accept_queue_len(listener.as_raw_fd()).unwrap_or(0);
+    acceptor.accept_up_to(listener.as_raw_fd(), queued);
     drop(listener);
     lock(&shared.queue).closed = true;
     shared.work.notify_all();
@@ -408,7 +409,13 @@ struct Acceptor {
 impl Acceptor {
     /// Accepts until EAGAIN; returns how long to pause when descriptors ran out.
     fn accept_all(&mut self, listener: RawFd) -> Option<Instant> {
-        loop {
+        self.accept_up_to(listener, usize::MAX)
+    }
+
+    /// Accepts at most `limit` connections (at shutdown: those queued when it began, since
+    /// clients that keep connecting would otherwise keep this loop going).
+    fn accept_up_to(&mut self, listener: RawFd, limit: usize) -> Option<Instant> {
+        for _ in 0..limit {
             self.env.local.syscalls.accepts += 1;
             let fd = match sys::accept(listener, false) {
                 Ok(fd) => fd,
@@ -430,6 +437,7 @@ impl Acceptor {
             };
             self.admit(fd);
         }
+        None
     }
 
     /// Queues the connection for the next free thread, or refuses it.
@@ -656,7 +664,12 @@ impl Conn<'_> {
             // Before the client can see this response (and before we may block), `/stats` on any
             // connection sees the request, the read and this write.
             env.flush();
-            let n = sys::send(self.fd, &self.output[sent..])?;
+            let n = match sys::send(self.fd, &self.output[sent..]) {
+                // A blocking call under SO_SNDTIMEO fails with EINTR when the process is
+                // stopped and continued (SIGSTOP, a debugger): not the client's doing.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                result => result?,
+            };
             env.local.bytes_out += n as u64;
             sent += n;
         }
@@ -739,6 +752,9 @@ impl Conn<'_> {
             Ok(0) => self.peer_eof = true,
             Ok(n) => env.local.bytes_in += n as u64,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return self.timed_out(env),
+            // Under SO_RCVTIMEO a stop and continue (SIGSTOP, a debugger) ends the read with
+            // EINTR: the connection is fine, read again.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return false,
         }
         true
@@ -783,6 +799,7 @@ impl Conn<'_> {
             }
             env.local.syscalls.reads += 1;
             match sys::read(self.fd, &mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
                     discarded += n;

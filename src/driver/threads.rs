@@ -384,7 +384,8 @@ pub fn run(
     shared.shutting_down.store(true, Ordering::SeqCst);
     // Connections the kernel completed before the signal are clients like any other: take them
     // (their threads drain at once) rather than reset them by closing the listener on them.
-    acceptor.accept_all(listener.as_raw_fd());
+    let queued = sys::accept_queue_len(listener.as_raw_fd()).unwrap_or(0);
+    acceptor.accept_up_to(listener.as_raw_fd(), queued);
     drop(listener);
     acceptor.env.flush();
     finish(&shared, window_end, grace_end);
@@ -463,7 +464,13 @@ struct Acceptor {
 impl Acceptor {
     /// Accepts until EAGAIN; returns how long to pause when descriptors or threads ran out.
     fn accept_all(&mut self, listener: RawFd) -> Option<Instant> {
-        loop {
+        self.accept_up_to(listener, usize::MAX)
+    }
+
+    /// Accepts at most `limit` connections (at shutdown: those queued when it began, since
+    /// clients that keep connecting would otherwise keep this loop going).
+    fn accept_up_to(&mut self, listener: RawFd, limit: usize) -> Option<Instant> {
+        for _ in 0..limit {
             self.env.local.syscalls.accepts += 1;
             let fd = match sys::accept(listener, false) {
                 Ok(fd) => fd,
@@ -481,6 +488,7 @@ impl Acceptor {
                 return Some(Instant::now() + ACCEPT_PAUSE);
             }
         }
+        None
     }
 
     /// Gives the connection its thread, or refuses it; false when thread creation failed.
@@ -707,7 +715,12 @@ impl Conn {
             // connection sees the request, the read and this write.
             env.flush();
             // Fails with EAGAIN once the write timeout passes without progress.
-            let n = sys::send(self.fd, &self.output[sent..])?;
+            let n = match sys::send(self.fd, &self.output[sent..]) {
+                // A blocking call under SO_SNDTIMEO fails with EINTR when the process is
+                // stopped and continued (SIGSTOP, a debugger): not the client's doing.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                result => result?,
+            };
             env.local.bytes_out += n as u64;
             sent += n;
         }
@@ -797,6 +810,9 @@ impl Conn {
                 self.bulk = n == want;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return self.timed_out(env),
+            // Under SO_RCVTIMEO a stop and continue (SIGSTOP, a debugger) ends the read with
+            // EINTR: the connection is fine, read again.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return false,
         }
         true
@@ -843,6 +859,7 @@ impl Conn {
             }
             env.local.syscalls.reads += 1;
             match sys::read(self.fd, &mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
                     discarded += n;

@@ -208,7 +208,8 @@ async fn accept_loop(ctx: Rc<Ctx>, listener: Socket) {
                 // A client whose handshake the kernel completed may already have sent its
                 // request: take the backlog in (those are drained like the rest) rather than
                 // reset it by closing the listener.
-                for _ in 0..ACCEPTS_AT_SHUTDOWN {
+                let queued = sys::accept_queue_len(listener.fd.as_raw_fd()).unwrap_or(0);
+                for _ in 0..queued.min(ACCEPTS_AT_SHUTDOWN) {
                     ctx.with_counters(|c| c.syscalls.accepts += 1);
                     match sys::accept(listener.fd.as_raw_fd(), true) {
                         Ok(fd) => admit(&ctx, fd),

@@ -551,6 +551,8 @@ impl Acceptor {
         let refusal = Session::refusal(self.options.proto, &self.env);
         if !refusal.is_empty() {
             self.env.local.syscalls.writes += 1;
+            // Counted before the client can see it: `/stats` asked right after the 503 has it.
+            self.env.flush();
             // A fresh socket's send buffer takes ~150 bytes without blocking.
             if let Ok(n) = sys::send(fd.as_raw_fd(), &refusal) {
                 self.env.local.bytes_out += n as u64;

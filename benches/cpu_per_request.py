@@ -13,7 +13,8 @@ reference, cepoll by default: a minimal C epoll loop, the practical one-core lim
     benches/cpu_per_request.py [--rounds 3] [--duration 10] [--conns 256] [--pipeline 16]
                                [--servers cepoll,c10k-epoll,nginx1,tokio1]
 
-Server names: c10k-BACKEND[-edge] (e.g. c10k-epoll, c10k-poll, c10k-epoll-edge), or any peer
+Server names: c10k-BACKEND[-edge][@BINARY] (e.g. c10k-epoll, c10k-poll, c10k-epoll-edge, or
+c10k-epoll@../base/target/release/c10k to measure an older build in the same rounds), or any peer
 of ../shared/baselines/peer (cepoll, nginx1, nginx2, tokio1, tokio2, asyncio). Needs wrk
 (apt-get install wrk; nginx for the nginx peers). The server is pinned to CPU 0 and wrk to CPU 1.
 Everything runs on 127.0.0.1, each wrk run is bounded by --duration, and every process started
@@ -54,8 +55,8 @@ def cpu_ticks(pid):
 
 def start(name, port):
     if name.startswith("c10k-"):
-        backend = name[len("c10k-"):]
-        args = [C10K, "serve", "--listen", f"127.0.0.1:{port}"]
+        backend, _, binary = name[len("c10k-"):].partition("@")
+        args = [binary or C10K, "serve", "--listen", f"127.0.0.1:{port}"]
         if backend.endswith("-edge"):
             backend = backend[: -len("-edge")]
             args.append("--edge")

@@ -293,14 +293,10 @@ impl HttpSession {
         // count against the request line's limit, so that a stream of CRLFs is bounded too.
         let lim = avail.len().min(LINE_CAP);
         let lead = leading_empty_lines(&avail[..lim]);
-        let (cap, limit) = match avail[lead..lim].iter().position(|&b| b == b'\n') {
-            Some(lf) => (lead + lf + 1 + FIELDS_CAP, response::FIELDS_TOO_LARGE),
-            None => (LINE_CAP, response::URI_TOO_LONG),
-        };
-        let view = &avail[..avail.len().min(cap)];
         // httparse is lenient where a request line may be strict; this check runs first, so its
-        // verdict (the first thing wrong in the stream) wins.
-        let line = match &view[lead..] {
+        // verdict (the first thing wrong in the stream) wins. It sees only the request line's
+        // allowance: a line that does not end within it is 414.
+        let line = match &avail[lead..lim] {
             // Perhaps the start of one more empty line.
             b"\r" => Ok(None),
             rest => request_line(rest),
@@ -310,12 +306,15 @@ impl HttpSession {
             Err(c) => return Some(self.refuse(out, env, c)),
         };
         let Some(line) = line else {
-            return if avail.len() >= cap {
-                Some(self.refuse(out, env, limit))
+            return if avail.len() >= LINE_CAP {
+                Some(self.refuse(out, env, response::URI_TOO_LONG))
             } else {
-                self.wait(avail.len(), cap)
+                self.wait(avail.len(), LINE_CAP)
             };
         };
+        // The field lines have their own allowance, counted from the end of the request line.
+        let (cap, limit) = (lead + line.len + FIELDS_CAP, response::FIELDS_TOO_LARGE);
+        let view = &avail[..avail.len().min(cap)];
         // httparse knows only HTTP/1.0 and 1.1; a later 1.x is read as 1.1 (RFC 9110 §2.5), so
         // it gets a copy that says so. Rare: only such requests pay for it.
         let patched: Vec<u8>;
@@ -769,34 +768,27 @@ struct Line {
 /// (RFC 9112 §3.2). A well-formed version with a major other than 1 is 505 (RFC 9110 §15.6.6).
 fn request_line(buf: &[u8]) -> Result<Option<Line>, Canned> {
     const BAD: Result<Option<Line>, Canned> = Err(response::BAD_REQUEST);
-    let mut i = 0;
-    loop {
-        let Some(&b) = buf.get(i) else {
-            return Ok(None);
-        };
-        if b == b' ' && i > 0 {
-            break;
-        }
-        if !chunked::tchar(b) {
-            return BAD;
-        }
-        i += 1;
+    // Each part runs to its SP; its bytes are then checked in one pass. A
+    // part still arriving is checked as far as it goes, so a bad byte is refused at once.
+    let method_end = find_byte(b' ', buf);
+    let method = &buf[..method_end.unwrap_or(buf.len())];
+    if !method.iter().all(|&b| chunked::tchar(b)) || method_end == Some(0) {
+        return BAD;
     }
-    i += 1;
-    let target = i;
-    loop {
-        let Some(&b) = buf.get(i) else {
-            return Ok(None);
-        };
-        if b == b' ' && i > target {
-            break;
-        }
-        if !b.is_ascii_graphic() {
-            return BAD;
-        }
-        i += 1;
+    let Some(method_end) = method_end else {
+        return Ok(None);
+    };
+    let target = method_end + 1;
+    let target_end = find_byte(b' ', &buf[target..]).map(|n| target + n);
+    // VCHAR: 0x21..=0x7e, a range check that vectorises.
+    let visible = |t: &[u8]| t.iter().all(|&b| b.wrapping_sub(0x21) < 0x5e);
+    if !visible(&buf[target..target_end.unwrap_or(buf.len())]) || target_end == Some(target) {
+        return BAD;
     }
-    i += 1;
+    let Some(target_end) = target_end else {
+        return Ok(None);
+    };
+    let i = target_end + 1;
     // `0` stands for any digit.
     for (k, &want) in b"HTTP/0.0\r\n".iter().enumerate() {
         let Some(&b) = buf.get(i + k) else {
@@ -829,10 +821,23 @@ fn leading_empty_lines(buf: &[u8]) -> usize {
 
 /// Whether `head` (as accepted by httparse, which admits no CR without an LF after it) has an
 /// LF without a CR before it. Each CR is then followed by its own LF, so the LFs outnumber the
-/// CRs exactly by the bare ones; two counts vectorise, a scan with look-behind does not.
+/// CRs exactly by the bare ones. Counted in byte-wide lanes over blocks of at most 255 bytes
+/// (so a `u8` cannot overflow): that vectorises 32 bytes a step, where a `usize` count or a scan
+/// with look-behind goes a byte or two at a time.
 fn bare_lf(head: &[u8]) -> bool {
-    let count = |c: u8| head.iter().filter(|&&b| b == c).count();
+    let count = |c: u8| -> usize {
+        head.chunks(255)
+            .map(|block| usize::from(block.iter().fold(0u8, |n, &b| n + u8::from(b == c))))
+            .sum()
+    };
     count(b'\n') != count(b'\r')
+}
+
+/// The first `byte` in `hay`. The scans on the request path are a few dozen bytes long, where
+/// a plain loop beats memchr's call and dispatch.
+#[inline]
+fn find_byte(byte: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&b| b == byte)
 }
 
 /// The path (with its query) to route, from a request-target in the form its method allows
@@ -892,6 +897,9 @@ fn valid_authority(v: &[u8]) -> bool {
     host_ok && port.iter().all(u8::is_ascii_digit)
 }
 
+/// `unreserved / sub-delims` (RFC 3986 §2.2-2.3).
+const REG_NAME_CHAR: [bool; 256] = chunked::byte_class(b"-._~!$&'()*+,;=");
+
 /// `reg-name = *( unreserved / pct-encoded / sub-delims )`
 fn reg_name(h: &[u8]) -> bool {
     let mut i = 0;
@@ -907,7 +915,7 @@ fn reg_name(h: &[u8]) -> bool {
                 i += 3;
                 continue;
             }
-            b if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b) => {}
+            b if REG_NAME_CHAR[usize::from(b)] => {}
             _ => return false,
         }
         i += 1;
@@ -949,7 +957,7 @@ fn method(m: &str) -> Option<Method> {
 }
 
 fn route(target: &str) -> Route {
-    let path = match target.as_bytes().iter().position(|&b| b == b'?') {
+    let path = match find_byte(b'?', target.as_bytes()) {
         Some(q) => &target.as_bytes()[..q],
         None => target.as_bytes(),
     };

@@ -3,7 +3,8 @@
 //! Layout (see docs/architecture.md):
 //! - [`proto`]: echo and HTTP/1.1, sans-I/O.
 //! - [`backend`]: readiness backends behind one small [`backend::Poller`] trait.
-//! - [`reactor`]: the one event loop shared by every readiness backend.
+//! - [`driver`]: the loops that own sockets: the readiness [`driver::reactor`] and the models
+//!   that do not fit it.
 //! - [`sys`]: the few syscall wrappers that hold the crate's `unsafe`.
 
 pub mod backend;
@@ -11,7 +12,6 @@ pub mod board;
 pub mod date;
 pub mod driver;
 pub mod proto;
-pub mod reactor;
 pub mod server;
 pub mod stats;
 pub mod sys;

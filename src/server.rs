@@ -11,9 +11,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::backend::{BackendKind, Driver};
 use crate::board::StatsBoard;
+use crate::driver::reactor::{self, Reactor};
 use crate::driver::{self, DriverOptions};
 use crate::proto::Proto;
-use crate::reactor::{self, Reactor};
 use crate::stats::Counters;
 use crate::sys;
 use crate::workers::{self, WorkerPlan};

@@ -3,10 +3,11 @@
 //!
 //! A driver owns sockets and turns readiness or completions into calls to
 //! [`crate::proto::Session::advance`]. The readiness backends share one driver, the
-//! [`crate::reactor`]; the models that do not fit the readiness contract have their own here.
+//! [`reactor`]; the models that do not fit the readiness contract have their own here.
 
 pub mod coro;
 pub mod pool;
+pub mod reactor;
 pub mod threads;
 pub mod uring;
 

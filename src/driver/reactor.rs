@@ -33,7 +33,7 @@ use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
 use crate::backend::{Event, Features, Interest, Poller, Token};
-use crate::driver::{keepalive_drain_window, Clock, DriverOptions, LoopEnv, Timeouts, NEVER};
+use super::{keepalive_drain_window, Clock, DriverOptions, LoopEnv, Timeouts, NEVER};
 use crate::proto::{Session, Status, OUTPUT_HIGH_WATER};
 use crate::stats::{self, Counters};
 use crate::sys;

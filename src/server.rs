@@ -11,7 +11,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::backend::{BackendKind, Driver};
 use crate::board::StatsBoard;
-use crate::driver::reactor::{self, Reactor};
+use crate::driver::kit;
+use crate::driver::reactor::Reactor;
 use crate::driver::{self, DriverOptions};
 use crate::proto::Proto;
 use crate::stats::Counters;
@@ -166,7 +167,7 @@ impl Server {
             None
         } else {
             Some(
-                reactor::shutdown_signals()
+                kit::shutdown_signals()
                     .map_err(|e| StartError(format!("cannot set up signal handling: {e}")))?,
             )
         };

@@ -6,6 +6,7 @@
 //! [`reactor`]; the models that do not fit the readiness contract have their own here.
 
 pub mod coro;
+pub mod kit;
 pub mod pool;
 pub mod reactor;
 pub mod threads;
@@ -165,6 +166,16 @@ impl LoopEnv {
         if let Some(board) = &self.board {
             board.publish(&self.counters);
         }
+    }
+}
+
+impl kit::CountingEnv for LoopEnv {
+    fn counters(&mut self) -> &mut Counters {
+        &mut self.counters
+    }
+
+    fn publish_now(&mut self) {
+        self.publish();
     }
 }
 

@@ -23,16 +23,17 @@
 //!   gives idle keep-alive connections a short window to bring one more, and then shuts down
 //!   writing and lingers, so that no client reads a reset instead of its response.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
 use crate::backend::{Event, Features, Interest, Poller, Token};
+use super::kit::{
+    self, Deadlines, RateLimitedLog, Slab, Stamps, Timed, ACCEPTS_AT_SHUTDOWN, ACCEPTS_PER_TURN,
+    ACCEPT_PAUSE, LINGER_BYTES, LINGER_TIME, MAX_BUFFERED_INPUT, READ_CHUNK,
+};
 use super::{keepalive_drain_window, Clock, DriverOptions, LoopEnv, Timeouts, NEVER};
 use crate::proto::{Session, Status, OUTPUT_HIGH_WATER};
 use crate::stats::{self, Counters};
@@ -41,24 +42,8 @@ use crate::sys;
 const LISTENER: Token = u64::MAX;
 const SIGNALS: Token = u64::MAX - 1;
 
-/// Bytes read per wake-up for the loop's shared input buffer.
-const READ_CHUNK: usize = 64 * 1024;
 /// Bytes one connection may read in one turn before others get theirs.
 const READ_BUDGET_PER_TURN: usize = 256 * 1024;
-/// A protocol that neither consumes nor rejects this much buffered input has a bug; the
-/// connection is closed rather than allowed to grow without bound.
-const MAX_BUFFERED_INPUT: usize = 2 * 1024 * 1024 + 64 * 1024;
-/// Accepts per listener event, so that a connection storm cannot starve established clients.
-const ACCEPTS_PER_TURN: usize = 256;
-/// At shutdown, the connections queued in the listener's backlog at that moment are accepted
-/// (and drained) rather than reset by its close; this bounds that last sweep.
-const ACCEPTS_AT_SHUTDOWN: usize = 65_536;
-/// After EMFILE/ENFILE, how long accepting pauses unless a connection closes first.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// After an error response: how long and how much we read and discard before closing, so that the
-/// client reads our response instead of a reset caused by its unread request bytes.
-const LINGER_TIME: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 256 * 1024;
 
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,93 +68,26 @@ struct Conn {
     peer_eof: bool,
     phase: Phase,
     lingered_bytes: usize,
-    /// Loop-clock milliseconds (see [`Clock`]) of the last byte read or written.
-    last_activity: u64,
-    /// When the request head now arriving began ([`NEVER`]: none is arriving).
-    head_started: u64,
-    /// When lingering gives up.
-    linger_until: u64,
-    /// The deadline this connection has in the timer heap ([`NEVER`]: none).
-    timer: u64,
+    stamps: Stamps,
+}
+
+impl Timed for Conn {
+    fn stamps(&mut self) -> &mut Stamps {
+        &mut self.stamps
+    }
+
+    fn deadline(&self, timeouts: &Timeouts) -> u64 {
+        self.stamps.deadline(timeouts, self.pending_output() > 0)
+    }
 }
 
 impl Conn {
-    /// See [`Timeouts::deadline`].
-    fn deadline(&self, timeouts: &Timeouts) -> u64 {
-        let lingering = self.phase == Phase::Lingering;
-        timeouts.deadline(
-            lingering.then_some(self.linger_until),
-            self.pending_output() > 0,
-            self.last_activity,
-            self.head_started,
-        )
-    }
-
     fn pending_output(&self) -> usize {
         self.output.len() - self.sent
     }
 
     fn is_idle(&self) -> bool {
         self.input.is_empty() && self.pending_output() == 0 && !self.session.has_pending_output()
-    }
-}
-
-/// Connections indexed by token; the token's high half is the slot's generation.
-#[derive(Default)]
-struct Slab {
-    slots: Vec<(u32, Option<Conn>)>,
-    free: Vec<u32>,
-    len: usize,
-}
-
-impl Slab {
-    fn token(index: u32, generation: u32) -> Token {
-        (u64::from(generation) << 32) | u64::from(index)
-    }
-
-    fn split(token: Token) -> (usize, u32) {
-        ((token & 0xffff_ffff) as usize, (token >> 32) as u32)
-    }
-
-    fn insert(&mut self, conn: Conn) -> Token {
-        self.len += 1;
-        if let Some(index) = self.free.pop() {
-            let slot = &mut self.slots[index as usize];
-            slot.0 = slot.0.wrapping_add(1);
-            slot.1 = Some(conn);
-            return Slab::token(index, slot.0);
-        }
-        self.slots.push((0, Some(conn)));
-        Slab::token((self.slots.len() - 1) as u32, 0)
-    }
-
-    fn get_mut(&mut self, token: Token) -> Option<&mut Conn> {
-        let (index, generation) = Slab::split(token);
-        match self.slots.get_mut(index) {
-            Some((g, Some(conn))) if *g == generation => Some(conn),
-            _ => None,
-        }
-    }
-
-    fn remove(&mut self, token: Token) -> Option<Conn> {
-        let (index, generation) = Slab::split(token);
-        match self.slots.get_mut(index) {
-            Some((g, conn @ Some(_))) if *g == generation => {
-                self.len -= 1;
-                self.free.push(index as u32);
-                conn.take()
-            }
-            _ => None,
-        }
-    }
-
-    fn tokens(&self) -> Vec<Token> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, c))| c.is_some())
-            .map(|(i, (g, _))| Slab::token(i as u32, *g))
-            .collect()
     }
 }
 
@@ -197,12 +115,11 @@ pub struct Reactor {
     features: Features,
     listener: Option<OwnedFd>,
     signals: Option<SignalFd>,
-    conns: Slab,
+    conns: Slab<Conn>,
     shared: Shared,
     options: DriverOptions,
     pending: Vec<Token>,
-    /// Linger deadlines, lazily deleted: an entry whose connection has gone is skipped.
-    timers: BinaryHeap<Reverse<(u64, Token)>>,
+    timers: Deadlines,
     timeouts: Timeouts,
     accept_paused_until: Option<Instant>,
     /// The last accept turn stopped at its budget with connections still queued.
@@ -210,8 +127,7 @@ pub struct Reactor {
     /// During shutdown: until when idle keep-alive connections may bring one more request.
     keepalive_drain_until: Option<Instant>,
     shutdown_deadline: Option<Instant>,
-    last_exhaustion_log: Option<Instant>,
-    exhaustion_events: u64,
+    exhaustion: RateLimitedLog,
     /// The poller's `signals` already added to the counters (the signalfd's are counted apart).
     poller_signals: u64,
 }
@@ -248,14 +164,13 @@ impl Reactor {
             conns: Slab::default(),
             options,
             pending: Vec::new(),
-            timers: BinaryHeap::new(),
+            timers: Deadlines::default(),
             timeouts,
             accept_paused_until: None,
             accept_pending: false,
             keepalive_drain_until: None,
             shutdown_deadline: None,
-            last_exhaustion_log: None,
-            exhaustion_events: 0,
+            exhaustion: RateLimitedLog::default(),
             poller_signals: 0,
         })
     }
@@ -308,9 +223,7 @@ impl Reactor {
         }
         let now = Instant::now();
         [
-            self.timers
-                .peek()
-                .map(|Reverse((at, _))| self.shared.clock.instant(*at)),
+            self.timers.next().map(|at| self.shared.clock.instant(at)),
             self.accept_paused_until,
             self.keepalive_drain_until,
             self.shutdown_deadline,
@@ -365,11 +278,7 @@ impl Reactor {
             self.pending.push(token);
         }
         let deadline = conn.deadline(&self.timeouts);
-        if deadline < conn.timer {
-            // Earlier than the entry it has (if any): that one will be found stale and skipped.
-            conn.timer = deadline;
-            self.timers.push(Reverse((deadline, token)));
-        }
+        self.timers.arm(&mut conn.stamps, deadline, token);
         if let Err(e) = update_interest(&mut *self.poller, self.features, conn, token) {
             log::warn!("cannot update interest for fd {}: {e}", conn.fd.as_raw_fd());
             self.close(token);
@@ -396,28 +305,10 @@ impl Reactor {
         }
     }
 
-    /// Acts on the connections whose deadline has passed. An entry is only a reminder: the
-    /// deadline is recomputed from the connection's state, and re-armed if it has moved on.
+    /// Acts on the connections whose deadline has passed (see [`Deadlines::next_expired`]).
     fn run_timers(&mut self) {
         let now = self.shared.clock.now_ms;
-        while let Some(&Reverse((at, token))) = self.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
-            let Some(conn) = self.conns.get_mut(token) else {
-                continue;
-            };
-            if conn.timer != at {
-                continue; // superseded by an earlier entry
-            }
-            conn.timer = NEVER;
-            let deadline = conn.deadline(&self.timeouts);
-            if deadline > now {
-                conn.timer = deadline;
-                self.timers.push(Reverse((deadline, token)));
-                continue;
-            }
+        while let Some(token) = self.timers.next_expired(now, &mut self.conns, &self.timeouts) {
             self.expire(token);
         }
         if self
@@ -443,13 +334,13 @@ impl Reactor {
                     self.timeouts.write_ms
                 );
             }
-            Phase::Serving if conn.head_started != NEVER && !conn.input.is_empty() => {
+            Phase::Serving if conn.stamps.head_started != NEVER && !conn.input.is_empty() => {
                 self.shared.env.counters.timeouts_header += 1;
                 log::debug!(
                     "fd {fd}: request head not complete within {} ms",
                     self.timeouts.header_ms
                 );
-                conn.head_started = NEVER;
+                conn.stamps.head_started = NEVER;
                 if conn.output.capacity() == 0 {
                     std::mem::swap(&mut conn.output, &mut self.shared.scratch_out);
                 }
@@ -460,7 +351,7 @@ impl Reactor {
                     return self.drive(token);
                 }
             }
-            Phase::Serving if conn.head_started != NEVER => {
+            Phase::Serving if conn.stamps.head_started != NEVER => {
                 // Connected and never sent a byte of its (first or next) request head.
                 self.shared.env.counters.timeouts_header += 1;
                 log::debug!(
@@ -522,18 +413,11 @@ impl Reactor {
         let counters = &mut self.shared.env.counters;
         counters.connections_total += 1;
         let max_fd = self.features.max_fd.unwrap_or(usize::MAX);
-        if self.conns.len >= self.options.max_conns || fd.as_raw_fd() as usize > max_fd {
-            counters.connections_refused += 1;
-            let refusal = Session::refusal(self.options.proto, &self.shared.env);
-            if !refusal.is_empty() {
-                self.shared.env.counters.syscalls.writes += 1;
-                self.shared.env.publish();
-                let _ = sys::send(fd.as_raw_fd(), &refusal);
-                let _ = sys::shutdown_write(fd.as_raw_fd());
-            }
+        if self.conns.len() >= self.options.max_conns || fd.as_raw_fd() as usize > max_fd {
+            kit::refuse(fd.as_raw_fd(), self.options.proto, &mut self.shared.env);
             log::debug!(
                 "refused a connection: {} open, --max-conns {}",
-                self.conns.len,
+                self.conns.len(),
                 self.options.max_conns
             );
             return;
@@ -543,7 +427,7 @@ impl Reactor {
         let now = self.shared.clock.now_ms;
         let conn = Conn {
             fd,
-            head_started: if session.awaiting_head() { now } else { NEVER },
+            stamps: Stamps::new(now, session.awaiting_head()),
             session,
             input: Vec::new(),
             output: Vec::new(),
@@ -554,9 +438,6 @@ impl Reactor {
             peer_eof: false,
             phase: Phase::Serving,
             lingered_bytes: 0,
-            last_activity: now,
-            linger_until: NEVER,
-            timer: NEVER,
         };
         let token = self.conns.insert(conn);
         let interest = if self.features.edge_triggered {
@@ -572,8 +453,7 @@ impl Reactor {
                     // From the first moment: a client that never sends a byte must not hold
                     // the connection forever, and no event may ever come to arm it later.
                     let deadline = conn.deadline(&self.timeouts);
-                    conn.timer = deadline;
-                    self.timers.push(Reverse((deadline, token)));
+                    self.timers.arm(&mut conn.stamps, deadline, token);
                 }
             }
             Err(e) => {
@@ -586,19 +466,11 @@ impl Reactor {
     /// Out of descriptors: stop accepting (clients wait in the backlog rather than being dropped)
     /// until a connection closes or a short pause has passed. Logged at most once a second.
     fn pause_accepting(&mut self, error: &io::Error) {
-        self.exhaustion_events += 1;
+        self.exhaustion.warn(format_args!(
+            "accept: {error}; pausing accepts, serving the {} open connections",
+            self.conns.len()
+        ));
         let now = Instant::now();
-        if self
-            .last_exhaustion_log
-            .is_none_or(|at| now - at >= Duration::from_secs(1))
-        {
-            log::warn!(
-                "accept: {error} ({} times so far); pausing accepts, serving the {} open connections",
-                self.exhaustion_events,
-                self.conns.len
-            );
-            self.last_exhaustion_log = Some(now);
-        }
         if let Some(listener) = &self.listener {
             let _ = self
                 .poller
@@ -617,23 +489,10 @@ impl Reactor {
     }
 
     fn take_signals(&mut self) {
-        let mut received = Vec::new();
+        let counters = &mut self.shared.env.counters;
         if let Some(sfd) = self.signals.as_mut() {
-            while let Ok(Some(info)) = sfd.read_signal() {
-                received.push(info.ssi_signo as i32);
-            }
-        }
-        for signo in received {
-            self.shared.env.counters.syscalls.signals += 1;
-            match Signal::try_from(signo) {
-                Ok(Signal::SIGHUP) => {
-                    log::info!("SIGHUP ignored: c10k has no configuration to reload")
-                }
-                Ok(signal) => {
-                    log::info!("{signal}: no longer accepting; finishing in-flight responses");
-                    self.begin_shutdown();
-                }
-                Err(_) => {}
+            if kit::take_stop_signals(sfd, counters) {
+                self.begin_shutdown();
             }
         }
     }
@@ -695,11 +554,11 @@ impl Reactor {
 
     /// True when the loop may exit: no connections left, or the grace period is over.
     fn finish_shutdown(&mut self) -> bool {
-        if self.conns.len == 0 {
+        if self.conns.len() == 0 {
             return true;
         }
         if self.shutdown_deadline.is_some_and(|d| Instant::now() >= d) {
-            log::warn!("grace period over: closing {} connections", self.conns.len);
+            log::warn!("grace period over: closing {} connections", self.conns.len());
             for token in self.conns.tokens() {
                 self.close(token);
             }
@@ -755,7 +614,7 @@ fn turn(conn: &mut Conn, shared: &mut Shared) -> Verdict {
             match sys::send(fd, &conn.output[conn.sent..]) {
                 Ok(n) => {
                     shared.env.counters.bytes_out += n as u64;
-                    conn.last_activity = shared.clock.now_ms;
+                    conn.stamps.last_activity = shared.clock.now_ms;
                     conn.sent += n;
                     if conn.sent == conn.output.len() {
                         conn.output.clear();
@@ -785,7 +644,7 @@ fn turn(conn: &mut Conn, shared: &mut Shared) -> Verdict {
             conn.input.drain(..consumed);
             if consumed > 0 {
                 // A request head ended; if another has begun behind it, its clock starts now.
-                conn.head_started = NEVER;
+                conn.stamps.head_started = NEVER;
             }
             if consumed > 0 || conn.output.len() > produced_before {
                 continue;
@@ -818,7 +677,7 @@ fn turn(conn: &mut Conn, shared: &mut Shared) -> Verdict {
                 Ok(0) => conn.peer_eof = true,
                 Ok(n) => {
                     shared.env.counters.bytes_in += n as u64;
-                    conn.last_activity = shared.clock.now_ms;
+                    conn.stamps.last_activity = shared.clock.now_ms;
                     budget = budget.saturating_sub(n);
                     // Level-triggered: a short read emptied the socket buffer, so skip the read
                     // that would only say EAGAIN; if more (or a FIN) is there, the next wait
@@ -844,11 +703,9 @@ fn turn(conn: &mut Conn, shared: &mut Shared) -> Verdict {
 
 /// Gives lent buffers back to the loop when the connection no longer needs them.
 fn finish_turn(conn: &mut Conn, shared: &mut Shared, verdict: Verdict) -> Verdict {
-    if !conn.session.awaiting_head() {
-        conn.head_started = NEVER;
-    } else if conn.head_started == NEVER && !conn.input.is_empty() {
-        conn.head_started = shared.clock.now_ms;
-    }
+    let awaiting_head = conn.session.awaiting_head();
+    conn.stamps
+        .track_head(awaiting_head, !conn.input.is_empty(), shared.clock.now_ms);
     if conn.pending_output() == 0 && conn.output.capacity() > 0 {
         conn.output.clear();
         conn.sent = 0;
@@ -876,7 +733,7 @@ fn finish_turn(conn: &mut Conn, shared: &mut Shared, verdict: Verdict) -> Verdic
 fn start_lingering(conn: &mut Conn, shared: &mut Shared) -> Verdict {
     let _ = sys::shutdown_write(conn.fd.as_raw_fd());
     conn.phase = Phase::Lingering;
-    conn.linger_until = shared.clock.now_ms + LINGER_TIME.as_millis() as u64;
+    conn.stamps.linger_until = shared.clock.now_ms + LINGER_TIME.as_millis() as u64;
     conn.input.clear();
     if conn.peer_eof {
         return Verdict::Close;
@@ -944,22 +801,6 @@ fn give_back_buffers(mut conn: Conn, shared: &mut Shared) {
             std::mem::swap(mine, scratch);
         }
     }
-}
-
-/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and the threads it creates later) and returns
-/// a signalfd that reports them, so that shutdown is an ordinary event in the loop.
-pub fn shutdown_signals() -> io::Result<SignalFd> {
-    use nix::sys::signal::{SigSet, SigmaskHow};
-    use nix::sys::signalfd::SfdFlags;
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    set.add(Signal::SIGHUP);
-    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
-    Ok(SignalFd::with_flags(
-        &set,
-        SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
-    )?)
 }
 
 #[cfg(test)]

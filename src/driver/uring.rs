@@ -43,8 +43,6 @@
 //!   its way; when it ends, those with nothing pending are closed. Whatever is left at the end of
 //!   the grace period is cancelled.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
@@ -53,9 +51,12 @@ use std::time::{Duration, Instant};
 
 use io_uring::types::{BufRingEntry, Fd, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
-use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
+use super::kit::{
+    self, Deadlines, RateLimitedLog, Slab, Stamps, Timed, Token, ACCEPT_PAUSE, LINGER_BYTES,
+    LINGER_TIME, MAX_BUFFERED_INPUT,
+};
 use super::{Clock, DriverOptions, LoopEnv, Timeouts, NEVER};
 use crate::proto::{Session, Status, OUTPUT_HIGH_WATER};
 use crate::stats::{self, Counters, Syscalls};
@@ -72,18 +73,11 @@ const CQ_ENTRIES: u32 = 16384;
 const BUF_GROUP: u16 = 0;
 const BUF_COUNT: u16 = 4096;
 const BUF_SIZE: usize = 4 * 1024;
-/// See the reactor: a protocol that neither consumes nor rejects this much input has a bug.
-const MAX_BUFFERED_INPUT: usize = 2 * 1024 * 1024 + 64 * 1024;
 /// While a send is in flight the protocol cannot run; receive no more than this meanwhile.
 const INPUT_WHILE_SENDING: usize = 64 * 1024;
 /// Lent buffers kept for reuse, and the largest one worth keeping.
 const SPARE_BUFFERS: usize = 64;
 const SPARE_MAX_CAPACITY: usize = 256 * 1024;
-/// After an error response: how long and how much is read and discarded before closing.
-const LINGER_TIME: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 256 * 1024;
-/// After EMFILE/ENFILE, how long accepting pauses unless a connection closes first.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// After the grace period, how long to wait for the cancelled operations' completions.
 const CANCEL_WAIT: Duration = Duration::from_secs(1);
 
@@ -96,9 +90,6 @@ enum Op {
     Send = 4,
     Cancel = 5,
 }
-
-/// A connection's slab index (low 32 bits) and generation (next 24 bits).
-type Token = u64;
 
 fn user_data(op: Op, token: Token) -> u64 {
     ((op as u64) << 56) | (token & 0x00ff_ffff_ffff_ffff)
@@ -178,14 +169,13 @@ pub fn run(listener: OwnedFd, signals: SignalFd, options: &DriverOptions) -> io:
         accept_paused_until: None,
         shutdown_deadline: None,
         drain_until: None,
-        timers: BinaryHeap::new(),
+        timers: Deadlines::default(),
         clock: Clock::new(),
         timeouts: Timeouts::from_options(options),
         starved: Vec::new(),
         spare: Vec::new(),
         completed: Vec::with_capacity(1024),
-        last_exhaustion_log: None,
-        exhaustion_events: 0,
+        exhaustion: RateLimitedLog::default(),
     };
     driver.arm_accept();
     driver.arm_signals();
@@ -218,28 +208,24 @@ struct Conn {
     /// The session has been told that the server is shutting down.
     drained: bool,
     lingered: usize,
-    /// Loop-clock milliseconds (see [`Clock`]) of the last byte received or sent.
-    last_activity: u64,
-    /// When the request head now arriving began ([`NEVER`]: none is arriving).
-    head_started: u64,
-    /// When lingering gives up.
-    linger_until: u64,
-    /// The deadline this connection has in the timer heap ([`NEVER`]: none).
-    timer: u64,
+    stamps: Stamps,
+}
+
+impl Timed for Conn {
+    fn stamps(&mut self) -> &mut Stamps {
+        &mut self.stamps
+    }
+
+    fn deadline(&self, timeouts: &Timeouts) -> u64 {
+        self.stamps.deadline(timeouts, self.pending_output() > 0)
+    }
+
+    fn closing(&self) -> bool {
+        self.closing
+    }
 }
 
 impl Conn {
-    /// See [`Timeouts::deadline`].
-    fn deadline(&self, timeouts: &Timeouts) -> u64 {
-        let lingering = self.phase == Phase::Lingering;
-        timeouts.deadline(
-            lingering.then_some(self.linger_until),
-            self.pending_output() > 0,
-            self.last_activity,
-            self.head_started,
-        )
-    }
-
     fn pending_output(&self) -> usize {
         self.output.len() - self.sent
     }
@@ -252,62 +238,11 @@ impl Conn {
     }
 }
 
-/// Connections by token; a slot's generation (24 bits, wrapping) changes each time it is reused.
-#[derive(Default)]
-struct Slab {
-    slots: Vec<(u32, Option<Conn>)>,
-    free: Vec<u32>,
-    len: usize,
-}
-
-impl Slab {
-    fn token(index: u32, generation: u32) -> Token {
-        (u64::from(generation & 0x00ff_ffff) << 32) | u64::from(index)
-    }
-
-    fn insert(&mut self, conn: Conn) -> Token {
-        self.len += 1;
-        if let Some(index) = self.free.pop() {
-            let slot = &mut self.slots[index as usize];
-            slot.0 = slot.0.wrapping_add(1) & 0x00ff_ffff;
-            slot.1 = Some(conn);
-            return Slab::token(index, slot.0);
-        }
-        self.slots.push((0, Some(conn)));
-        Slab::token((self.slots.len() - 1) as u32, 0)
-    }
-
-    fn get_mut(&mut self, token: Token) -> Option<&mut Conn> {
-        let (index, generation) = ((token & 0xffff_ffff) as usize, (token >> 32) as u32);
-        match self.slots.get_mut(index) {
-            Some((g, Some(conn))) if *g == generation => Some(conn),
-            _ => None,
-        }
-    }
-
-    fn remove(&mut self, token: Token) -> Option<Conn> {
-        let index = (token & 0xffff_ffff) as usize;
-        self.get_mut(token)?;
-        self.len -= 1;
-        self.free.push(index as u32);
-        self.slots[index].1.take()
-    }
-
-    fn tokens(&self) -> Vec<Token> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, c))| c.is_some())
-            .map(|(i, (g, _))| Slab::token(i as u32, *g))
-            .collect()
-    }
-}
-
 struct Uring {
     /// Declared first so that it is dropped first, before any memory it was given.
     ring: IoUring,
     bufs: BufRing,
-    conns: Slab,
+    conns: Slab<Conn>,
     env: LoopEnv,
     options: DriverOptions,
     /// Closed once the accept has ended after shutdown began.
@@ -319,9 +254,7 @@ struct Uring {
     shutdown_deadline: Option<Instant>,
     /// While shutting down: when the drain window of idle connections ends (None once it has).
     drain_until: Option<Instant>,
-    /// Connection deadlines (loop-clock ms), lazily deleted: an entry is only a reminder, checked
-    /// against the connection's state when it comes due.
-    timers: BinaryHeap<Reverse<(u64, Token)>>,
+    timers: Deadlines,
     clock: Clock,
     timeouts: Timeouts,
     /// Connections whose recv found the buffer ring empty (ENOBUFS): re-armed after this batch.
@@ -329,8 +262,7 @@ struct Uring {
     /// Input and output buffers lent to connections while they need them.
     spare: Vec<Vec<u8>>,
     completed: Vec<(u64, i32, u32)>,
-    last_exhaustion_log: Option<Instant>,
-    exhaustion_events: u64,
+    exhaustion: RateLimitedLog,
 }
 
 impl Uring {
@@ -352,12 +284,12 @@ impl Uring {
         }
         let counters = self.env.counters;
         log::info!("{}", stats::summary_line(self.env.backend, &counters));
-        if self.conns.len > 0 {
+        if self.conns.len() > 0 {
             // Operations the kernel did not complete in time may still point into connection
             // buffers or the buffer ring: leak them rather than free memory it may still write.
             log::warn!(
                 "{} connections still had operations in flight at exit",
-                self.conns.len
+                self.conns.len()
             );
             std::mem::forget(self);
         }
@@ -392,9 +324,7 @@ impl Uring {
     fn next_timeout(&self) -> Option<Duration> {
         let now = Instant::now();
         [
-            self.timers
-                .peek()
-                .map(|Reverse((at, _))| self.clock.instant(*at)),
+            self.timers.next().map(|at| self.clock.instant(at)),
             self.accept_paused_until,
             self.shutdown_deadline,
             self.drain_until,
@@ -489,22 +419,12 @@ impl Uring {
     }
 
     fn admit(&mut self, fd: OwnedFd) {
-        let counters = &mut self.env.counters;
-        counters.connections_total += 1;
-        if self.conns.len >= self.options.max_conns {
-            counters.connections_refused += 1;
-            let refusal = Session::refusal(self.options.proto, &self.env);
-            if !refusal.is_empty() {
-                self.env.counters.syscalls.writes += 1;
-                // A fresh socket's send buffer takes ~150 bytes at once.
-                if let Ok(n) = sys::send(fd.as_raw_fd(), &refusal) {
-                    self.env.counters.bytes_out += n as u64;
-                }
-                let _ = sys::shutdown_write(fd.as_raw_fd());
-            }
+        self.env.counters.connections_total += 1;
+        if self.conns.len() >= self.options.max_conns {
+            kit::refuse(fd.as_raw_fd(), self.options.proto, &mut self.env);
             log::debug!(
                 "refused a connection: {} open, --max-conns {}",
-                self.conns.len,
+                self.conns.len(),
                 self.options.max_conns
             );
             return;
@@ -517,11 +437,8 @@ impl Uring {
         let now = self.clock.now_ms;
         let token = self.conns.insert(Conn {
             fd,
-            head_started: if session.awaiting_head() { now } else { NEVER },
+            stamps: Stamps::new(now, session.awaiting_head()),
             session,
-            last_activity: now,
-            linger_until: NEVER,
-            timer: NEVER,
             input: Vec::new(),
             output: Vec::new(),
             sent: 0,
@@ -540,19 +457,11 @@ impl Uring {
 
     /// Out of descriptors: stop accepting until a connection closes or a short pause has passed.
     fn pause_accepting(&mut self, error: &io::Error) {
-        self.exhaustion_events += 1;
+        self.exhaustion.warn(format_args!(
+            "accept: {error}; pausing accepts, serving the {} open connections",
+            self.conns.len()
+        ));
         let now = Instant::now();
-        if self
-            .last_exhaustion_log
-            .is_none_or(|at| now - at >= Duration::from_secs(1))
-        {
-            log::warn!(
-                "accept: {error} ({} times so far); pausing accepts, serving the {} open connections",
-                self.exhaustion_events,
-                self.conns.len
-            );
-            self.last_exhaustion_log = Some(now);
-        }
         if self.accepting {
             self.cancel(Op::Accept, 0);
         }
@@ -567,22 +476,8 @@ impl Uring {
     }
 
     fn on_signals(&mut self) {
-        let mut received = Vec::new();
-        while let Ok(Some(info)) = self.signals.read_signal() {
-            received.push(info.ssi_signo as i32);
-        }
-        for signo in received {
-            self.env.counters.syscalls.signals += 1;
-            match Signal::try_from(signo) {
-                Ok(Signal::SIGHUP) => {
-                    log::info!("SIGHUP ignored: c10k has no configuration to reload")
-                }
-                Ok(signal) => {
-                    log::info!("{signal}: no longer accepting; finishing in-flight responses");
-                    self.begin_shutdown();
-                }
-                Err(_) => {}
-            }
+        if kit::take_stop_signals(&mut self.signals, &mut self.env.counters) {
+            self.begin_shutdown();
         }
         self.arm_signals();
     }
@@ -607,7 +502,7 @@ impl Uring {
             n if n > 0 => {
                 let n = n as usize;
                 self.env.counters.bytes_in += n as u64;
-                conn.last_activity = self.clock.now_ms;
+                conn.stamps.last_activity = self.clock.now_ms;
                 let Some(bid) = buffer else {
                     log::warn!("recv completed without a provided buffer; closing");
                     return self.close(token);
@@ -666,7 +561,7 @@ impl Uring {
         }
         let n = result as usize;
         self.env.counters.bytes_out += n as u64;
-        conn.last_activity = self.clock.now_ms;
+        conn.stamps.last_activity = self.clock.now_ms;
         conn.sent += n;
         if conn.sent == conn.output.len() {
             conn.output.clear();
@@ -689,17 +584,11 @@ impl Uring {
         if conn.closing {
             return;
         }
-        if !conn.session.awaiting_head() {
-            conn.head_started = NEVER;
-        } else if conn.head_started == NEVER && !conn.input.is_empty() {
-            conn.head_started = now;
-        }
+        let awaiting_head = conn.session.awaiting_head();
+        conn.stamps
+            .track_head(awaiting_head, !conn.input.is_empty(), now);
         let deadline = conn.deadline(timeouts);
-        if deadline < conn.timer {
-            // Earlier than the entry it has (if any): that one will be found stale and skipped.
-            conn.timer = deadline;
-            self.timers.push(Reverse((deadline, token)));
-        }
+        self.timers.arm(&mut conn.stamps, deadline, token);
     }
 
     fn step(&mut self, token: Token) {
@@ -790,7 +679,7 @@ impl Uring {
         if conn.peer_eof {
             return self.close(token);
         }
-        conn.linger_until = self.clock.now_ms + LINGER_TIME.as_millis() as u64;
+        conn.stamps.linger_until = self.clock.now_ms + LINGER_TIME.as_millis() as u64;
         self.pump(token);
     }
 
@@ -835,28 +724,10 @@ impl Uring {
         }
     }
 
-    /// Acts on the connections whose deadline has passed. An entry is only a reminder: the
-    /// deadline is recomputed from the connection's state, and re-armed if it has moved on.
+    /// Acts on the connections whose deadline has passed (see [`Deadlines::next_expired`]).
     fn run_timers(&mut self) {
         let now = self.clock.now_ms;
-        while let Some(&Reverse((at, token))) = self.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
-            let Some(conn) = self.conns.get_mut(token) else {
-                continue;
-            };
-            if conn.timer != at || conn.closing {
-                continue; // superseded by an earlier entry, or already on its way out
-            }
-            conn.timer = NEVER;
-            let deadline = conn.deadline(&self.timeouts);
-            if deadline > now {
-                conn.timer = deadline;
-                self.timers.push(Reverse((deadline, token)));
-                continue;
-            }
+        while let Some(token) = self.timers.next_expired(now, &mut self.conns, &self.timeouts) {
             self.expire(token);
         }
         if self
@@ -882,13 +753,13 @@ impl Uring {
                     self.timeouts.write_ms
                 );
             }
-            Phase::Serving if conn.head_started != NEVER && !conn.input.is_empty() => {
+            Phase::Serving if conn.stamps.head_started != NEVER && !conn.input.is_empty() => {
                 self.env.counters.timeouts_header += 1;
                 log::debug!(
                     "fd {fd}: request head not complete within {} ms",
                     self.timeouts.header_ms
                 );
-                conn.head_started = NEVER;
+                conn.stamps.head_started = NEVER;
                 // No send is in flight (checked above), so the output may be written.
                 if conn.output.capacity() == 0 {
                     conn.output = self.spare.pop().unwrap_or_default();
@@ -954,16 +825,16 @@ impl Uring {
     /// True when the loop may exit: no connections left, or the grace period is over (then the
     /// rest are cancelled and their completions awaited briefly).
     fn finish_shutdown(&mut self) -> bool {
-        if self.conns.len == 0 {
+        if self.conns.len() == 0 {
             return true;
         }
         if self.shutdown_deadline.is_some_and(|d| Instant::now() >= d) {
-            log::warn!("grace period over: closing {} connections", self.conns.len);
+            log::warn!("grace period over: closing {} connections", self.conns.len());
             for token in self.conns.tokens() {
                 self.close(token);
             }
             let until = Instant::now() + CANCEL_WAIT;
-            while self.conns.len > 0 {
+            while self.conns.len() > 0 {
                 let left = until.saturating_duration_since(Instant::now());
                 if left.is_zero() || self.wait(Some(left)).is_err() {
                     break;
@@ -1000,7 +871,7 @@ fn produce(conn: &mut Conn, env: &mut LoopEnv, spare: &mut Vec<Vec<u8>>) {
         }
         if consumed > 0 {
             // A request head ended; if another has begun behind it, its clock starts now.
-            conn.head_started = NEVER;
+            conn.stamps.head_started = NEVER;
         }
         // Published before the response is sent, so that `/stats` on another worker already
         // counts a request whose response the client has seen.
@@ -1216,48 +1087,26 @@ mod tests {
             closing: false,
             drained: false,
             lingered: 0,
-            last_activity: 0,
-            head_started: NEVER,
-            linger_until: NEVER,
-            timer: NEVER,
+            stamps: Stamps::new(0, false),
         }
     }
 
     #[test]
     fn user_data_round_trips_op_and_token() {
         for op in [Op::Accept, Op::Signals, Op::Recv, Op::Send, Op::Cancel] {
-            let token = Slab::token(0xdead_beef, 0x00ab_cdef);
+            let token: Token = (0x00ab_cdef << 32) | 0xdead_beef;
             assert_eq!(decode(user_data(op, token)), (Some(op), token));
         }
         assert_eq!(decode(0).0, None);
     }
 
     #[test]
-    fn a_reused_slot_does_not_answer_to_its_old_token() {
+    fn a_token_of_any_generation_survives_user_data() {
         let mut slab = Slab::default();
-        let old = slab.insert(conn());
-        assert!(slab.remove(old).is_some());
-        let new = slab.insert(conn());
-        assert_ne!(old, new, "same slot, new generation");
-        assert!(
-            slab.get_mut(old).is_none(),
-            "a late completion must be dropped"
-        );
-        assert!(slab.remove(old).is_none());
-        assert!(slab.get_mut(new).is_some());
-        assert_eq!(slab.len, 1);
-    }
-
-    #[test]
-    fn generation_wraps_within_24_bits() {
-        let mut slab = Slab::default();
-        let mut token = slab.insert(conn());
         for _ in 0..3 {
-            slab.remove(token);
-            slab.slots[0].0 = 0x00ff_ffff;
-            token = slab.insert(conn());
-            assert_eq!(token >> 32, 0, "wrapped to generation 0");
+            let token = slab.insert(conn());
             assert_eq!(decode(user_data(Op::Recv, token)).1, token);
+            slab.remove(token);
         }
     }
 

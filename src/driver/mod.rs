@@ -5,6 +5,7 @@
 //! [`crate::proto::Session::advance`]. The readiness backends share one driver, the
 //! [`reactor`]; the models that do not fit the readiness contract have their own here.
 
+pub mod blocking;
 pub mod coro;
 pub mod kit;
 pub mod pool;

@@ -42,11 +42,7 @@ impl Poller for BusyPoll {
     }
 
     fn features(&self) -> Features {
-        Features {
-            edge_triggered: false,
-            reregister_is_syscall: false,
-            max_fd: None,
-        }
+        Features::LEVEL_TRIGGERED
     }
 
     fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()> {

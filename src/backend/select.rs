@@ -60,11 +60,7 @@ impl Poller for Select {
     }
 
     fn features(&self) -> Features {
-        Features {
-            edge_triggered: false,
-            reregister_is_syscall: false,
-            max_fd: None,
-        }
+        Features::LEVEL_TRIGGERED
     }
 
     fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()> {

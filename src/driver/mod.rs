@@ -25,6 +25,8 @@ use crate::stats::{self, Counters};
 #[derive(Clone, Debug)]
 pub struct DriverOptions {
     pub proto: Proto,
+    /// Edge-triggered where the poller supports it (epoll with `--edge`).
+    pub edge: bool,
     /// Connections beyond this are refused at once (HTTP: 503 first).
     pub max_conns: usize,
     /// After SIGINT/SIGTERM, how long in-flight responses may take before the driver exits anyway.
@@ -47,6 +49,7 @@ impl Default for DriverOptions {
     fn default() -> Self {
         DriverOptions {
             proto: Proto::Http,
+            edge: false,
             max_conns: usize::MAX,
             shutdown_grace: Duration::from_secs(10),
             thread_stack_kib: 64,

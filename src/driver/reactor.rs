@@ -412,8 +412,7 @@ impl Reactor {
     fn admit(&mut self, fd: OwnedFd) {
         let counters = &mut self.shared.env.counters;
         counters.connections_total += 1;
-        let max_fd = self.features.max_fd.unwrap_or(usize::MAX);
-        if self.conns.len() >= self.options.max_conns || fd.as_raw_fd() as usize > max_fd {
+        if self.conns.len() >= self.options.max_conns {
             kit::refuse(fd.as_raw_fd(), self.options.proto, &mut self.shared.env);
             log::debug!(
                 "refused a connection: {} open, --max-conns {}",

@@ -81,7 +81,10 @@ impl Features {
 pub trait Poller {
     /// The name shown to users (ready line, `/stats`, `c10k backends`).
     fn name(&self) -> &'static str;
-    fn features(&self) -> Features;
+    /// Level-triggered unless the backend says otherwise.
+    fn features(&self) -> Features {
+        Features::LEVEL_TRIGGERED
+    }
     fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()>;
     fn reregister(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()>;
     fn deregister(&mut self, fd: RawFd) -> io::Result<()>;
@@ -124,6 +127,14 @@ impl<T: Copy> FdTable<T> {
             self.slots.resize(i + 1, None);
         }
         self.slots[i] = Some(value);
+    }
+
+    /// EEXIST if `fd` is registered already, as epoll_ctl says it.
+    pub fn check_vacant(&self, fd: RawFd) -> io::Result<()> {
+        match self.get(fd) {
+            Some(_) => Err(io::Error::from_raw_os_error(libc::EEXIST)),
+            None => Ok(()),
+        }
     }
 
     pub fn remove(&mut self, fd: RawFd) -> Option<T> {

@@ -24,7 +24,8 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::net::Shutdown;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::sys::signalfd::SignalFd;
@@ -281,6 +282,45 @@ fn accept_up_to(acceptor: &mut impl Acceptor, listener: RawFd, limit: usize) -> 
         }
     }
     None
+}
+
+/// The end of a blocking driver's shutdown: waits (on `left`, signalled under `guard`'s lock
+/// when a connection ends) until `open` says none is left. Until the drain window is over, idle
+/// connections may still get a last request; then those still idle since before the signal
+/// (blocked in `read` under the idle timeout) are woken with `shutdown(SHUT_RD)`, which lets
+/// them read what has arrived, then end of file. At the end of the grace period what is left is
+/// cut. `shut_down(state, how, only_idle)` applies a shutdown to the driver's connections (only
+/// to the idle ones if asked). True when every connection finished in time.
+///
+/// A thread stores its `idle` flag and then loads the shutdown flag; the shutdown flag was
+/// stored before `shut_down` loads `idle` (both SeqCst), so an idle thread either sees the
+/// flag and bounds its read by the window, or is seen idle here.
+pub fn finish<T>(
+    mut guard: MutexGuard<'_, T>,
+    left: &Condvar,
+    (window_end, grace_end): (Instant, Instant),
+    open: impl Fn(&T) -> usize,
+    shut_down: impl Fn(&T, Shutdown, bool),
+) -> bool {
+    let mut woken = false;
+    while open(&guard) > 0 {
+        let now = Instant::now();
+        if now >= grace_end {
+            log::warn!("grace period over: closing {} connections", open(&guard));
+            shut_down(&guard, Shutdown::Both, false);
+            return false;
+        }
+        if !woken && now >= window_end {
+            woken = true;
+            shut_down(&guard, Shutdown::Read, true);
+        }
+        let until = if woken { grace_end } else { window_end };
+        guard = left
+            .wait_timeout(guard, until.saturating_duration_since(now))
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+    true
 }
 
 /// What a connection's thread is given besides its socket.

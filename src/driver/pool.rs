@@ -26,7 +26,6 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::Shutdown;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -158,14 +157,14 @@ pub fn run(
         exhaustions: RateLimitedLog::default(),
     };
     blocking::accept_until_stopped(&mut acceptor, listener.as_raw_fd(), &mut signals)?;
-    let (window_end, grace_end) = state.server.begin_shutdown(options);
+    let window_and_grace = state.server.begin_shutdown(options);
     // They are queued, and served drained.
     blocking::take_backlog(&mut acceptor, listener.as_raw_fd());
     drop(listener);
     lock(&state.queue).closed = true;
     state.work.notify_all();
     acceptor.env.flush();
-    let done = finish(&state, window_end, grace_end);
+    let done = finish(&state, window_and_grace);
     if !done {
         acceptor.refuse_queued();
     }
@@ -180,51 +179,27 @@ pub fn run(
     Ok(counters)
 }
 
-/// Waits until every queued and served connection is done: until the drain window is over,
-/// idle ones may still get a last request; then threads still idle since before the signal are
-/// woken; at the end of the grace period the connections being served are cut. True when every
-/// connection has finished.
-fn finish(shared: &PoolState, window_end: Instant, grace_end: Instant) -> bool {
-    let mut woken = false;
-    let mut queue = lock(&shared.queue);
-    while queue.busy > 0 || !queue.waiting.is_empty() {
-        let now = Instant::now();
-        if now >= grace_end {
-            log::warn!(
-                "grace period over: closing {} connections ({} still queued)",
-                queue.busy,
-                queue.waiting.len()
-            );
-            for slot in &shared.slots {
-                if let Some(fd) = lock(&slot.current).as_ref() {
-                    let _ = SockRef::from(&**fd).shutdown(Shutdown::Both);
-                }
-            }
-            return false;
-        }
-        if !woken && now >= window_end {
-            woken = true;
-            for slot in &shared.slots {
-                // A thread stores `idle` and then loads `shutting_down`; the flag was stored
-                // before this load of `idle` (both SeqCst), so an idle thread either sees the
-                // flag and bounds its read by the window, or is seen here. SHUT_RD lets it read
-                // what has arrived, then end of file.
-                if slot.idle.load(Ordering::SeqCst) {
+/// Waits until every queued and served connection is done (see [`blocking::finish`]); at the
+/// end of the grace period the connections being served are cut. True when every connection
+/// has finished.
+fn finish(state: &PoolState, window_and_grace: (Instant, Instant)) -> bool {
+    let queue = lock(&state.queue);
+    blocking::finish(
+        queue,
+        &state.left,
+        window_and_grace,
+        |queue| queue.busy + queue.waiting.len(),
+        |_, how, only_idle| {
+            for slot in &state.slots {
+                if !only_idle || slot.idle.load(Ordering::SeqCst) {
+                    // The slot holds the descriptor open: still that connection's number.
                     if let Some(fd) = lock(&slot.current).as_ref() {
-                        // The slot holds the descriptor open: still that connection's number.
-                        let _ = SockRef::from(&**fd).shutdown(Shutdown::Read);
+                        let _ = SockRef::from(&**fd).shutdown(how);
                     }
                 }
             }
-        }
-        let until = if woken { grace_end } else { window_end };
-        queue = shared
-            .left
-            .wait_timeout(queue, until.saturating_duration_since(now))
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
-    }
-    true
+        },
+    )
 }
 
 /// The accept thread: connections queued for the pool.

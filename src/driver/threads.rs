@@ -34,7 +34,6 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::Shutdown;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -249,52 +248,34 @@ pub fn run(
         failures: RateLimitedLog::default(),
     };
     blocking::accept_until_stopped(&mut acceptor, listener.as_raw_fd(), &mut signals)?;
-    let (window_end, grace_end) = state.server.begin_shutdown(options);
+    let window_and_grace = state.server.begin_shutdown(options);
     // Their threads drain at once.
     blocking::take_backlog(&mut acceptor, listener.as_raw_fd());
     drop(listener);
     acceptor.env.flush();
-    finish(&state, window_end, grace_end);
+    finish(&state, window_and_grace);
     let counters = *state.server.totals();
     log::info!("{}", stats::summary_line(ThreadsState::BACKEND, &counters));
     Ok(counters)
 }
 
-/// Waits for the connection threads to finish: until the drain window is over, idle ones may
-/// still get a last request; then those still idle since before the signal (blocked in `read`
-/// under the idle timeout) are woken; at the end of the grace period what is left is cut.
-fn finish(shared: &ThreadsState, window_end: Instant, grace_end: Instant) {
-    let mut registry = shared.registry();
-    let mut woken = false;
-    while !registry.is_empty() {
-        let now = Instant::now();
-        if now >= grace_end {
-            log::warn!("grace period over: closing {} connections", registry.len());
+/// Waits for the connection threads to finish (see [`blocking::finish`]). The registry holds
+/// each descriptor open, so a number shut down here is still that connection's.
+fn finish(state: &ThreadsState, window_and_grace: (Instant, Instant)) {
+    let registry = state.registry();
+    blocking::finish(
+        registry,
+        &state.left,
+        window_and_grace,
+        HashMap::len,
+        |registry, how, only_idle| {
             for slot in registry.values() {
-                let _ = SockRef::from(&*slot.fd).shutdown(Shutdown::Both);
-            }
-            return;
-        }
-        if !woken && now >= window_end {
-            woken = true;
-            for slot in registry.values() {
-                // A thread stores `idle` and then loads `shutting_down`; we stored the flag and
-                // now load `idle` (both SeqCst), so an idle thread either sees the flag and
-                // bounds its read by the window, or is seen here. SHUT_RD lets it read what has
-                // arrived, then end of file. The registry holds the descriptor open, so this
-                // number is still that connection's.
-                if slot.idle.load(Ordering::SeqCst) {
-                    let _ = SockRef::from(&*slot.fd).shutdown(Shutdown::Read);
+                if !only_idle || slot.idle.load(Ordering::SeqCst) {
+                    let _ = SockRef::from(&*slot.fd).shutdown(how);
                 }
             }
-        }
-        let until = if woken { grace_end } else { window_end };
-        registry = shared
-            .left
-            .wait_timeout(registry, until.saturating_duration_since(now))
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
-    }
+        },
+    );
 }
 
 /// The accept thread: a thread for each connection.

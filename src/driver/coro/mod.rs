@@ -35,7 +35,7 @@ use std::future::poll_fn;
 use std::io as stdio;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use nix::sys::signalfd::SignalFd;
@@ -503,6 +503,25 @@ enum Wait {
     TimedOut,
 }
 
+/// Waits until `poll_ready` says ready (true) or `deadline` passes (false).
+async fn ready_by(
+    ctx: &Ctx,
+    alarm: &mut Alarm,
+    deadline: Instant,
+    mut poll_ready: impl FnMut(&mut Context<'_>) -> Poll<()>,
+) -> bool {
+    poll_fn(|cx| {
+        if poll_ready(cx).is_ready() {
+            Poll::Ready(true)
+        } else if alarm.expired(&ctx.rt, deadline, cx) {
+            Poll::Ready(false)
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
 /// Writes all of `data`, waiting for writability whenever the socket buffer is full; fails when
 /// no byte could be written for `write_timeout`.
 async fn send_all(
@@ -515,17 +534,7 @@ async fn send_all(
     let mut sent = 0;
     let mut deadline = ctx.rt.now() + write_timeout;
     while sent < data.len() {
-        let ready = poll_fn(|cx| {
-            if reg.poll_write_ready(cx).is_ready() {
-                Poll::Ready(true)
-            } else if alarm.expired(&ctx.rt, deadline, cx) {
-                Poll::Ready(false)
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
-        if !ready {
+        if !ready_by(ctx, alarm, deadline, |cx| reg.poll_write_ready(cx)).await {
             return Err(stdio::Error::new(
                 stdio::ErrorKind::TimedOut,
                 format!("write stalled for {write_timeout:?}"),
@@ -561,17 +570,7 @@ async fn linger(ctx: &Ctx, socket: &Socket, peer_eof: bool, alarm: &mut Alarm) {
     let deadline = ctx.rt.now() + LINGER_TIME;
     let mut discarded = 0;
     loop {
-        let ready = poll_fn(|cx| {
-            if reg.poll_read_ready(cx).is_ready() {
-                Poll::Ready(true)
-            } else if alarm.expired(&ctx.rt, deadline, cx) {
-                Poll::Ready(false)
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
-        if !ready {
+        if !ready_by(ctx, alarm, deadline, |cx| reg.poll_read_ready(cx)).await {
             return;
         }
         let mut scratch = ctx.lend();

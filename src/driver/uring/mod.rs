@@ -43,15 +43,20 @@
 //!   its way; when it ends, those with nothing pending are closed. Whatever is left at the end of
 //!   the grace period is cancelled.
 
+mod conn;
+mod ring;
+
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use io_uring::types::{BufRingEntry, Fd, SubmitArgs, Timespec};
-use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
+use io_uring::types::{SubmitArgs, Timespec};
+use io_uring::{cqueue, IoUring};
 use nix::sys::signalfd::SignalFd;
+
+use self::conn::{give_back_buffers, produce, Conn, Phase};
+use self::ring::{decode, BufRing, Op, BUF_COUNT, BUF_GROUP, BUF_SIZE};
+pub use self::ring::probe;
 
 use super::kit::{
     self, Deadlines, RateLimitedLog, Slab, Stamps, Timed, Token, ACCEPT_PAUSE, LINGER_BYTES,
@@ -59,91 +64,16 @@ use super::kit::{
 };
 use super::{Clock, DriverOptions, LoopEnv, Timeouts, NEVER};
 use crate::proto::{Session, Status, OUTPUT_HIGH_WATER};
-use crate::stats::{self, Counters, Syscalls};
+use crate::stats::{self, Counters};
 use crate::sys;
 
 /// Submission queue size; the completion queue is bigger so that 10,000 connections' recvs fit.
 const SQ_ENTRIES: u32 = 4096;
 const CQ_ENTRIES: u32 = 16384;
-/// The provided-buffer ring: `BUF_COUNT` buffers of `BUF_SIZE` bytes, shared by every connection.
-/// Many small buffers rather than a few large ones: when thousands of connections become
-/// readable in one batch each completion takes a buffer before any is recycled, and with 256
-/// buffers 10,000 busy connections spent most recvs on ENOBUFS and re-arming (40 syscalls per
-/// request in the comparison). 16 MiB in all, touched only as far as it is used.
-const BUF_GROUP: u16 = 0;
-const BUF_COUNT: u16 = 4096;
-const BUF_SIZE: usize = 4 * 1024;
 /// While a send is in flight the protocol cannot run; receive no more than this meanwhile.
 const INPUT_WHILE_SENDING: usize = 64 * 1024;
-/// Lent buffers kept for reuse, and the largest one worth keeping.
-const SPARE_BUFFERS: usize = 64;
-const SPARE_MAX_CAPACITY: usize = 256 * 1024;
 /// After the grace period, how long to wait for the cancelled operations' completions.
 const CANCEL_WAIT: Duration = Duration::from_secs(1);
-
-/// What an operation was, kept in the top byte of its `user_data`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Op {
-    Accept = 1,
-    Signals = 2,
-    Recv = 3,
-    Send = 4,
-    Cancel = 5,
-}
-
-fn user_data(op: Op, token: Token) -> u64 {
-    ((op as u64) << 56) | (token & 0x00ff_ffff_ffff_ffff)
-}
-
-fn decode(user_data: u64) -> (Option<Op>, Token) {
-    let op = match user_data >> 56 {
-        1 => Some(Op::Accept),
-        2 => Some(Op::Signals),
-        3 => Some(Op::Recv),
-        4 => Some(Op::Send),
-        5 => Some(Op::Cancel),
-        _ => None,
-    };
-    (op, user_data & 0x00ff_ffff_ffff_ffff)
-}
-
-/// Whether io_uring can serve here, and if not, why: old kernel, seccomp, io_uring_disabled.
-pub fn probe() -> Result<(), String> {
-    if let Ok(setting) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
-        if setting.trim() == "2" {
-            return Err("io_uring is disabled (/proc/sys/kernel/io_uring_disabled = 2)".into());
-        }
-    }
-    let ring = IoUring::new(8).map_err(|e| format!("io_uring_setup failed: {e}"))?;
-    let mut probe = Probe::new();
-    ring.submitter()
-        .register_probe(&mut probe)
-        .map_err(|e| format!("cannot probe io_uring opcodes: {e}"))?;
-    for (code, name) in [
-        (opcode::AcceptMulti::CODE, "accept"),
-        (opcode::Recv::CODE, "recv"),
-        (opcode::Send::CODE, "send"),
-        (opcode::PollAdd::CODE, "poll_add"),
-        (opcode::AsyncCancel::CODE, "async_cancel"),
-    ] {
-        if !probe.is_supported(code) {
-            return Err(format!("io_uring has no {name} operation on this kernel"));
-        }
-    }
-    if !ring.params().is_feature_fast_poll() {
-        // Without it a recv or send that cannot complete at once is handed to an io-wq worker
-        // thread that blocks on our blocking socket: a thread per idle connection.
-        return Err("io_uring lacks IORING_FEAT_FAST_POLL (Linux ≥ 5.7)".into());
-    }
-    if !ring.params().is_feature_ext_arg() {
-        return Err("io_uring lacks IORING_FEAT_EXT_ARG (timed waits; Linux ≥ 5.11)".into());
-    }
-    let bufs = BufRing::new(&ring, 1, 64, BUF_GROUP);
-    // The ring goes first, then the memory it was given.
-    drop(ring);
-    bufs.map(drop)
-        .map_err(|e| format!("no provided-buffer rings (Linux ≥ 5.19): {e}"))
-}
 
 /// Serves until SIGINT/SIGTERM and the end of the grace period; returns the counters.
 pub fn run(listener: OwnedFd, signals: SignalFd, options: &DriverOptions) -> io::Result<Counters> {
@@ -180,62 +110,6 @@ pub fn run(listener: OwnedFd, signals: SignalFd, options: &DriverOptions) -> io:
     driver.arm_accept();
     driver.arm_signals();
     driver.run()
-}
-
-/// Where a connection is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    Serving,
-    /// Output flushed and write side shut down; input is received and discarded until EOF or
-    /// the deadline.
-    Lingering,
-}
-
-struct Conn {
-    fd: OwnedFd,
-    session: Session,
-    /// Received and not yet consumed. Empty and unallocated while idle.
-    input: Vec<u8>,
-    /// Produced and not yet sent: `output[sent..]`. While `send_armed`, the kernel reads it.
-    output: Vec<u8>,
-    sent: usize,
-    recv_armed: bool,
-    send_armed: bool,
-    peer_eof: bool,
-    phase: Phase,
-    /// Closed as far as the protocol is concerned; freed once no operation is in flight.
-    closing: bool,
-    /// The session has been told that the server is shutting down.
-    drained: bool,
-    lingered: usize,
-    stamps: Stamps,
-}
-
-impl Timed for Conn {
-    fn stamps(&mut self) -> &mut Stamps {
-        &mut self.stamps
-    }
-
-    fn deadline(&self, timeouts: &Timeouts) -> u64 {
-        self.stamps.deadline(timeouts, self.pending_output() > 0)
-    }
-
-    fn closing(&self) -> bool {
-        self.closing
-    }
-}
-
-impl Conn {
-    fn pending_output(&self) -> usize {
-        self.output.len() - self.sent
-    }
-
-    fn is_idle(&self) -> bool {
-        self.input.is_empty()
-            && self.pending_output() == 0
-            && !self.send_armed
-            && !self.session.has_pending_output()
-    }
 }
 
 struct Uring {
@@ -363,29 +237,18 @@ impl Uring {
         let Some(listener) = &self.listener else {
             return;
         };
-        let entry = opcode::AcceptMulti::new(Fd(listener.as_raw_fd()))
-            .flags(libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(user_data(Op::Accept, 0));
-        // SAFETY: a multishot accept without an address carries no pointer into our memory.
-        unsafe { push(&mut self.ring, &mut self.env.counters.syscalls, &entry) };
+        let syscalls = &mut self.env.counters.syscalls;
+        ring::push_accept(&mut self.ring, syscalls, listener.as_raw_fd());
         self.accepting = true;
     }
 
     fn arm_signals(&mut self) {
-        let entry = opcode::PollAdd::new(Fd(self.signals.as_raw_fd()), libc::POLLIN as u32)
-            .build()
-            .user_data(user_data(Op::Signals, 0));
-        // SAFETY: a poll carries no pointer into our memory.
-        unsafe { push(&mut self.ring, &mut self.env.counters.syscalls, &entry) };
+        let syscalls = &mut self.env.counters.syscalls;
+        ring::push_signals(&mut self.ring, syscalls, self.signals.as_raw_fd());
     }
 
     fn cancel(&mut self, op: Op, token: Token) {
-        let entry = opcode::AsyncCancel::new(user_data(op, token))
-            .build()
-            .user_data(user_data(Op::Cancel, token));
-        // SAFETY: a cancellation carries no pointer into our memory.
-        unsafe { push(&mut self.ring, &mut self.env.counters.syscalls, &entry) };
+        ring::push_cancel(&mut self.ring, &mut self.env.counters.syscalls, op, token);
     }
 
     // ---- completions -------------------------------------------------------------------------
@@ -398,7 +261,7 @@ impl Uring {
             self.env.counters.syscalls.accepts += 1;
             // Also after shutdown began: the client connected before the accept was cancelled,
             // and is served (drained) rather than reset.
-            self.admit(adopt_fd(result));
+            self.admit(ring::adopt_fd(result));
         } else {
             let e = io::Error::from_raw_os_error(-result);
             if sys::is_fd_exhaustion(&e) {
@@ -612,19 +475,18 @@ impl Uring {
             }
             if conn.pending_output() > 0 {
                 self.env.counters.syscalls.writes += 1;
-                let rest = &conn.output[conn.sent..];
-                let entry = opcode::Send::new(
-                    Fd(conn.fd.as_raw_fd()),
-                    rest.as_ptr(),
-                    rest.len().min(u32::MAX as usize) as u32,
-                )
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
-                .user_data(user_data(Op::Send, token));
                 // SAFETY: the send reads `output[sent..]`, which is neither changed nor freed while
                 // `send_armed` is set: `produce` runs only without a send in flight, and the
                 // connection is freed only once its send has completed.
-                unsafe { push(&mut self.ring, &mut self.env.counters.syscalls, &entry) };
+                unsafe {
+                    ring::push_send(
+                        &mut self.ring,
+                        &mut self.env.counters.syscalls,
+                        conn.fd.as_raw_fd(),
+                        &conn.output[conn.sent..],
+                        token,
+                    )
+                };
                 conn.send_armed = true;
             } else if conn.session.status() == Status::CloseAfterFlush {
                 return self.start_lingering(token);
@@ -652,18 +514,8 @@ impl Uring {
         };
         if wants_input && !conn.recv_armed {
             self.env.counters.syscalls.reads += 1;
-            let entry = opcode::Recv::new(
-                Fd(conn.fd.as_raw_fd()),
-                std::ptr::null_mut(),
-                BUF_SIZE as u32,
-            )
-            .buf_group(BUF_GROUP)
-            .build()
-            .flags(squeue::Flags::BUFFER_SELECT)
-            .user_data(user_data(Op::Recv, token));
-            // SAFETY: the recv writes into a buffer of the registered ring, which lives as long as
-            // the ring (see `BufRing`); it carries no pointer into the connection.
-            unsafe { push(&mut self.ring, &mut self.env.counters.syscalls, &entry) };
+            let syscalls = &mut self.env.counters.syscalls;
+            ring::push_recv(&mut self.ring, syscalls, conn.fd.as_raw_fd(), token);
             conn.recv_armed = true;
         }
         give_back_buffers(conn, &mut self.spare);
@@ -847,228 +699,6 @@ impl Uring {
     }
 }
 
-/// Lets the protocol turn buffered input (or a streamed body) into output while there is room.
-/// Called only while no send is in flight: `advance` may move the output buffer.
-fn produce(conn: &mut Conn, env: &mut LoopEnv, spare: &mut Vec<Vec<u8>>) {
-    loop {
-        let room = conn.pending_output() < OUTPUT_HIGH_WATER;
-        if !room || (conn.input.is_empty() && !conn.session.has_pending_output()) {
-            return;
-        }
-        if conn.output.capacity() == 0 {
-            conn.output = spare.pop().unwrap_or_default();
-        } else if conn.sent > 0 {
-            // The protocol measures `output.len()` against the high-water mark.
-            conn.output.drain(..conn.sent);
-            conn.sent = 0;
-        }
-        let before = conn.output.len();
-        let requests_before = env.counters.requests;
-        let consumed = conn.session.advance(&conn.input, &mut conn.output, env);
-        conn.input.drain(..consumed);
-        if conn.drained {
-            env.counters.shutdown_answered += env.counters.requests - requests_before;
-        }
-        if consumed > 0 {
-            // A request head ended; if another has begun behind it, its clock starts now.
-            conn.stamps.head_started = NEVER;
-        }
-        // Published before the response is sent, so that `/stats` on another worker already
-        // counts a request whose response the client has seen.
-        env.publish();
-        if consumed == 0 && conn.output.len() == before {
-            return;
-        }
-    }
-}
-
-/// Returns lent buffers to the pool when the connection no longer needs them.
-fn give_back_buffers(conn: &mut Conn, spare: &mut Vec<Vec<u8>>) {
-    let output_free = conn.pending_output() == 0 && !conn.send_armed;
-    let input_free = conn.input.is_empty();
-    for (buf, free) in [
-        (&mut conn.input, input_free),
-        (&mut conn.output, output_free),
-    ] {
-        if free && buf.capacity() > 0 {
-            let mut taken = std::mem::take(buf);
-            if spare.len() < SPARE_BUFFERS && taken.capacity() <= SPARE_MAX_CAPACITY {
-                taken.clear();
-                spare.push(taken);
-            }
-        }
-    }
-    if output_free {
-        conn.sent = 0;
-    }
-}
-
-/// Queues one submission, handing the queue to the kernel first if it is full.
-///
-/// # Safety
-/// Every pointer the entry carries must stay valid until the operation's completion is reaped.
-unsafe fn push(ring: &mut IoUring, syscalls: &mut Syscalls, entry: &squeue::Entry) {
-    loop {
-        // SAFETY: the caller guarantees the entry's pointers outlive the operation.
-        if unsafe { ring.submission().push(entry) }.is_ok() {
-            syscalls.uring_ops += 1;
-            return;
-        }
-        syscalls.waits += 1;
-        if let Err(e) = ring.submit() {
-            if !matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) {
-                log::warn!("io_uring submit: {e}");
-            }
-        }
-    }
-}
-
-/// Takes ownership of a descriptor an accept completion returned.
-fn adopt_fd(fd: RawFd) -> OwnedFd {
-    // SAFETY: a non-negative accept result is a new descriptor that nothing else owns.
-    unsafe { OwnedFd::from_raw_fd(fd) }
-}
-
-/// One entry of a provided-buffer ring: the kernel's `struct io_uring_buf`, whose layout is ABI.
-/// Ours rather than `io_uring::types::BufRingEntry`, whose setters take `&mut self` (see
-/// [`BufRing::recycle`]). The first entry's `resv` is the ring's tail.
-#[repr(C)]
-struct RawBuf {
-    addr: u64,
-    len: u32,
-    bid: u16,
-    resv: u16,
-}
-
-const _: () = assert!(std::mem::size_of::<RawBuf>() == std::mem::size_of::<BufRingEntry>());
-const _: () = assert!(std::mem::size_of::<RawBuf>() == 16);
-
-/// A provided-buffer ring: `count` buffers of `size` bytes the kernel picks from when a recv
-/// with buffer select has data, and that the loop hands back (`recycle`) once it has copied the
-/// data out. The ring and the buffers are freed only when the `BufRing` is dropped, which the
-/// driver does after the io_uring (field order) and never with a recv in flight.
-struct BufRing {
-    entries: NonNull<RawBuf>,
-    entries_layout: std::alloc::Layout,
-    buffers: NonNull<u8>,
-    buffers_layout: std::alloc::Layout,
-    count: u16,
-    size: usize,
-    tail: u16,
-}
-
-impl BufRing {
-    fn new(ring: &IoUring, count: u16, size: usize, group: u16) -> io::Result<BufRing> {
-        assert!(
-            count.is_power_of_two(),
-            "buffer ring size must be a power of two"
-        );
-        let entries_layout = std::alloc::Layout::from_size_align(
-            usize::from(count) * std::mem::size_of::<RawBuf>(),
-            4096,
-        )
-        .map_err(io::Error::other)?;
-        // Small alignment so that the allocator can use calloc: pages stay untouched (and out of
-        // the RSS) until the kernel first writes into them.
-        let buffers_layout = std::alloc::Layout::from_size_align(usize::from(count) * size, 16)
-            .map_err(io::Error::other)?;
-        // SAFETY: both layouts have a non-zero size.
-        let (entries, buffers) = unsafe {
-            (
-                std::alloc::alloc_zeroed(entries_layout),
-                std::alloc::alloc_zeroed(buffers_layout),
-            )
-        };
-        let (Some(entries), Some(buffers)) = (
-            NonNull::new(entries.cast::<RawBuf>()),
-            NonNull::new(buffers),
-        ) else {
-            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
-        };
-        let mut bufs = BufRing {
-            entries,
-            entries_layout,
-            buffers,
-            buffers_layout,
-            count,
-            size,
-            tail: 0,
-        };
-        // SAFETY: the ring memory is page-aligned, `count` entries long, zeroed (tail 0), and lives
-        // until `bufs` is dropped, after the io_uring it is registered with.
-        unsafe {
-            ring.submitter().register_buf_ring_with_flags(
-                entries.as_ptr() as u64,
-                count,
-                group,
-                0,
-            )?
-        };
-        for bid in 0..count {
-            bufs.recycle(bid);
-        }
-        Ok(bufs)
-    }
-
-    /// Hands buffer `bid` (back) to the kernel.
-    ///
-    /// Only raw-pointer writes, never a `&mut` over ring memory: the kernel reads that memory
-    /// concurrently (the entries between its head and our tail, and the tail itself, which lives
-    /// in entry 0's `resv` field). A `&mut RawBuf` over entry 0 would claim exclusive access to
-    /// the tail the kernel is reading — undefined behaviour even if no byte is ever torn.
-    fn recycle(&mut self, bid: u16) {
-        assert!(bid < self.count, "buffer id out of range");
-        let index = usize::from(self.tail & (self.count - 1));
-        // SAFETY: `index < count`, so the entry lies inside the ring allocation (alive until drop).
-        let entry = unsafe { self.entries.as_ptr().add(index) };
-        // SAFETY: `bid < count` (checked), so the buffer lies inside the buffers allocation.
-        let addr = unsafe { self.buffers.as_ptr().add(usize::from(bid) * self.size) };
-        // SAFETY: the entry is in bounds and aligned (page-aligned ring of 16-byte entries). The
-        // kernel reads an entry only between its head and the published tail, and this one is
-        // at the tail, so nothing reads these three fields while we write them; entry 0's `resv`
-        // (the tail) is not written here. Field-wise writes through `addr_of_mut!` create no
-        // reference to the entry.
-        unsafe {
-            std::ptr::addr_of_mut!((*entry).addr).write(addr as u64);
-            std::ptr::addr_of_mut!((*entry).len).write(self.size as u32);
-            std::ptr::addr_of_mut!((*entry).bid).write(bid);
-        }
-        self.tail = self.tail.wrapping_add(1);
-        // SAFETY: the tail is the u16 `resv` field of the first entry, shared with the kernel,
-        // which reads it concurrently: it is only ever accessed atomically (aligned: offset 14 of
-        // a page-aligned allocation). The release store publishes the entry written above before
-        // the new tail.
-        unsafe {
-            let tail = std::ptr::addr_of_mut!((*self.entries.as_ptr()).resv);
-            AtomicU16::from_ptr(tail).store(self.tail, Ordering::Release);
-        }
-    }
-
-    /// The `len` bytes the kernel received into buffer `bid`.
-    fn data(&self, bid: u16, len: usize) -> &[u8] {
-        assert!(
-            bid < self.count && len <= self.size,
-            "buffer id or length out of range"
-        );
-        // SAFETY: in range (checked); the completion that named this buffer handed it to us, and
-        // the kernel does not write to it again until `recycle` gives it back.
-        unsafe {
-            std::slice::from_raw_parts(self.buffers.as_ptr().add(usize::from(bid) * self.size), len)
-        }
-    }
-}
-
-impl Drop for BufRing {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with these layouts; by the driver's field order the io_uring
-        // is gone (or has no recv in flight) by now, so the kernel no longer uses this memory.
-        unsafe {
-            std::alloc::dealloc(self.entries.as_ptr().cast(), self.entries_layout);
-            std::alloc::dealloc(self.buffers.as_ptr(), self.buffers_layout);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1092,52 +722,12 @@ mod tests {
     }
 
     #[test]
-    fn user_data_round_trips_op_and_token() {
-        for op in [Op::Accept, Op::Signals, Op::Recv, Op::Send, Op::Cancel] {
-            let token: Token = (0x00ab_cdef << 32) | 0xdead_beef;
-            assert_eq!(decode(user_data(op, token)), (Some(op), token));
-        }
-        assert_eq!(decode(0).0, None);
-    }
-
-    #[test]
     fn a_token_of_any_generation_survives_user_data() {
         let mut slab = Slab::default();
         for _ in 0..3 {
             let token = slab.insert(conn());
-            assert_eq!(decode(user_data(Op::Recv, token)).1, token);
+            assert_eq!(decode(ring::user_data(Op::Recv, token)).1, token);
             slab.remove(token);
         }
-    }
-
-    #[test]
-    fn recv_takes_a_provided_buffer_and_it_can_be_handed_back() {
-        if let Err(why) = probe() {
-            eprintln!("io_uring unavailable here ({why}); skipped");
-            return;
-        }
-        let mut ring = IoUring::new(8).unwrap();
-        let mut bufs = BufRing::new(&ring, 2, 128, 7).unwrap();
-        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let mut syscalls = Syscalls::default();
-        for round in 0..5u8 {
-            // More rounds than buffers: each must have been handed back for the next recv.
-            std::io::Write::write_all(&mut &a, &[b'a' + round; 10]).unwrap();
-            let entry = opcode::Recv::new(Fd(b.as_raw_fd()), std::ptr::null_mut(), 128)
-                .buf_group(7)
-                .build()
-                .flags(squeue::Flags::BUFFER_SELECT)
-                .user_data(user_data(Op::Recv, 1));
-            // SAFETY: the recv writes only into the registered buffer ring, alive until the end.
-            unsafe { push(&mut ring, &mut syscalls, &entry) };
-            ring.submit_and_wait(1).unwrap();
-            let cqe = ring.completion().next().expect("a completion");
-            assert_eq!(decode(cqe.user_data()), (Some(Op::Recv), 1));
-            assert_eq!(cqe.result(), 10);
-            let bid = cqueue::buffer_select(cqe.flags()).expect("a provided buffer");
-            assert_eq!(bufs.data(bid, 10), &[b'a' + round; 10]);
-            bufs.recycle(bid);
-        }
-        drop(ring);
     }
 }

@@ -6,7 +6,8 @@
 //! - [`models`]: the table of every I/O model, as data.
 //! - [`driver`]: the loops that own sockets: the readiness [`driver::reactor`] and the models
 //!   that do not fit it.
-//! - [`sys`]: the few syscall wrappers that hold the crate's `unsafe`.
+//! - [`sys`]: the few syscall wrappers that hold the crate's `unsafe` (with io_uring's ring in
+//!   `driver/uring/ring.rs`; docs/architecture.md says where and why).
 
 pub mod backend;
 pub mod board;

@@ -281,9 +281,7 @@ impl Server {
             write_timeout: self.config.write_timeout,
             board: self.board.take().map(Arc::new),
         };
-        self.config
-            .backend
-            .serve(self.listener, signals, &options)
+        self.config.backend.serve(self.listener, signals, &options)
     }
 }
 

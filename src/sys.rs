@@ -530,7 +530,10 @@ pub fn set_owner_thread(fd: RawFd, tid: libc::pid_t) -> io::Result<()> {
 
 /// `sigtimedwait(2)` for one signal of `set`; None when the timeout passed or a handler
 /// interrupted the wait. A None timeout waits forever.
-pub fn sigtimedwait(set: &libc::sigset_t, timeout: Option<Duration>) -> io::Result<Option<SigPoll>> {
+pub fn sigtimedwait(
+    set: &libc::sigset_t,
+    timeout: Option<Duration>,
+) -> io::Result<Option<SigPoll>> {
     let ts = timeout.map(|d| libc::timespec {
         tv_sec: d.as_secs().min(i32::MAX as u64) as libc::time_t,
         tv_nsec: d.subsec_nanos() as libc::c_long,

@@ -446,7 +446,10 @@ impl Drop for Sigio {
             }
         }
         for _ in 0..DRAIN_LIMIT {
-            if !matches!(sys::sigtimedwait(&self.set, Some(Duration::ZERO)), Ok(Some(_))) {
+            if !matches!(
+                sys::sigtimedwait(&self.set, Some(Duration::ZERO)),
+                Ok(Some(_))
+            ) {
                 break;
             }
         }

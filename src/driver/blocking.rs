@@ -22,9 +22,9 @@
 //!   in flight, so that the accept thread can wake it with `shutdown(SHUT_RD)`.
 
 use std::io;
+use std::net::Shutdown;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::net::Shutdown;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -32,8 +32,8 @@ use nix::sys::signalfd::SignalFd;
 use socket2::SockRef;
 
 use super::kit::{
-    self, CountingEnv, RateLimitedLog, ACCEPT_PAUSE, LINGER_BYTES, LINGER_TIME,
-    MAX_BUFFERED_INPUT, READ_CHUNK,
+    self, CountingEnv, RateLimitedLog, ACCEPT_PAUSE, LINGER_BYTES, LINGER_TIME, MAX_BUFFERED_INPUT,
+    READ_CHUNK,
 };
 use super::DriverOptions;
 use crate::board::StatsBoard;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
-use super::{Timeouts, NEVER};
+use super::{LoopEnv, Timeouts, NEVER};
 use crate::proto::{Env, Proto, Session};
 use crate::stats::Counters;
 use crate::sys;
@@ -297,6 +297,16 @@ pub trait CountingEnv: Env {
     fn counters(&mut self) -> &mut Counters;
     /// Makes what is counted so far visible to `/stats`, on any connection or worker.
     fn publish_now(&mut self);
+}
+
+impl CountingEnv for LoopEnv {
+    fn counters(&mut self) -> &mut Counters {
+        &mut self.counters
+    }
+
+    fn publish_now(&mut self) {
+        self.publish();
+    }
 }
 
 /// Answers a connection the server will not serve (HTTP: 503; echo: nothing) and shuts down

@@ -173,16 +173,6 @@ impl LoopEnv {
     }
 }
 
-impl kit::CountingEnv for LoopEnv {
-    fn counters(&mut self) -> &mut Counters {
-        &mut self.counters
-    }
-
-    fn publish_now(&mut self) {
-        self.publish();
-    }
-}
-
 impl Env for LoopEnv {
     fn http_date(&self) -> &[u8] {
         self.date.as_bytes()

@@ -18,7 +18,7 @@ pub(super) enum Phase {
     Lingering,
 }
 
-pub(super) struct Conn {
+pub(super) struct UringConn {
     pub(super) fd: OwnedFd,
     pub(super) session: Session,
     /// Received and not yet consumed. Empty and unallocated while idle.
@@ -38,7 +38,7 @@ pub(super) struct Conn {
     pub(super) stamps: Stamps,
 }
 
-impl Timed for Conn {
+impl Timed for UringConn {
     fn stamps(&mut self) -> &mut Stamps {
         &mut self.stamps
     }
@@ -52,7 +52,7 @@ impl Timed for Conn {
     }
 }
 
-impl Conn {
+impl UringConn {
     pub(super) fn pending_output(&self) -> usize {
         self.output.len() - self.sent
     }
@@ -67,7 +67,7 @@ impl Conn {
 
 /// Lets the protocol turn buffered input (or a streamed body) into output while there is room.
 /// Called only while no send is in flight: `advance` may move the output buffer.
-pub(super) fn produce(conn: &mut Conn, env: &mut LoopEnv, spare: &mut Vec<Vec<u8>>) {
+pub(super) fn produce(conn: &mut UringConn, env: &mut LoopEnv, spare: &mut Vec<Vec<u8>>) {
     loop {
         let room = conn.pending_output() < OUTPUT_HIGH_WATER;
         if !room || (conn.input.is_empty() && !conn.session.has_pending_output()) {
@@ -101,7 +101,7 @@ pub(super) fn produce(conn: &mut Conn, env: &mut LoopEnv, spare: &mut Vec<Vec<u8
 }
 
 /// Returns lent buffers to the pool when the connection no longer needs them.
-pub(super) fn give_back_buffers(conn: &mut Conn, spare: &mut Vec<Vec<u8>>) {
+pub(super) fn give_back_buffers(conn: &mut UringConn, spare: &mut Vec<Vec<u8>>) {
     let output_free = conn.pending_output() == 0 && !conn.send_armed;
     let input_free = conn.input.is_empty();
     for (buf, free) in [

@@ -54,9 +54,9 @@ use io_uring::types::{SubmitArgs, Timespec};
 use io_uring::{cqueue, IoUring};
 use nix::sys::signalfd::SignalFd;
 
-use self::conn::{give_back_buffers, produce, Conn, Phase};
-use self::ring::{decode, BufRing, Op, BUF_COUNT, BUF_GROUP, BUF_SIZE};
+use self::conn::{give_back_buffers, produce, Phase, UringConn};
 pub use self::ring::probe;
+use self::ring::{decode, BufRing, Op, BUF_COUNT, BUF_GROUP, BUF_SIZE};
 
 use super::kit::{
     self, Deadlines, RateLimitedLog, Slab, Stamps, Timed, Token, ACCEPT_PAUSE, LINGER_BYTES,
@@ -116,7 +116,7 @@ struct Uring {
     /// Declared first so that it is dropped first, before any memory it was given.
     ring: IoUring,
     bufs: BufRing,
-    conns: Slab<Conn>,
+    conns: Slab<UringConn>,
     env: LoopEnv,
     options: DriverOptions,
     /// Closed once the accept has ended after shutdown began.
@@ -158,7 +158,7 @@ impl Uring {
         }
         let counters = self.env.counters;
         log::info!("{}", stats::summary_line(self.env.backend, &counters));
-        if self.conns.len() > 0 {
+        if !self.conns.is_empty() {
             // Operations the kernel did not complete in time may still point into connection
             // buffers or the buffer ring: leak them rather than free memory it may still write.
             log::warn!(
@@ -298,7 +298,7 @@ impl Uring {
             session.drain();
         }
         let now = self.clock.now_ms;
-        let token = self.conns.insert(Conn {
+        let token = self.conns.insert(UringConn {
             fd,
             stamps: Stamps::new(now, session.awaiting_head()),
             session,
@@ -579,7 +579,10 @@ impl Uring {
     /// Acts on the connections whose deadline has passed (see [`Deadlines::next_expired`]).
     fn run_timers(&mut self) {
         let now = self.clock.now_ms;
-        while let Some(token) = self.timers.next_expired(now, &mut self.conns, &self.timeouts) {
+        while let Some(token) = self
+            .timers
+            .next_expired(now, &mut self.conns, &self.timeouts)
+        {
             self.expire(token);
         }
         if self
@@ -677,16 +680,19 @@ impl Uring {
     /// True when the loop may exit: no connections left, or the grace period is over (then the
     /// rest are cancelled and their completions awaited briefly).
     fn finish_shutdown(&mut self) -> bool {
-        if self.conns.len() == 0 {
+        if self.conns.is_empty() {
             return true;
         }
         if self.shutdown_deadline.is_some_and(|d| Instant::now() >= d) {
-            log::warn!("grace period over: closing {} connections", self.conns.len());
+            log::warn!(
+                "grace period over: closing {} connections",
+                self.conns.len()
+            );
             for token in self.conns.tokens() {
                 self.close(token);
             }
             let until = Instant::now() + CANCEL_WAIT;
-            while self.conns.len() > 0 {
+            while !self.conns.is_empty() {
                 let left = until.saturating_duration_since(Instant::now());
                 if left.is_zero() || self.wait(Some(left)).is_err() {
                     break;
@@ -703,8 +709,8 @@ impl Uring {
 mod tests {
     use super::*;
 
-    fn conn() -> Conn {
-        Conn {
+    fn conn() -> UringConn {
+        UringConn {
             fd: std::fs::File::open("/dev/null").unwrap().into(),
             session: Session::new(crate::proto::Proto::Echo),
             input: Vec::new(),

@@ -53,6 +53,25 @@ impl Timed for UringConn {
 }
 
 impl UringConn {
+    /// Accepted at `now` (loop-clock ms); `drained`: during shutdown, its session already knows.
+    pub(super) fn new(fd: OwnedFd, session: Session, now: u64, drained: bool) -> UringConn {
+        UringConn {
+            fd,
+            stamps: Stamps::new(now, session.awaiting_head()),
+            session,
+            input: Vec::new(),
+            output: Vec::new(),
+            sent: 0,
+            recv_armed: false,
+            send_armed: false,
+            peer_eof: false,
+            phase: Phase::Serving,
+            closing: false,
+            lingered: 0,
+            drained,
+        }
+    }
+
     pub(super) fn pending_output(&self) -> usize {
         self.output.len() - self.sent
     }

@@ -59,8 +59,8 @@ pub use self::ring::probe;
 use self::ring::{decode, BufRing, Op, BUF_COUNT, BUF_GROUP, BUF_SIZE};
 
 use super::kit::{
-    self, Deadlines, RateLimitedLog, Slab, Stamps, Timed, Token, ACCEPT_PAUSE, LINGER_BYTES,
-    LINGER_TIME, MAX_BUFFERED_INPUT,
+    self, Deadlines, RateLimitedLog, Slab, Timed, Token, ACCEPT_PAUSE, LINGER_BYTES, LINGER_TIME,
+    MAX_BUFFERED_INPUT,
 };
 use super::{Clock, DriverOptions, LoopEnv, Timeouts, NEVER};
 use crate::proto::{Session, Status, OUTPUT_HIGH_WATER};
@@ -298,21 +298,7 @@ impl Uring {
             session.drain();
         }
         let now = self.clock.now_ms;
-        let token = self.conns.insert(UringConn {
-            fd,
-            stamps: Stamps::new(now, session.awaiting_head()),
-            session,
-            input: Vec::new(),
-            output: Vec::new(),
-            sent: 0,
-            recv_armed: false,
-            send_armed: false,
-            peer_eof: false,
-            phase: Phase::Serving,
-            closing: false,
-            lingered: 0,
-            drained,
-        });
+        let token = self.conns.insert(UringConn::new(fd, session, now, drained));
         self.env.counters.connections_current += 1;
         self.env.publish();
         self.pump(token);
@@ -710,21 +696,8 @@ mod tests {
     use super::*;
 
     fn conn() -> UringConn {
-        UringConn {
-            fd: std::fs::File::open("/dev/null").unwrap().into(),
-            session: Session::new(crate::proto::Proto::Echo),
-            input: Vec::new(),
-            output: Vec::new(),
-            sent: 0,
-            recv_armed: false,
-            send_armed: false,
-            peer_eof: false,
-            phase: Phase::Serving,
-            closing: false,
-            drained: false,
-            lingered: 0,
-            stamps: Stamps::new(0, false),
-        }
+        let fd = std::fs::File::open("/dev/null").unwrap().into();
+        UringConn::new(fd, Session::new(crate::proto::Proto::Echo), 0, false)
     }
 
     #[test]

@@ -3,15 +3,18 @@
 //! Layout (see docs/architecture.md):
 //! - [`proto`]: echo and HTTP/1.1, sans-I/O.
 //! - [`backend`]: readiness backends behind one small [`backend::Poller`] trait.
-//! - [`reactor`]: the one event loop shared by every readiness backend.
-//! - [`sys`]: the few syscall wrappers that hold the crate's `unsafe`.
+//! - [`models`]: the table of every I/O model, as data.
+//! - [`driver`]: the loops that own sockets: the readiness [`driver::reactor`] and the models
+//!   that do not fit it.
+//! - [`sys`]: the few syscall wrappers that hold the crate's `unsafe` (with io_uring's ring in
+//!   `driver/uring/ring.rs`; docs/architecture.md says where and why).
 
 pub mod backend;
 pub mod board;
 pub mod date;
 pub mod driver;
+pub mod models;
 pub mod proto;
-pub mod reactor;
 pub mod server;
 pub mod stats;
 pub mod sys;

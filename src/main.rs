@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use c10k::backend::{BackendKind, BACKENDS};
+use c10k::models::{BackendKind, BACKENDS};
 use c10k::proto::Proto;
 use c10k::server::{ServeConfig, Server};
 use clap::{Parser, Subcommand, ValueEnum};

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::backend::{BackendKind, Driver};
 use crate::board::StatsBoard;
-use crate::driver::{self, DriverOptions};
+use crate::driver::kit;
+use crate::driver::DriverOptions;
+use crate::models::BackendKind;
 use crate::proto::Proto;
-use crate::reactor::{self, Reactor};
 use crate::stats::Counters;
 use crate::sys;
 use crate::workers::{self, WorkerPlan};
@@ -166,7 +166,7 @@ impl Server {
             None
         } else {
             Some(
-                reactor::shutdown_signals()
+                kit::shutdown_signals()
                     .map_err(|e| StartError(format!("cannot set up signal handling: {e}")))?,
             )
         };
@@ -268,6 +268,7 @@ impl Server {
         };
         let options = DriverOptions {
             proto: self.config.proto,
+            edge: self.config.edge,
             max_conns: self.max_conns,
             shutdown_grace: self.config.shutdown_grace,
             thread_stack_kib: self.config.thread_stack_kib,
@@ -280,16 +281,7 @@ impl Server {
             write_timeout: self.config.write_timeout,
             board: self.board.take().map(Arc::new),
         };
-        match self.config.backend.info().driver {
-            Driver::Reactor => {
-                let poller = self.config.backend.create_poller(self.config.edge)?;
-                Reactor::new(poller, self.listener, Some(signals), options)?.run()
-            }
-            Driver::Threads => driver::threads::run(self.listener, signals, &options),
-            Driver::Uring => driver::uring::run(self.listener, signals, &options),
-            Driver::Pool => driver::pool::run(self.listener, signals, &options),
-            Driver::Coro => driver::coro::run(self.listener, signals, &options),
-        }
+        self.config.backend.serve(self.listener, signals, &options)
     }
 }
 

@@ -6,6 +6,7 @@
 //! one file.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
@@ -104,7 +105,7 @@ pub fn shutdown_read(fd: RawFd) -> io::Result<()> {
 /// this many are taken in and no more: accepting until EAGAIN would never end while clients keep
 /// connecting.
 pub fn accept_queue_len(listener: RawFd) -> io::Result<usize> {
-    let mut info = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();
+    let mut info = MaybeUninit::<libc::tcp_info>::zeroed();
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
     // SAFETY: `info` is a zeroed `tcp_info` of `len` bytes that the kernel may fill (it writes
     // at most `len` and updates `len`); every field is a plain integer, so any bytes are valid.
@@ -454,4 +455,106 @@ mod tests {
         assert_eq!(accept_queue_len(fd).unwrap(), 2);
         drop(clients);
     }
+}
+
+// ---- signal-driven I/O (the sigio backend) ----------------------------------------------------
+
+// Not exported by the libc crate for x86_64/aarch64 glibc; the values are the generic ones.
+const F_SETOWN_EX: libc::c_int = 15;
+const F_OWNER_TID: libc::c_int = 0;
+
+/// `struct f_owner_ex` from <fcntl.h>.
+#[repr(C)]
+struct FOwnerEx {
+    kind: libc::c_int,
+    pid: libc::pid_t,
+}
+
+/// The start of `siginfo_t` as the kernel fills it for SIGPOLL-style signals: the union after the
+/// three ints is pointer-aligned, and `_sigpoll` is `{ long si_band; int si_fd; }`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SigPoll {
+    pub signo: libc::c_int,
+    pub errno: libc::c_int,
+    pub code: libc::c_int,
+    pub band: libc::c_long,
+    pub fd: libc::c_int,
+}
+
+pub fn signal_set(signals: &[libc::c_int]) -> io::Result<libc::sigset_t> {
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set we point to; sigaddset only writes inside it.
+    unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        for &signo in signals {
+            if libc::sigaddset(set.as_mut_ptr(), signo) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(set.assume_init())
+    }
+}
+
+/// Blocks the set in the calling thread (and the threads it creates later).
+pub fn block_signals(set: &libc::sigset_t) -> io::Result<()> {
+    // SAFETY: `set` is an initialised sigset_t; a null old-set pointer is allowed.
+    let res = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, set, std::ptr::null_mut()) };
+    if res != 0 {
+        return Err(io::Error::from_raw_os_error(res));
+    }
+    Ok(())
+}
+
+pub fn gettid() -> libc::pid_t {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// `fcntl(fd, cmd, arg)` for the commands that take an int.
+pub fn fcntl_int(fd: RawFd, cmd: libc::c_int, arg: libc::c_int) -> io::Result<libc::c_int> {
+    // SAFETY: the commands used here (F_GETFL, F_SETFL, F_SETSIG) take an int, not a pointer.
+    syscall!(fcntl(fd, cmd, arg))
+}
+
+/// F_SETOWN_EX with F_OWNER_TID: the descriptor's signals go to that thread only.
+pub fn set_owner_thread(fd: RawFd, tid: libc::pid_t) -> io::Result<()> {
+    let owner = FOwnerEx {
+        kind: F_OWNER_TID,
+        pid: tid,
+    };
+    // SAFETY: F_SETOWN_EX reads one f_owner_ex from the pointer, which points to a live struct
+    // with the kernel's layout on our stack.
+    syscall!(fcntl(fd, F_SETOWN_EX, &owner as *const FOwnerEx)).map(drop)
+}
+
+/// `sigtimedwait(2)` for one signal of `set`; None when the timeout passed or a handler
+/// interrupted the wait. A None timeout waits forever.
+pub fn sigtimedwait(
+    set: &libc::sigset_t,
+    timeout: Option<Duration>,
+) -> io::Result<Option<SigPoll>> {
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: d.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    let mut info = MaybeUninit::<libc::siginfo_t>::zeroed();
+    // SAFETY: `set` is initialised, `info` has room for a siginfo_t, and `ts_ptr` is null or
+    // points to a timespec that lives until the call returns.
+    let res = unsafe { libc::sigtimedwait(set, info.as_mut_ptr(), ts_ptr) };
+    if res == -1 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    // SAFETY: the buffer was zeroed and then filled by the kernel; SigPoll (32 bytes) describes
+    // a prefix of the 128-byte siginfo_t, and read_unaligned makes no alignment assumption.
+    Ok(Some(unsafe {
+        std::ptr::read_unaligned(info.as_ptr().cast::<SigPoll>())
+    }))
 }

@@ -16,7 +16,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use super::{not_registered, Event, FdTable, Features, Interest, Poller, PollerCounters, Token};
+use super::{not_registered, Event, FdTable, Interest, Poller, PollerCounters, Token};
 
 /// How long a pass with nothing registered and no timeout sleeps: there is no readiness to wait
 /// for, and returning with no events is always allowed.
@@ -41,18 +41,8 @@ impl Poller for BusyPoll {
         "busy-poll"
     }
 
-    fn features(&self) -> Features {
-        Features {
-            edge_triggered: false,
-            reregister_is_syscall: false,
-            max_fd: None,
-        }
-    }
-
     fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()> {
-        if self.index.get(fd).is_some() {
-            return Err(io::Error::from_raw_os_error(libc::EEXIST));
-        }
+        self.index.check_vacant(fd)?;
         self.index.insert(fd, self.fds.len());
         self.fds.push(fd);
         self.regs.push((token, interest));

@@ -68,8 +68,6 @@ impl Poller for Epoll {
     fn features(&self) -> Features {
         Features {
             edge_triggered: self.edge,
-            reregister_is_syscall: true,
-            max_fd: None,
         }
     }
 

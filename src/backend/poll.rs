@@ -9,7 +9,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use super::{not_registered, Event, FdTable, Features, Interest, Poller, PollerCounters, Token};
+use super::{not_registered, Event, FdTable, Interest, Poller, PollerCounters, Token};
 use crate::sys;
 
 #[derive(Default)]
@@ -28,7 +28,7 @@ impl Poll {
 
 /// POLLRDHUP only with POLLIN: after a peer's half-close, a connection that is only writing must
 /// not be reported ready on every call (POLLHUP and POLLERR are reported whatever we ask).
-fn mask(interest: Interest) -> libc::c_short {
+pub(crate) fn mask(interest: Interest) -> libc::c_short {
     let mut mask = 0;
     if interest.read {
         mask |= libc::POLLIN | libc::POLLRDHUP;
@@ -44,18 +44,8 @@ impl Poller for Poll {
         "poll"
     }
 
-    fn features(&self) -> Features {
-        Features {
-            edge_triggered: false,
-            reregister_is_syscall: false,
-            max_fd: None,
-        }
-    }
-
     fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()> {
-        if self.index.get(fd).is_some() {
-            return Err(io::Error::from_raw_os_error(libc::EEXIST));
-        }
+        self.index.check_vacant(fd)?;
         self.index.insert(fd, self.fds.len());
         self.fds.push(libc::pollfd {
             fd,

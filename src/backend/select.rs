@@ -11,7 +11,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use super::{not_registered, Event, FdTable, Features, Interest, Poller, PollerCounters, Token};
+use super::{not_registered, Event, FdTable, Interest, Poller, PollerCounters, Token};
 use crate::sys;
 
 #[derive(Default)]
@@ -59,21 +59,11 @@ impl Poller for Select {
         "select"
     }
 
-    fn features(&self) -> Features {
-        Features {
-            edge_triggered: false,
-            reregister_is_syscall: false,
-            max_fd: None,
-        }
-    }
-
     fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()> {
         if fd < 0 {
             return Err(io::Error::from_raw_os_error(libc::EBADF));
         }
-        if self.tokens.get(fd).is_some() {
-            return Err(io::Error::from_raw_os_error(libc::EEXIST));
-        }
+        self.tokens.check_vacant(fd)?;
         self.tokens.insert(fd, token);
         self.set_bits(fd, interest);
         self.nfds = self.nfds.max(fd as usize + 1);

@@ -33,39 +33,17 @@
 //! on drop, but one could still arrive before an unblock, and its default action kills.
 
 use std::io;
-use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use super::{not_registered, Event, FdTable, Features, Interest, Poller, PollerCounters, Token};
+use super::{not_registered, Event, FdTable, Interest, Poller, PollerCounters, Token};
 use crate::sys;
 
 // Not exported by the libc crate for x86_64/aarch64 glibc; the values are the generic ones.
 const F_SETSIG: libc::c_int = 10;
-const F_SETOWN_EX: libc::c_int = 15;
-const F_OWNER_TID: libc::c_int = 0;
 /// The si_code range of the signals fasync sends (POLL_IN ..= POLL_HUP in <signal.h>).
 const POLL_IN: libc::c_int = 1;
 const POLL_HUP: libc::c_int = 6;
-
-/// `struct f_owner_ex` from <fcntl.h>.
-#[repr(C)]
-struct FOwnerEx {
-    kind: libc::c_int,
-    pid: libc::pid_t,
-}
-
-/// The start of `siginfo_t` as the kernel fills it for SIGPOLL-style signals: the union after the
-/// three ints is pointer-aligned, and `_sigpoll` is `{ long si_band; int si_fd; }`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct SigPoll {
-    signo: libc::c_int,
-    errno: libc::c_int,
-    code: libc::c_int,
-    band: libc::c_long,
-    fd: libc::c_int,
-}
 
 /// Signals taken per wait before the reactor gets to run; the rest wait for the next wait.
 const SIGNALS_PER_WAIT: usize = 1024;
@@ -137,12 +115,12 @@ impl Sigio {
         if signo > libc::SIGRTMAX() {
             return Err(io::Error::other("no realtime signal available"));
         }
-        let set = signal_set(&[signo, libc::SIGIO])?;
-        block_signals(&set)?;
+        let set = sys::signal_set(&[signo, libc::SIGIO])?;
+        sys::block_signals(&set)?;
         Ok(Sigio {
             signo,
             set,
-            tid: gettid(),
+            tid: sys::gettid(),
             table: FdTable { slots: Vec::new() },
             fds: Vec::new(),
             polled: Vec::new(),
@@ -167,15 +145,15 @@ impl Sigio {
             libc::S_IFSOCK => libc::O_NONBLOCK,
             libc::S_IFIFO => {
                 self.counters.ctl += 1;
-                fcntl_int(fd, libc::F_GETFL, 0)? | libc::O_NONBLOCK
+                sys::fcntl_int(fd, libc::F_GETFL, 0)? | libc::O_NONBLOCK
             }
             _ => return Ok(Mode::Polled),
         };
         // Signal and owner first, so that the first signal O_ASYNC raises is already ours.
         self.counters.ctl += 3;
-        fcntl_int(fd, F_SETSIG, self.signo)?;
-        set_owner_thread(fd, self.tid)?;
-        fcntl_int(fd, libc::F_SETFL, flags | libc::O_ASYNC)?;
+        sys::fcntl_int(fd, F_SETSIG, self.signo)?;
+        sys::set_owner_thread(fd, self.tid)?;
+        sys::fcntl_int(fd, libc::F_SETFL, flags | libc::O_ASYNC)?;
         Ok(Mode::Signal { flags })
     }
 
@@ -235,7 +213,7 @@ impl Sigio {
                 if reg.interest != Interest::NONE {
                     self.pollfds.push(libc::pollfd {
                         fd,
-                        events: poll_mask(reg.interest),
+                        events: super::poll::mask(reg.interest),
                         revents: 0,
                     });
                 }
@@ -293,7 +271,7 @@ impl Sigio {
             self.overflow.unlogged_overflows = 0;
         }
         for _ in 0..DRAIN_LIMIT {
-            match sigtimedwait(&self.set, Some(Duration::ZERO)) {
+            match sys::sigtimedwait(&self.set, Some(Duration::ZERO)) {
                 Ok(Some(_)) => self.counters.signals += 1,
                 Ok(None) => {
                     self.counters.waits += 1;
@@ -343,18 +321,8 @@ impl Poller for Sigio {
         "sigio"
     }
 
-    fn features(&self) -> Features {
-        Features {
-            edge_triggered: false,
-            reregister_is_syscall: false,
-            max_fd: None,
-        }
-    }
-
     fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()> {
-        if self.table.get(fd).is_some() {
-            return Err(io::Error::from_raw_os_error(libc::EEXIST));
-        }
+        self.table.check_vacant(fd)?;
         let mode = self.arm(fd)?;
         self.table.insert(
             fd,
@@ -405,7 +373,7 @@ impl Poller for Sigio {
             Mode::Signal { flags } => {
                 // Signals already queued for it are dropped as stale when taken.
                 self.counters.ctl += 1;
-                fcntl_int(fd, libc::F_SETFL, flags)?;
+                sys::fcntl_int(fd, libc::F_SETFL, flags)?;
             }
         }
         Ok(())
@@ -430,7 +398,7 @@ impl Poller for Sigio {
             wait = Some(wait.map_or(until_due, |w| w.min(until_due)));
         }
         for _ in 0..SIGNALS_PER_WAIT {
-            let info = match sigtimedwait(&self.set, wait) {
+            let info = match sys::sigtimedwait(&self.set, wait) {
                 Ok(Some(info)) => info,
                 Ok(None) => {
                     self.counters.waits += 1;
@@ -474,26 +442,18 @@ impl Drop for Sigio {
                 ..
             }) = self.table.get(fd)
             {
-                let _ = fcntl_int(fd, libc::F_SETFL, flags);
+                let _ = sys::fcntl_int(fd, libc::F_SETFL, flags);
             }
         }
         for _ in 0..DRAIN_LIMIT {
-            if !matches!(sigtimedwait(&self.set, Some(Duration::ZERO)), Ok(Some(_))) {
+            if !matches!(
+                sys::sigtimedwait(&self.set, Some(Duration::ZERO)),
+                Ok(Some(_))
+            ) {
                 break;
             }
         }
     }
-}
-
-fn poll_mask(interest: Interest) -> libc::c_short {
-    let mut mask = 0;
-    if interest.read {
-        mask |= libc::POLLIN | libc::POLLRDHUP;
-    }
-    if interest.write {
-        mask |= libc::POLLOUT;
-    }
-    mask
 }
 
 /// Maps poll bits (poll(2)'s revents or a signal's si_band) to an event, keeping only what the
@@ -531,88 +491,6 @@ pub fn limit_signal_queue(max_pending: u64) -> io::Result<()> {
 pub fn signal_queue_limit() -> u64 {
     use nix::sys::resource::{getrlimit, Resource};
     getrlimit(Resource::RLIMIT_SIGPENDING).map_or(0, |(soft, _)| soft)
-}
-
-fn signal_set(signals: &[libc::c_int]) -> io::Result<libc::sigset_t> {
-    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: sigemptyset initialises the set we point to; sigaddset only writes inside it.
-    unsafe {
-        libc::sigemptyset(set.as_mut_ptr());
-        for &signo in signals {
-            if libc::sigaddset(set.as_mut_ptr(), signo) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        Ok(set.assume_init())
-    }
-}
-
-/// Blocks the set in the calling thread (and the threads it creates later).
-fn block_signals(set: &libc::sigset_t) -> io::Result<()> {
-    // SAFETY: `set` is an initialised sigset_t; a null old-set pointer is allowed.
-    let res = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, set, std::ptr::null_mut()) };
-    if res != 0 {
-        return Err(io::Error::from_raw_os_error(res));
-    }
-    Ok(())
-}
-
-fn gettid() -> libc::pid_t {
-    // SAFETY: gettid takes no arguments and cannot fail.
-    unsafe { libc::gettid() }
-}
-
-/// `fcntl(fd, cmd, arg)` for the commands that take an int.
-fn fcntl_int(fd: RawFd, cmd: libc::c_int, arg: libc::c_int) -> io::Result<libc::c_int> {
-    // SAFETY: the commands used here (F_GETFL, F_SETFL, F_SETSIG) take an int, not a pointer.
-    let res = unsafe { libc::fcntl(fd, cmd, arg) };
-    if res == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(res)
-}
-
-/// F_SETOWN_EX with F_OWNER_TID: the descriptor's signals go to that thread only.
-fn set_owner_thread(fd: RawFd, tid: libc::pid_t) -> io::Result<()> {
-    let owner = FOwnerEx {
-        kind: F_OWNER_TID,
-        pid: tid,
-    };
-    // SAFETY: F_SETOWN_EX reads one f_owner_ex from the pointer, which points to a live struct
-    // with the kernel's layout on our stack.
-    let res = unsafe { libc::fcntl(fd, F_SETOWN_EX, &owner as *const FOwnerEx) };
-    if res == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// `sigtimedwait(2)` for one signal of `set`; None when the timeout passed or a handler
-/// interrupted the wait. A None timeout waits forever.
-fn sigtimedwait(set: &libc::sigset_t, timeout: Option<Duration>) -> io::Result<Option<SigPoll>> {
-    let ts = timeout.map(|d| libc::timespec {
-        tv_sec: d.as_secs().min(i32::MAX as u64) as libc::time_t,
-        tv_nsec: d.subsec_nanos() as libc::c_long,
-    });
-    let ts_ptr = ts
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    let mut info = MaybeUninit::<libc::siginfo_t>::zeroed();
-    // SAFETY: `set` is initialised, `info` has room for a siginfo_t, and `ts_ptr` is null or
-    // points to a timespec that lives until the call returns.
-    let res = unsafe { libc::sigtimedwait(set, info.as_mut_ptr(), ts_ptr) };
-    if res == -1 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
-            _ => Err(e),
-        };
-    }
-    // SAFETY: the buffer was zeroed and then filled by the kernel; SigPoll (32 bytes) describes
-    // a prefix of the 128-byte siginfo_t, and read_unaligned makes no alignment assumption.
-    Ok(Some(unsafe {
-        std::ptr::read_unaligned(info.as_ptr().cast::<SigPoll>())
-    }))
 }
 
 #[cfg(test)]
@@ -659,7 +537,7 @@ mod tests {
             (&pairs[i].1).write_all(b"lost").unwrap();
         }
         let mut dropped = 0;
-        while let Ok(Some(_)) = sigtimedwait(&poller.set, Some(Duration::ZERO)) {
+        while let Ok(Some(_)) = sys::sigtimedwait(&poller.set, Some(Duration::ZERO)) {
             dropped += 1;
         }
         assert_eq!(dropped, 3, "one realtime signal per write");

@@ -3,10 +3,13 @@
 //!
 //! A driver owns sockets and turns readiness or completions into calls to
 //! [`crate::proto::Session::advance`]. The readiness backends share one driver, the
-//! [`crate::reactor`]; the models that do not fit the readiness contract have their own here.
+//! [`reactor`]; the models that do not fit the readiness contract have their own here.
 
+pub mod blocking;
 pub mod coro;
+pub mod kit;
 pub mod pool;
+pub mod reactor;
 pub mod threads;
 pub mod uring;
 
@@ -22,6 +25,8 @@ use crate::stats::{self, Counters};
 #[derive(Clone, Debug)]
 pub struct DriverOptions {
     pub proto: Proto,
+    /// Edge-triggered where the poller supports it (epoll with `--edge`).
+    pub edge: bool,
     /// Connections beyond this are refused at once (HTTP: 503 first).
     pub max_conns: usize,
     /// After SIGINT/SIGTERM, how long in-flight responses may take before the driver exits anyway.
@@ -44,6 +49,7 @@ impl Default for DriverOptions {
     fn default() -> Self {
         DriverOptions {
             proto: Proto::Http,
+            edge: false,
             max_conns: usize::MAX,
             shutdown_grace: Duration::from_secs(10),
             thread_stack_kib: 64,

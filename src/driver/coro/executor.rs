@@ -22,13 +22,14 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use super::io::IoDriver;
+use super::io::{IoDriver, SharedIo};
+use crate::driver::kit::Slab;
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()>>>;
 
 /// What tasks share with the executor: the I/O driver, timers, and tasks waiting to be spawned.
 pub struct Runtime {
-    pub io: RefCell<IoDriver>,
+    pub io: SharedIo,
     timers: RefCell<BinaryHeap<Timer>>,
     timer_seq: Cell<u64>,
     spawned: RefCell<Vec<BoxFuture>>,
@@ -40,7 +41,7 @@ pub struct Runtime {
 impl Runtime {
     pub fn new(io: IoDriver) -> Rc<Runtime> {
         Rc::new(Runtime {
-            io: RefCell::new(io),
+            io: Rc::new(RefCell::new(io)),
             timers: RefCell::new(BinaryHeap::new()),
             timer_seq: Cell::new(0),
             spawned: RefCell::new(Vec::new()),
@@ -148,40 +149,27 @@ struct Task {
     state: Arc<TaskWaker>,
 }
 
-#[derive(Default)]
-struct Slot {
-    generation: u32,
-    task: Option<Task>,
-}
-
 pub struct Executor {
     rt: Rc<Runtime>,
-    slots: Vec<Slot>,
-    free: Vec<u32>,
+    /// Tasks by id; a finished task's id does not name the slot's next task.
+    tasks: Slab<Task>,
     ready: Arc<ReadyQueue>,
     batch: Vec<u64>,
-    live: usize,
-}
-
-fn task_id(index: u32, generation: u32) -> u64 {
-    (u64::from(generation) << 32) | u64::from(index)
 }
 
 impl Executor {
     pub fn new(rt: Rc<Runtime>) -> Executor {
         Executor {
             rt,
-            slots: Vec::new(),
-            free: Vec::new(),
+            tasks: Slab::default(),
             ready: Arc::new(Mutex::new(Vec::new())),
             batch: Vec::new(),
-            live: 0,
         }
     }
 
     /// Tasks that have not finished.
     pub fn live(&self) -> usize {
-        self.live
+        self.tasks.len()
     }
 
     /// Runs until `done()` says so: ready tasks, then one wait on epoll (bounded by the next
@@ -229,46 +217,33 @@ impl Executor {
         }
         let spawned = std::mem::take(&mut *self.rt.spawned.borrow_mut());
         for future in spawned {
-            let index = self.free.pop().unwrap_or_else(|| {
-                self.slots.push(Slot::default());
-                (self.slots.len() - 1) as u32
+            let ready = &self.ready;
+            self.tasks.insert_with(|id| {
+                let state = Arc::new(TaskWaker {
+                    id,
+                    queued: AtomicBool::new(false),
+                    ready: Arc::clone(ready),
+                });
+                let waker = Waker::from(Arc::clone(&state));
+                waker.wake_by_ref();
+                Task {
+                    future,
+                    waker,
+                    state,
+                }
             });
-            let slot = &mut self.slots[index as usize];
-            let state = Arc::new(TaskWaker {
-                id: task_id(index, slot.generation),
-                queued: AtomicBool::new(false),
-                ready: Arc::clone(&self.ready),
-            });
-            let waker = Waker::from(Arc::clone(&state));
-            waker.wake_by_ref();
-            slot.task = Some(Task {
-                future,
-                waker,
-                state,
-            });
-            self.live += 1;
         }
     }
 
     fn poll_task(&mut self, id: u64) {
-        let (index, generation) = ((id & 0xffff_ffff) as usize, (id >> 32) as u32);
-        let Some(slot) = self.slots.get_mut(index) else {
-            return;
-        };
-        if slot.generation != generation {
+        let Some(task) = self.tasks.get_mut(id) else {
             return; // a finished task's late wake-up
-        }
-        let Some(task) = slot.task.as_mut() else {
-            return;
         };
         // Cleared before the poll, so a wake-up during the poll queues it again.
         task.state.queued.store(false, Ordering::Release);
         let mut cx = Context::from_waker(&task.waker);
         if task.future.as_mut().poll(&mut cx).is_ready() {
-            let finished = slot.task.take();
-            slot.generation = slot.generation.wrapping_add(1);
-            self.free.push(index as u32);
-            self.live -= 1;
+            let finished = self.tasks.remove(id);
             // Dropped with no borrow of ours held: its destructors deregister descriptors.
             drop(finished);
         }

@@ -10,15 +10,16 @@
 //! - A source's token carries its slot's generation, so an event for a descriptor that was
 //!   closed (and whose number was reused) in the same batch wakes nobody.
 
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use super::executor::Runtime;
 use crate::backend::epoll::Epoll;
-use crate::backend::{Event, Interest, Poller, PollerCounters, Token};
+use crate::backend::{Event, Interest, Poller, PollerCounters};
+use crate::driver::kit::{Slab, Token};
 use crate::sys;
 
 #[derive(Default)]
@@ -30,29 +31,20 @@ struct Source {
     writer: Option<Waker>,
 }
 
-#[derive(Default)]
-struct SourceSlot {
-    generation: u32,
-    source: Option<Source>,
-}
-
 pub struct IoDriver {
     poller: Epoll,
-    slots: Vec<SourceSlot>,
-    free: Vec<u32>,
+    sources: Slab<Source>,
     events: Vec<Event>,
 }
 
-fn split(token: Token) -> (usize, u32) {
-    ((token & 0xffff_ffff) as usize, (token >> 32) as u32)
-}
+/// The I/O driver as tasks and the executor share it.
+pub type SharedIo = Rc<RefCell<IoDriver>>;
 
 impl IoDriver {
     pub fn new() -> io::Result<IoDriver> {
         Ok(IoDriver {
             poller: Epoll::new(true)?,
-            slots: Vec::new(),
-            free: Vec::new(),
+            sources: Slab::default(),
             events: Vec::with_capacity(1024),
         })
     }
@@ -61,21 +53,13 @@ impl IoDriver {
         self.poller.counters()
     }
 
-    fn source(&mut self, token: Token) -> Option<&mut Source> {
-        let (index, generation) = split(token);
-        match self.slots.get_mut(index) {
-            Some(slot) if slot.generation == generation => slot.source.as_mut(),
-            _ => None,
-        }
-    }
-
     /// One epoll_wait; wakes the tasks waiting on what became ready.
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let mut events = std::mem::take(&mut self.events);
         events.clear();
         let result = self.poller.poll(&mut events, timeout);
         for event in &events {
-            let Some(source) = self.source(event.token) else {
+            let Some(source) = self.sources.get_mut(event.token) else {
                 continue; // stale: closed since
             };
             source.hangup |= event.hangup;
@@ -98,10 +82,8 @@ impl IoDriver {
 
     /// Wakes every task waiting to read (at shutdown: idle connections then see the flag).
     pub fn wake_all_readers(&self) {
-        for slot in &self.slots {
-            if let Some(w) = slot.source.as_ref().and_then(|s| s.reader.as_ref()) {
-                w.wake_by_ref();
-            }
+        for waker in self.sources.values().filter_map(|s| s.reader.as_ref()) {
+            waker.wake_by_ref();
         }
     }
 }
@@ -111,33 +93,27 @@ impl IoDriver {
 pub struct Registration {
     fd: RawFd,
     token: Token,
-    rt: Rc<Runtime>,
+    io: SharedIo,
 }
 
 impl Registration {
     /// Registers `fd` for both directions, edge-triggered. It starts out readable and writable
     /// (optimistic): a new connection's request may already be there, and EAGAIN corrects us.
-    pub fn new(rt: &Rc<Runtime>, fd: RawFd) -> io::Result<Registration> {
-        let mut io = rt.io.borrow_mut();
-        let index = io.free.pop().unwrap_or_else(|| {
-            io.slots.push(SourceSlot::default());
-            (io.slots.len() - 1) as u32
-        });
-        let slot = &mut io.slots[index as usize];
-        let token = (u64::from(slot.generation) << 32) | u64::from(index);
-        slot.source = Some(Source {
+    pub fn new(shared: &SharedIo, fd: RawFd) -> io::Result<Registration> {
+        let mut io = shared.borrow_mut();
+        let token = io.sources.insert(Source {
             readable: true,
             writable: true,
             ..Source::default()
         });
         if let Err(e) = io.poller.register(fd, token, Interest::BOTH) {
-            release(&mut io, token);
+            io.sources.remove(token);
             return Err(e);
         }
         Ok(Registration {
             fd,
             token,
-            rt: Rc::clone(rt),
+            io: Rc::clone(shared),
         })
     }
 
@@ -146,9 +122,10 @@ impl Registration {
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Source) -> R) -> R {
-        let mut io = self.rt.io.borrow_mut();
+        let mut io = self.io.borrow_mut();
         let source = io
-            .source(self.token)
+            .sources
+            .get_mut(self.token)
             .expect("a live registration has its source");
         f(source)
     }
@@ -209,21 +186,11 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut io = self.rt.io.borrow_mut();
+        let mut io = self.io.borrow_mut();
         if let Err(e) = io.poller.deregister(self.fd) {
             log::debug!("deregister fd {}: {e}", self.fd);
         }
-        release(&mut io, self.token);
-    }
-}
-
-fn release(io: &mut IoDriver, token: Token) {
-    let (index, generation) = split(token);
-    if let Some(slot) = io.slots.get_mut(index) {
-        if slot.generation == generation && slot.source.take().is_some() {
-            slot.generation = slot.generation.wrapping_add(1);
-            io.free.push(index as u32);
-        }
+        io.sources.remove(self.token);
     }
 }
 

@@ -35,35 +35,25 @@ use std::future::poll_fn;
 use std::io as stdio;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
 use self::executor::{yield_now, Alarm, Executor, Runtime};
 use self::io::{readable, IoDriver, Registration};
+use super::kit::{
+    self, RateLimitedLog, ACCEPTS_AT_SHUTDOWN, ACCEPTS_PER_TURN, ACCEPT_PAUSE, LINGER_BYTES,
+    LINGER_TIME, MAX_BUFFERED_INPUT, READ_CHUNK,
+};
 use super::{keepalive_drain_window, DriverOptions, LoopEnv};
 use crate::proto::{Session, Status, OUTPUT_HIGH_WATER};
 use crate::stats::{self, Counters};
 use crate::sys;
 
 const BACKEND: &str = "coro";
-/// Bytes asked of one read.
-const READ_CHUNK: usize = 64 * 1024;
 /// Bytes one connection may read before it yields to the other ready tasks.
 const READ_BUDGET_PER_TURN: usize = 256 * 1024;
-/// See the reactor: a protocol that neither consumes nor rejects this much input has a bug.
-const MAX_BUFFERED_INPUT: usize = 2 * 1024 * 1024 + 64 * 1024;
-/// Accepts before the accept task yields.
-const ACCEPTS_PER_TURN: usize = 256;
-/// Bound on the connections taken from the backlog at shutdown.
-const ACCEPTS_AT_SHUTDOWN: usize = 65_536;
-/// After EMFILE/ENFILE, how long accepting pauses unless a connection closes first.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// After an error response: how long and how much is read and discarded before closing.
-const LINGER_TIME: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 256 * 1024;
 /// Capacity of a lent buffer: a read chunk plus a partial request, or a high-water mark of output
 /// plus the protocol's last append past it.
 const BUFFER_CAPACITY: usize = 2 * OUTPUT_HIGH_WATER;
@@ -88,8 +78,7 @@ struct Ctx {
     accept_paused: Cell<bool>,
     /// The signal task's waker while it waits for connections to drain.
     drainer: RefCell<Option<Waker>>,
-    exhaustion_events: Cell<u64>,
-    last_exhaustion_log: Cell<Option<Instant>>,
+    exhaustion: RefCell<RateLimitedLog>,
 }
 
 impl Ctx {
@@ -130,7 +119,7 @@ impl Ctx {
         consumed
     }
 
-    fn with_counters(&self, f: impl FnOnce(&mut Counters)) {
+    fn with_counters<R>(&self, f: impl FnOnce(&mut Counters) -> R) -> R {
         f(&mut self.env.borrow_mut().counters)
     }
 }
@@ -151,7 +140,7 @@ struct Socket {
 impl Socket {
     fn new(rt: &Rc<Runtime>, fd: OwnedFd) -> stdio::Result<Socket> {
         Ok(Socket {
-            reg: Registration::new(rt, fd.as_raw_fd())?,
+            reg: Registration::new(&rt.io, fd.as_raw_fd())?,
             fd,
         })
     }
@@ -180,11 +169,10 @@ pub fn run(
         acceptor: RefCell::new(None),
         accept_paused: Cell::new(false),
         drainer: RefCell::new(None),
-        exhaustion_events: Cell::new(0),
-        last_exhaustion_log: Cell::new(None),
+        exhaustion: RefCell::default(),
     });
     let listener = Socket::new(&rt, listener)?;
-    let signal_reg = Registration::new(&rt, signals.as_raw_fd())?;
+    let signal_reg = Registration::new(&rt.io, signals.as_raw_fd())?;
     rt.spawn(accept_loop(Rc::clone(&ctx), listener));
     rt.spawn(signal_task(Rc::clone(&ctx), signals, signal_reg));
     let mut executor = Executor::new(Rc::clone(&rt));
@@ -260,16 +248,7 @@ fn admit(ctx: &Rc<Ctx>, fd: OwnedFd) {
         let mut env = ctx.env.borrow_mut();
         env.counters.connections_total += 1;
         if ctx.conns.get() >= ctx.options.max_conns {
-            env.counters.connections_refused += 1;
-            let refusal = Session::refusal(ctx.options.proto, &*env);
-            if !refusal.is_empty() {
-                env.counters.syscalls.writes += 1;
-                // A fresh socket's send buffer takes ~150 bytes without blocking.
-                if let Ok(n) = sys::send(fd.as_raw_fd(), &refusal) {
-                    env.counters.bytes_out += n as u64;
-                }
-                let _ = sys::shutdown_write(fd.as_raw_fd());
-            }
+            kit::refuse(fd.as_raw_fd(), ctx.options.proto, &mut *env);
             log::debug!(
                 "refused a connection: {} open, --max-conns {}",
                 ctx.conns.get(),
@@ -294,20 +273,11 @@ fn admit(ctx: &Rc<Ctx>, fd: OwnedFd) {
 /// Out of descriptors: clients wait in the backlog until a connection closes or the pause ends.
 /// Logged at most once a second.
 async fn pause_accepting(ctx: &Ctx, error: &stdio::Error) {
-    ctx.exhaustion_events.set(ctx.exhaustion_events.get() + 1);
+    ctx.exhaustion.borrow_mut().warn(format_args!(
+        "accept: {error}; pausing accepts, serving the {} open connections",
+        ctx.conns.get()
+    ));
     let now = Instant::now();
-    if ctx
-        .last_exhaustion_log
-        .get()
-        .is_none_or(|at| now - at >= Duration::from_secs(1))
-    {
-        log::warn!(
-            "accept: {error} ({} times so far); pausing accepts, serving the {} open connections",
-            ctx.exhaustion_events.get(),
-            ctx.conns.get()
-        );
-        ctx.last_exhaustion_log.set(Some(now));
-    }
     ctx.accept_paused.set(true);
     let until = now + ACCEPT_PAUSE;
     let mut timer_set = false;
@@ -533,6 +503,25 @@ enum Wait {
     TimedOut,
 }
 
+/// Waits until `poll_ready` says ready (true) or `deadline` passes (false).
+async fn ready_by(
+    ctx: &Ctx,
+    alarm: &mut Alarm,
+    deadline: Instant,
+    mut poll_ready: impl FnMut(&mut Context<'_>) -> Poll<()>,
+) -> bool {
+    poll_fn(|cx| {
+        if poll_ready(cx).is_ready() {
+            Poll::Ready(true)
+        } else if alarm.expired(&ctx.rt, deadline, cx) {
+            Poll::Ready(false)
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
 /// Writes all of `data`, waiting for writability whenever the socket buffer is full; fails when
 /// no byte could be written for `write_timeout`.
 async fn send_all(
@@ -545,17 +534,7 @@ async fn send_all(
     let mut sent = 0;
     let mut deadline = ctx.rt.now() + write_timeout;
     while sent < data.len() {
-        let ready = poll_fn(|cx| {
-            if reg.poll_write_ready(cx).is_ready() {
-                Poll::Ready(true)
-            } else if alarm.expired(&ctx.rt, deadline, cx) {
-                Poll::Ready(false)
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
-        if !ready {
+        if !ready_by(ctx, alarm, deadline, |cx| reg.poll_write_ready(cx)).await {
             return Err(stdio::Error::new(
                 stdio::ErrorKind::TimedOut,
                 format!("write stalled for {write_timeout:?}"),
@@ -591,17 +570,7 @@ async fn linger(ctx: &Ctx, socket: &Socket, peer_eof: bool, alarm: &mut Alarm) {
     let deadline = ctx.rt.now() + LINGER_TIME;
     let mut discarded = 0;
     loop {
-        let ready = poll_fn(|cx| {
-            if reg.poll_read_ready(cx).is_ready() {
-                Poll::Ready(true)
-            } else if alarm.expired(&ctx.rt, deadline, cx) {
-                Poll::Ready(false)
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
-        if !ready {
+        if !ready_by(ctx, alarm, deadline, |cx| reg.poll_read_ready(cx)).await {
             return;
         }
         let mut scratch = ctx.lend();
@@ -624,37 +593,15 @@ async fn linger(ctx: &Ctx, socket: &Socket, peer_eof: bool, alarm: &mut Alarm) {
 
 /// Takes SIGINT/SIGTERM/SIGHUP from the signalfd; on a stop signal, shuts down: no more accepts,
 /// idle connections closed, busy ones given the grace period, then the loop ends.
-async fn signal_task(ctx: Rc<Ctx>, signals: SignalFd, reg: Registration) {
-    'wait: loop {
+async fn signal_task(ctx: Rc<Ctx>, mut signals: SignalFd, reg: Registration) {
+    loop {
         readable(&reg).await;
-        loop {
-            match signals.read_signal() {
-                Ok(Some(info)) => {
-                    ctx.with_counters(|c| c.syscalls.signals += 1);
-                    match Signal::try_from(info.ssi_signo as i32) {
-                        Ok(Signal::SIGHUP) => {
-                            log::info!("SIGHUP ignored: c10k has no configuration to reload")
-                        }
-                        Ok(signal) => {
-                            log::info!(
-                                "{signal}: no longer accepting; finishing in-flight responses"
-                            );
-                            break 'wait;
-                        }
-                        Err(_) => {}
-                    }
-                }
-                Ok(None) => {
-                    reg.clear_read_ready();
-                    break;
-                }
-                Err(e) => {
-                    log::warn!("signalfd: {e}");
-                    reg.clear_read_ready();
-                    break;
-                }
-            }
+        let stop = ctx.with_counters(|c| kit::take_stop_signals(&mut signals, c));
+        if stop {
+            break;
         }
+        // Read to EAGAIN: the next signal raises a new edge.
+        reg.clear_read_ready();
     }
     drop(reg);
     let now = Instant::now();

@@ -51,7 +51,7 @@ use std::mem::MaybeUninit;
 
 use super::{Env, Status, OUTPUT_HIGH_WATER};
 use chunked::{ChunkError, Decoder};
-use response::{Canned, Conn};
+use response::{Canned, ConnectionHeader};
 
 pub use chunked::{MAX_CHUNK_LINE, MAX_TRAILER};
 
@@ -100,7 +100,7 @@ pub fn service_unavailable(env: &dyn Env) -> Vec<u8> {
         &mut out,
         env,
         response::SERVICE_UNAVAILABLE,
-        Conn::Close,
+        ConnectionHeader::Close,
         None,
         false,
     );
@@ -116,7 +116,7 @@ pub struct HttpSession {
     /// While a head is incomplete: the buffered length at which a limit is exceeded.
     cap: u16,
     /// The `Connection` header of the response being produced; `Close` ends the session after it.
-    conn: Conn,
+    conn: ConnectionHeader,
     /// The last `advance` stopped at the high-water mark with input left unconsumed.
     stalled: bool,
     /// The server is shutting down: the response in progress, or the next one, is the last.
@@ -185,7 +185,7 @@ impl HttpSession {
             state: State::Head,
             scanned: 0,
             cap: 0,
-            conn: Conn::Default,
+            conn: ConnectionHeader::Default,
             stalled: false,
             draining: false,
         }
@@ -197,7 +197,7 @@ impl HttpSession {
     pub fn drain(&mut self) {
         self.draining = true;
         if !matches!(self.state, State::Head) {
-            self.conn = Conn::Close;
+            self.conn = ConnectionHeader::Close;
         }
     }
 
@@ -257,7 +257,7 @@ impl HttpSession {
 
     /// The response in progress is complete.
     fn finish(&mut self) {
-        self.state = if self.conn == Conn::Close {
+        self.state = if self.conn == ConnectionHeader::Close {
             State::Closing
         } else {
             State::Head
@@ -266,8 +266,8 @@ impl HttpSession {
 
     /// Answer with an error, `Connection: close`, and stop reading.
     fn reject(&mut self, out: &mut Vec<u8>, env: &dyn Env, c: Canned, head_only: bool) {
-        self.conn = Conn::Close;
-        response::canned(out, env, c, Conn::Close, None, head_only);
+        self.conn = ConnectionHeader::Close;
+        response::canned(out, env, c, ConnectionHeader::Close, None, head_only);
         self.state = State::Closing;
     }
 
@@ -424,12 +424,12 @@ impl HttpSession {
             !f.close
         };
         self.conn = match (keep, version) {
-            (false, _) => Conn::Close,
-            (true, 0) => Conn::KeepAlive,
-            (true, _) => Conn::Default,
+            (false, _) => ConnectionHeader::Close,
+            (true, 0) => ConnectionHeader::KeepAlive,
+            (true, _) => ConnectionHeader::Default,
         };
         if self.draining {
-            self.conn = Conn::Close;
+            self.conn = ConnectionHeader::Close;
         }
         let route = route(path);
 
@@ -471,7 +471,7 @@ impl HttpSession {
             BodyLen::Length(0) => 0,
             BodyLen::Length(n) if !expect && !streams => n,
             _ => {
-                self.conn = Conn::Close;
+                self.conn = ConnectionHeader::Close;
                 0
             }
         };
@@ -551,7 +551,7 @@ impl HttpSession {
                 }
             }
         }
-        if discard > 0 && self.conn != Conn::Close {
+        if discard > 0 && self.conn != ConnectionHeader::Close {
             self.state = State::Body {
                 remaining: discard,
                 echo: false,

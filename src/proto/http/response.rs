@@ -8,7 +8,7 @@ use crate::proto::Env;
 
 /// How the `Connection` header reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Conn {
+pub enum ConnectionHeader {
     /// No header: HTTP/1.1 keep-alive by default.
     Default,
     /// `Connection: keep-alive` (an HTTP/1.0 client that asked for it).
@@ -81,15 +81,15 @@ pub fn head(
     status: &[u8],
     content_type: &[u8],
     content_length: u64,
-    conn: Conn,
+    conn: ConnectionHeader,
     allow: Option<&[u8]>,
 ) {
     let server = env.server_name().as_bytes();
     let date = env.http_date();
     let conn_line: &[u8] = match conn {
-        Conn::Default => b"",
-        Conn::KeepAlive => b"Connection: keep-alive\r\n",
-        Conn::Close => b"Connection: close\r\n",
+        ConnectionHeader::Default => b"",
+        ConnectionHeader::KeepAlive => b"Connection: keep-alive\r\n",
+        ConnectionHeader::Close => b"Connection: close\r\n",
     };
     let mut digits = [0u8; 20];
     let len = decimal(content_length, &mut digits);
@@ -129,7 +129,7 @@ pub fn canned(
     out: &mut Vec<u8>,
     env: &dyn Env,
     c: Canned,
-    conn: Conn,
+    conn: ConnectionHeader,
     allow: Option<&[u8]>,
     head_only: bool,
 ) {

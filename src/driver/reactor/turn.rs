@@ -1,0 +1,333 @@
+//! One connection of the reactor and its turn: flush, let the protocol produce, read, until
+//! nothing more can be done now; and lingering after the last response.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use super::super::kit::{Stamps, Timed, LINGER_BYTES, LINGER_TIME, MAX_BUFFERED_INPUT, READ_CHUNK};
+use super::super::{Clock, LoopEnv, Timeouts, NEVER};
+use crate::backend::{Features, Interest, Poller, Token};
+use crate::proto::{Session, Status, OUTPUT_HIGH_WATER};
+use crate::stats::Counters;
+use crate::sys;
+
+/// Bytes one connection may read in one turn before others get theirs.
+const READ_BUDGET_PER_TURN: usize = 256 * 1024;
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Phase {
+    Serving,
+    /// Output flushed and write side shut down; input is read and discarded until EOF or timeout.
+    Lingering,
+}
+
+pub(super) struct ReadyConn {
+    pub(super) fd: OwnedFd,
+    pub(super) session: Session,
+    /// Received and not yet consumed by the protocol. Empty and unallocated while idle.
+    pub(super) input: Vec<u8>,
+    /// Produced and not yet sent: `output[sent..]`. Empty and unallocated while idle.
+    pub(super) output: Vec<u8>,
+    pub(super) sent: usize,
+    pub(super) registered: Interest,
+    /// Readiness we believe in until EAGAIN says otherwise.
+    pub(super) read_ready: bool,
+    pub(super) write_ready: bool,
+    pub(super) peer_eof: bool,
+    pub(super) phase: Phase,
+    pub(super) lingered_bytes: usize,
+    pub(super) stamps: Stamps,
+}
+
+impl Timed for ReadyConn {
+    fn stamps(&mut self) -> &mut Stamps {
+        &mut self.stamps
+    }
+
+    fn deadline(&self, timeouts: &Timeouts) -> u64 {
+        self.stamps.deadline(timeouts, self.pending_output() > 0)
+    }
+}
+
+impl ReadyConn {
+    pub(super) fn pending_output(&self) -> usize {
+        self.output.len() - self.sent
+    }
+
+    pub(super) fn is_idle(&self) -> bool {
+        self.input.is_empty() && self.pending_output() == 0 && !self.session.has_pending_output()
+    }
+}
+
+/// The loop's shared scratch buffers and its protocol environment: everything a connection's
+/// turn needs besides the connection itself.
+pub(super) struct TurnContext {
+    pub(super) env: LoopEnv,
+    pub(super) clock: Clock,
+    pub(super) edge_triggered: bool,
+    pub(super) scratch_in: Vec<u8>,
+    pub(super) scratch_out: Vec<u8>,
+}
+
+/// What a connection's turn decided.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Verdict {
+    Keep,
+    /// More work is ready than the turn's budget allowed.
+    KeepPending,
+    Close,
+}
+
+/// What a wake-up must change for it to count as progress: bytes moved either way, the peer's
+/// EOF seen, the phase or the interest set changed. (A closed connection has progressed too.)
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct Progress {
+    bytes_in: u64,
+    bytes_out: u64,
+    requests: u64,
+    lingered_bytes: usize,
+    peer_eof: bool,
+    phase: Phase,
+    registered: Interest,
+}
+
+impl Progress {
+    pub(super) fn of(conn: &ReadyConn, counters: &Counters) -> Progress {
+        Progress {
+            bytes_in: counters.bytes_in,
+            bytes_out: counters.bytes_out,
+            requests: counters.requests,
+            lingered_bytes: conn.lingered_bytes,
+            peer_eof: conn.peer_eof,
+            phase: conn.phase,
+            registered: conn.registered,
+        }
+    }
+}
+
+/// One connection's turn: flush, produce, read, until nothing more can be done now or the turn's
+/// budget is spent.
+pub(super) fn turn(conn: &mut ReadyConn, shared: &mut TurnContext) -> Verdict {
+    let mut budget = READ_BUDGET_PER_TURN;
+    let fd = conn.fd.as_raw_fd();
+    if conn.phase == Phase::Lingering {
+        return linger(conn, shared);
+    }
+    loop {
+        // 1. Send what is pending.
+        if conn.pending_output() > 0 && conn.write_ready {
+            shared.env.counters.syscalls.writes += 1;
+            // With --workers: published before anything is sent, so that /stats answered by
+            // another worker already counts every request (and write) whose response a client
+            // has seen. Without a board this is one branch.
+            shared.env.publish();
+            match sys::send(fd, &conn.output[conn.sent..]) {
+                Ok(n) => {
+                    shared.env.counters.bytes_out += n as u64;
+                    conn.stamps.last_activity = shared.clock.now_ms;
+                    conn.sent += n;
+                    if conn.sent == conn.output.len() {
+                        conn.output.clear();
+                        conn.sent = 0;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.write_ready = false,
+                Err(_) => return Verdict::Close,
+            }
+            continue;
+        }
+        // 2. Let the protocol turn buffered input (or a streamed body) into output.
+        let room = conn.pending_output() < OUTPUT_HIGH_WATER;
+        if room && (!conn.input.is_empty() || conn.session.has_pending_output()) {
+            if conn.output.capacity() == 0 {
+                std::mem::swap(&mut conn.output, &mut shared.scratch_out);
+            } else if conn.sent > 0 {
+                // The protocol measures `output.len()` against the high-water mark, so it must
+                // see only what is still pending.
+                conn.output.drain(..conn.sent);
+                conn.sent = 0;
+            }
+            let produced_before = conn.output.len();
+            let consumed = conn
+                .session
+                .advance(&conn.input, &mut conn.output, &mut shared.env);
+            conn.input.drain(..consumed);
+            if consumed > 0 {
+                // A request head ended; if another has begun behind it, its clock starts now.
+                conn.stamps.head_started = NEVER;
+            }
+            if consumed > 0 || conn.output.len() > produced_before {
+                continue;
+            }
+        }
+        if conn.session.status() == Status::CloseAfterFlush {
+            if conn.pending_output() > 0 {
+                break; // wait for writability
+            }
+            return start_lingering(conn, shared);
+        }
+        // 3. Read more.
+        if room && conn.read_ready && !conn.peer_eof {
+            if budget == 0 {
+                return finish_turn(conn, shared, Verdict::KeepPending);
+            }
+            if conn.input.capacity() == 0 {
+                std::mem::swap(&mut conn.input, &mut shared.scratch_in);
+            }
+            if conn.input.len() > MAX_BUFFERED_INPUT {
+                log::warn!(
+                    "fd {fd}: protocol left {} bytes unconsumed; closing",
+                    conn.input.len()
+                );
+                return Verdict::Close;
+            }
+            shared.env.counters.syscalls.reads += 1;
+            let want = READ_CHUNK.min(budget);
+            match sys::read_append(fd, &mut conn.input, want) {
+                Ok(0) => conn.peer_eof = true,
+                Ok(n) => {
+                    shared.env.counters.bytes_in += n as u64;
+                    conn.stamps.last_activity = shared.clock.now_ms;
+                    budget = budget.saturating_sub(n);
+                    // Level-triggered: a short read emptied the socket buffer, so skip the read
+                    // that would only say EAGAIN; if more (or a FIN) is there, the next wait
+                    // reports it again. Edge-triggered must read to EAGAIN: a FIN that came
+                    // with this data has already had its one edge.
+                    if n < want && !shared.edge_triggered {
+                        conn.read_ready = false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.read_ready = false,
+                Err(_) => return Verdict::Close,
+            }
+            continue;
+        }
+        break;
+    }
+    if conn.peer_eof && conn.pending_output() == 0 && !conn.session.has_pending_output() {
+        // Everything the peer sent before its half-close has been answered.
+        return Verdict::Close;
+    }
+    finish_turn(conn, shared, Verdict::Keep)
+}
+
+/// Gives lent buffers back to the loop when the connection no longer needs them.
+pub(super) fn finish_turn(
+    conn: &mut ReadyConn,
+    shared: &mut TurnContext,
+    verdict: Verdict,
+) -> Verdict {
+    let awaiting_head = conn.session.awaiting_head();
+    conn.stamps
+        .track_head(awaiting_head, !conn.input.is_empty(), shared.clock.now_ms);
+    if conn.pending_output() == 0 && conn.output.capacity() > 0 {
+        conn.output.clear();
+        conn.sent = 0;
+        if shared.scratch_out.capacity() == 0 {
+            std::mem::swap(&mut conn.output, &mut shared.scratch_out);
+        } else {
+            conn.output = Vec::new();
+        }
+    }
+    if conn.input.is_empty() {
+        if conn.input.capacity() > 0 && shared.scratch_in.capacity() == 0 {
+            std::mem::swap(&mut conn.input, &mut shared.scratch_in);
+        }
+        conn.input = Vec::new();
+    } else if conn.input.capacity() >= READ_CHUNK && shared.scratch_in.capacity() == 0 {
+        // Keep only the partial request, right-sized; the big buffer goes back to the loop.
+        let partial = conn.input.clone();
+        conn.input.clear();
+        std::mem::swap(&mut conn.input, &mut shared.scratch_in);
+        conn.input = partial;
+    }
+    verdict
+}
+
+pub(super) fn start_lingering(conn: &mut ReadyConn, shared: &mut TurnContext) -> Verdict {
+    let _ = sys::shutdown_write(conn.fd.as_raw_fd());
+    conn.phase = Phase::Lingering;
+    conn.stamps.linger_until = shared.clock.now_ms + LINGER_TIME.as_millis() as u64;
+    conn.input.clear();
+    if conn.peer_eof {
+        return Verdict::Close;
+    }
+    linger(conn, shared)
+}
+
+/// Reads and discards until the peer closes, too much arrives, or the deadline passes.
+pub(super) fn linger(conn: &mut ReadyConn, shared: &mut TurnContext) -> Verdict {
+    let mut discard = [0u8; 4096];
+    while conn.read_ready {
+        shared.env.counters.syscalls.reads += 1;
+        match sys::read(conn.fd.as_raw_fd(), &mut discard) {
+            Ok(0) => return Verdict::Close,
+            Ok(n) => {
+                conn.lingered_bytes += n;
+                if conn.lingered_bytes > LINGER_BYTES {
+                    return Verdict::Close;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.read_ready = false,
+            Err(_) => return Verdict::Close,
+        }
+    }
+    finish_turn(conn, shared, Verdict::Keep)
+}
+
+/// Level-triggered backends are told exactly what the connection can act on now (asking for
+/// readability while the output is full would spin); edge-triggered ones keep both interests.
+pub(super) fn update_interest(
+    poller: &mut dyn Poller,
+    features: Features,
+    conn: &mut ReadyConn,
+    token: Token,
+) -> io::Result<()> {
+    if features.edge_triggered {
+        return Ok(());
+    }
+    let can_read = match conn.phase {
+        Phase::Lingering => true,
+        Phase::Serving => {
+            !conn.peer_eof
+                && conn.session.status() == Status::Open
+                && conn.pending_output() < OUTPUT_HIGH_WATER
+        }
+    };
+    let wanted = Interest {
+        read: can_read && !conn.read_ready,
+        write: conn.pending_output() > 0,
+    };
+    if wanted != conn.registered {
+        poller.reregister(conn.fd.as_raw_fd(), token, wanted)?;
+        conn.registered = wanted;
+    }
+    Ok(())
+}
+
+pub(super) fn give_back_buffers(mut conn: ReadyConn, shared: &mut TurnContext) {
+    for (mine, scratch) in [
+        (&mut conn.input, &mut shared.scratch_in),
+        (&mut conn.output, &mut shared.scratch_out),
+    ] {
+        if scratch.capacity() == 0 && mine.capacity() > 0 {
+            mine.clear();
+            std::mem::swap(mine, scratch);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle connection is its slab entry and nothing else: keep it small (the budget for the
+    /// event backends is 256 bytes of user-space memory per idle connection).
+    #[test]
+    fn idle_connection_entry_is_small() {
+        let entry = std::mem::size_of::<(u32, Option<ReadyConn>)>();
+        eprintln!("slab entry: {entry} bytes");
+        assert!(entry <= 160, "slab entry grew to {entry} bytes");
+    }
+}

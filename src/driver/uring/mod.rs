@@ -1,0 +1,712 @@
+//! io_uring: completion-driven. Accept, recv and send are submitted as operations and the loop
+//! reacts to their completions; nothing here asks "is it ready?".
+//!
+//! Invariants this driver keeps:
+//! - Memory the kernel may write to or read from stays alive until the operation's completion has
+//!   been reaped. Receives use one provided-buffer ring shared by every connection (the kernel
+//!   picks a buffer only when data arrives, so idle connections own no buffer); the data is copied
+//!   out and the buffer handed back at once. A send points into the connection's output, which is
+//!   neither touched nor freed while that send is in flight. A closed connection stays in the slab,
+//!   its operations cancelled, until the completions of all of them have arrived.
+//! - At most one recv and one send per connection are in flight. The protocol is advanced only
+//!   while no send is in flight (its output must not move), and recv is re-armed only while the
+//!   output is under the protocol's high-water mark (and, while sending, only while little input is
+//!   buffered): a client that does not read stops being read from.
+//! - Every `user_data` carries the operation's kind, the connection's slab index and the slot's
+//!   generation; completions for a slot that has moved on are dropped (a buffer they carry is still
+//!   handed back to the ring).
+//! - Timeouts (header, idle, write stall, linger) are one lazily checked deadline per connection
+//!   in a heap, computed from its state as in the reactor; the wait is bounded by the earliest.
+//! - Accepted sockets stay blocking, on purpose. io_uring issues every recv and send first with
+//!   MSG_DONTWAIT whatever the socket's flags, and on EAGAIN arms an internal poll and retries from
+//!   the ring's own task work when the socket is ready (IORING_FEAT_FAST_POLL, required by
+//!   [`probe`]): no io-wq worker thread is spent on a waiting socket either way. What O_NONBLOCK
+//!   would change is the retry: `sendmsg`/`recvmsg` OR MSG_DONTWAIT into an O_NONBLOCK file's
+//!   flags, so a retry that still finds the socket not ready, or one punted to io-wq, completes
+//!   with -EAGAIN, and we would re-arm it ourselves: a completion and an SQE for nothing, now and
+//!   then, under load (liburing issue 364, seastar PR 3479). Blocking sockets leave the waiting to
+//!   the kernel. IORING_RECVSEND_POLL_FIRST is not used: a keep-alive recv usually finds no data
+//!   and pays one failed attempt, but a pipelined or streaming one usually finds it at once. The
+//!   few direct syscalls on these sockets (the 503 of a refusal into an empty send buffer,
+//!   shutdown) never block. The listener is blocking for the same reason.
+//! - Counted in `/stats`: `uring_ops` (SQEs queued), `completions` (CQEs reaped), `waits`
+//!   (io_uring_enter calls), and `recv_rearms` (recvs the kernel ended without data: ENOBUFS when
+//!   the buffer ring ran dry, EAGAIN, EINTR).
+//! - Signals arrive through the ring too (a poll on the signalfd), so shutdown is one more
+//!   completion. Then (RFC 9112 §9.6): the listener stops listening (`shutdown(SHUT_RD)`) and
+//!   the accept is cancelled, connections it still delivers are served, and the listener is
+//!   closed once it has ended; every session is drained
+//!   ([`Session::drain`]): the response in progress or the next one is its last, with `Connection:
+//!   close`, then writing is shut down and input drained (linger) so the client reads the response,
+//!   not a reset. Idle keep-alive connections keep their recv armed for the drain window
+//!   ([`super::KEEPALIVE_DRAIN_WINDOW`]), since closing them at once would race with a request on
+//!   its way; when it ends, those with nothing pending are closed. Whatever is left at the end of
+//!   the grace period is cancelled.
+
+mod conn;
+mod ring;
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use io_uring::types::{SubmitArgs, Timespec};
+use io_uring::{cqueue, IoUring};
+use nix::sys::signalfd::SignalFd;
+
+use self::conn::{give_back_buffers, produce, Phase, UringConn};
+pub use self::ring::probe;
+use self::ring::{decode, BufRing, Op, BUF_COUNT, BUF_GROUP, BUF_SIZE};
+
+use super::kit::{
+    self, Deadlines, RateLimitedLog, Slab, Timed, Token, ACCEPT_PAUSE, LINGER_BYTES, LINGER_TIME,
+    MAX_BUFFERED_INPUT,
+};
+use super::{Clock, DriverOptions, LoopEnv, Timeouts, NEVER};
+use crate::proto::{Session, Status, OUTPUT_HIGH_WATER};
+use crate::stats::{self, Counters};
+use crate::sys;
+
+/// Submission queue size; the completion queue is bigger so that 10,000 connections' recvs fit.
+const SQ_ENTRIES: u32 = 4096;
+const CQ_ENTRIES: u32 = 16384;
+/// While a send is in flight the protocol cannot run; receive no more than this meanwhile.
+const INPUT_WHILE_SENDING: usize = 64 * 1024;
+/// After the grace period, how long to wait for the cancelled operations' completions.
+const CANCEL_WAIT: Duration = Duration::from_secs(1);
+
+/// Serves until SIGINT/SIGTERM and the end of the grace period; returns the counters.
+pub fn run(listener: OwnedFd, signals: SignalFd, options: &DriverOptions) -> io::Result<Counters> {
+    // A blocking listener: io_uring then waits for connections itself instead of completing the
+    // accept with EAGAIN.
+    sys::set_nonblocking(listener.as_raw_fd(), false)?;
+    let ring = IoUring::builder()
+        .setup_cqsize(CQ_ENTRIES)
+        .build(SQ_ENTRIES)?;
+    let bufs = BufRing::new(&ring, BUF_COUNT, BUF_SIZE, BUF_GROUP)?;
+    let mut driver = Uring {
+        ring,
+        bufs,
+        conns: Slab::default(),
+        env: LoopEnv {
+            board: options.board.clone(),
+            ..LoopEnv::new("uring")
+        },
+        options: options.clone(),
+        listener: Some(listener),
+        signals,
+        accepting: false,
+        accept_paused_until: None,
+        shutdown_deadline: None,
+        drain_until: None,
+        timers: Deadlines::default(),
+        clock: Clock::new(),
+        timeouts: Timeouts::from_options(options),
+        starved: Vec::new(),
+        spare: Vec::new(),
+        completed: Vec::with_capacity(1024),
+        exhaustion: RateLimitedLog::default(),
+    };
+    driver.arm_accept();
+    driver.arm_signals();
+    driver.run()
+}
+
+struct Uring {
+    /// Declared first so that it is dropped first, before any memory it was given.
+    ring: IoUring,
+    bufs: BufRing,
+    conns: Slab<UringConn>,
+    env: LoopEnv,
+    options: DriverOptions,
+    /// Closed once the accept has ended after shutdown began.
+    listener: Option<OwnedFd>,
+    signals: SignalFd,
+    /// A multishot accept is in flight.
+    accepting: bool,
+    accept_paused_until: Option<Instant>,
+    shutdown_deadline: Option<Instant>,
+    /// While shutting down: when the drain window of idle connections ends (None once it has).
+    drain_until: Option<Instant>,
+    timers: Deadlines,
+    clock: Clock,
+    timeouts: Timeouts,
+    /// Connections whose recv found the buffer ring empty (ENOBUFS): re-armed after this batch.
+    starved: Vec<Token>,
+    /// Input and output buffers lent to connections while they need them.
+    spare: Vec<Vec<u8>>,
+    completed: Vec<(u64, i32, u32)>,
+    exhaustion: RateLimitedLog,
+}
+
+impl Uring {
+    fn run(mut self) -> io::Result<Counters> {
+        loop {
+            let timeout = self.next_timeout();
+            self.wait(timeout)?;
+            self.env.date.refresh();
+            self.clock.tick();
+            self.reap();
+            for token in std::mem::take(&mut self.starved) {
+                self.pump(token);
+            }
+            self.run_timers();
+            self.end_drain_window();
+            if self.shutdown_deadline.is_some() && self.finish_shutdown() {
+                break;
+            }
+        }
+        let counters = self.env.counters;
+        log::info!("{}", stats::summary_line(self.env.backend, &counters));
+        if !self.conns.is_empty() {
+            // Operations the kernel did not complete in time may still point into connection
+            // buffers or the buffer ring: leak them rather than free memory it may still write.
+            log::warn!(
+                "{} connections still had operations in flight at exit",
+                self.conns.len()
+            );
+            std::mem::forget(self);
+        }
+        Ok(counters)
+    }
+
+    /// One io_uring_enter: submits what is queued and waits for a completion (or the timeout).
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.env.counters.syscalls.waits += 1;
+        let result = match timeout {
+            None => self.ring.submit_and_wait(1),
+            Some(d) => {
+                let ts = Timespec::from(d);
+                let args = SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn next_timeout(&self) -> Option<Duration> {
+        let now = Instant::now();
+        [
+            self.timers.next().map(|at| self.clock.instant(at)),
+            self.accept_paused_until,
+            self.shutdown_deadline,
+            self.drain_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| at.saturating_duration_since(now))
+    }
+
+    fn reap(&mut self) {
+        let mut batch = std::mem::take(&mut self.completed);
+        batch.clear();
+        batch.extend(
+            self.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        self.env.counters.syscalls.completions += batch.len() as u64;
+        for &(data, result, flags) in &batch {
+            let (op, token) = decode(data);
+            match op {
+                Some(Op::Accept) => self.on_accept(result, flags),
+                Some(Op::Signals) => self.on_signals(),
+                Some(Op::Recv) => self.on_recv(token, result, flags),
+                Some(Op::Send) => self.on_send(token, result),
+                Some(Op::Cancel) | None => {}
+            }
+        }
+        self.completed = batch;
+    }
+
+    // ---- submissions -------------------------------------------------------------------------
+
+    fn arm_accept(&mut self) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        let syscalls = &mut self.env.counters.syscalls;
+        ring::push_accept(&mut self.ring, syscalls, listener.as_raw_fd());
+        self.accepting = true;
+    }
+
+    fn arm_signals(&mut self) {
+        let syscalls = &mut self.env.counters.syscalls;
+        ring::push_signals(&mut self.ring, syscalls, self.signals.as_raw_fd());
+    }
+
+    fn cancel(&mut self, op: Op, token: Token) {
+        ring::push_cancel(&mut self.ring, &mut self.env.counters.syscalls, op, token);
+    }
+
+    // ---- completions -------------------------------------------------------------------------
+
+    fn on_accept(&mut self, result: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            self.accepting = false;
+        }
+        if result >= 0 {
+            self.env.counters.syscalls.accepts += 1;
+            // Also after shutdown began: the client connected before the accept was cancelled,
+            // and is served (drained) rather than reset.
+            self.admit(ring::adopt_fd(result));
+        } else {
+            let e = io::Error::from_raw_os_error(-result);
+            if sys::is_fd_exhaustion(&e) {
+                self.pause_accepting(&e);
+            } else if result != -libc::ECANCELED {
+                log::debug!("accept: {e}");
+            }
+        }
+        if !self.accepting && self.shutdown_deadline.is_some() {
+            // The accept has ended: clients connecting from now on are refused by the kernel
+            // instead of waiting in a backlog nobody will take.
+            self.listener = None;
+        }
+        if !self.accepting && self.accept_paused_until.is_none() && self.shutdown_deadline.is_none()
+        {
+            self.arm_accept();
+        }
+    }
+
+    fn admit(&mut self, fd: OwnedFd) {
+        self.env.counters.connections_total += 1;
+        if self.conns.len() >= self.options.max_conns {
+            kit::refuse(fd.as_raw_fd(), self.options.proto, &mut self.env);
+            log::debug!(
+                "refused a connection: {} open, --max-conns {}",
+                self.conns.len(),
+                self.options.max_conns
+            );
+            return;
+        }
+        let mut session = Session::new(self.options.proto);
+        let drained = self.shutdown_deadline.is_some();
+        if drained {
+            session.drain();
+        }
+        let now = self.clock.now_ms;
+        let token = self.conns.insert(UringConn::new(fd, session, now, drained));
+        self.env.counters.connections_current += 1;
+        self.env.publish();
+        self.pump(token);
+    }
+
+    /// Out of descriptors: stop accepting until a connection closes or a short pause has passed.
+    fn pause_accepting(&mut self, error: &io::Error) {
+        self.exhaustion.warn(format_args!(
+            "accept: {error}; pausing accepts, serving the {} open connections",
+            self.conns.len()
+        ));
+        let now = Instant::now();
+        if self.accepting {
+            self.cancel(Op::Accept, 0);
+        }
+        self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+    }
+
+    fn resume_accepting(&mut self) {
+        self.accept_paused_until = None;
+        if !self.accepting && self.shutdown_deadline.is_none() {
+            self.arm_accept();
+        }
+    }
+
+    fn on_signals(&mut self) {
+        if kit::take_stop_signals(&mut self.signals, &mut self.env.counters) {
+            self.begin_shutdown();
+        }
+        self.arm_signals();
+    }
+
+    fn on_recv(&mut self, token: Token, result: i32, flags: u32) {
+        let buffer = cqueue::buffer_select(flags);
+        let Some(conn) = self.conns.get_mut(token) else {
+            if let Some(bid) = buffer {
+                self.bufs.recycle(bid);
+            }
+            return;
+        };
+        conn.recv_armed = false;
+        if conn.closing {
+            if let Some(bid) = buffer {
+                self.bufs.recycle(bid);
+            }
+            self.free_if_done(token);
+            return;
+        }
+        match result {
+            n if n > 0 => {
+                let n = n as usize;
+                self.env.counters.bytes_in += n as u64;
+                conn.stamps.last_activity = self.clock.now_ms;
+                let Some(bid) = buffer else {
+                    log::warn!("recv completed without a provided buffer; closing");
+                    return self.close(token);
+                };
+                match conn.phase {
+                    Phase::Lingering => {
+                        conn.lingered += n;
+                        self.bufs.recycle(bid);
+                        if conn.lingered > LINGER_BYTES {
+                            return self.close(token);
+                        }
+                    }
+                    Phase::Serving => {
+                        if conn.input.capacity() == 0 {
+                            conn.input = self.spare.pop().unwrap_or_default();
+                        }
+                        conn.input.extend_from_slice(self.bufs.data(bid, n));
+                        self.bufs.recycle(bid);
+                    }
+                }
+                self.pump(token);
+            }
+            0 => {
+                if let Some(bid) = buffer {
+                    self.bufs.recycle(bid);
+                }
+                conn.peer_eof = true;
+                if conn.phase == Phase::Lingering {
+                    return self.close(token);
+                }
+                self.pump(token);
+            }
+            e if e == -libc::ENOBUFS => {
+                log::debug!("recv: the buffer ring is empty; re-arming after this batch");
+                self.env.counters.syscalls.recv_rearms += 1;
+                self.starved.push(token)
+            }
+            e if e == -libc::EINTR || e == -libc::EAGAIN || e == -libc::ECANCELED => {
+                self.env.counters.syscalls.recv_rearms += 1;
+                self.pump(token)
+            }
+            _ => self.close(token),
+        }
+    }
+
+    fn on_send(&mut self, token: Token, result: i32) {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        conn.send_armed = false;
+        if conn.closing {
+            return self.free_if_done(token);
+        }
+        if result < 0 {
+            return self.close(token);
+        }
+        let n = result as usize;
+        self.env.counters.bytes_out += n as u64;
+        conn.stamps.last_activity = self.clock.now_ms;
+        conn.sent += n;
+        if conn.sent == conn.output.len() {
+            conn.output.clear();
+            conn.sent = 0;
+        }
+        self.pump(token);
+    }
+
+    // ---- one connection ----------------------------------------------------------------------
+
+    /// Moves a connection on after a completion: produce output, send it, linger or close, and
+    /// re-arm recv when there is room; then makes sure its next deadline is in the timer heap.
+    /// Idempotent: it only submits what is not already in flight.
+    fn pump(&mut self, token: Token) {
+        self.step(token);
+        let (now, timeouts) = (self.clock.now_ms, &self.timeouts);
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        if conn.closing {
+            return;
+        }
+        let awaiting_head = conn.session.awaiting_head();
+        conn.stamps
+            .track_head(awaiting_head, !conn.input.is_empty(), now);
+        let deadline = conn.deadline(timeouts);
+        self.timers.arm(&mut conn.stamps, deadline, token);
+    }
+
+    fn step(&mut self, token: Token) {
+        let shutting_down = self.shutdown_deadline.is_some();
+        let drain_over = self.drain_until.is_none();
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        if conn.closing {
+            return;
+        }
+        if conn.phase == Phase::Serving && !conn.send_armed {
+            produce(conn, &mut self.env, &mut self.spare);
+            if conn.input.len() > MAX_BUFFERED_INPUT {
+                log::warn!(
+                    "fd {}: protocol left {} bytes unconsumed; closing",
+                    conn.fd.as_raw_fd(),
+                    conn.input.len()
+                );
+                return self.close(token);
+            }
+            if conn.pending_output() > 0 {
+                self.env.counters.syscalls.writes += 1;
+                // SAFETY: the send reads `output[sent..]`, which is neither changed nor freed while
+                // `send_armed` is set: `produce` runs only without a send in flight, and the
+                // connection is freed only once its send has completed.
+                unsafe {
+                    ring::push_send(
+                        &mut self.ring,
+                        &mut self.env.counters.syscalls,
+                        conn.fd.as_raw_fd(),
+                        &conn.output[conn.sent..],
+                        token,
+                    )
+                };
+                conn.send_armed = true;
+            } else if conn.session.status() == Status::CloseAfterFlush {
+                return self.start_lingering(token);
+            } else if conn.peer_eof && !conn.session.has_pending_output() {
+                // Everything the peer sent before its half-close has been answered.
+                return self.close(token);
+            } else if shutting_down && drain_over && conn.is_idle() {
+                // Nothing pending and the drain window is over.
+                return self.close(token);
+            }
+        }
+        let wants_input = match conn.phase {
+            Phase::Lingering => true,
+            Phase::Serving => {
+                let input_cap = if conn.send_armed {
+                    INPUT_WHILE_SENDING
+                } else {
+                    MAX_BUFFERED_INPUT
+                };
+                !conn.peer_eof
+                    && conn.session.status() == Status::Open
+                    && conn.pending_output() < OUTPUT_HIGH_WATER
+                    && conn.input.len() < input_cap
+            }
+        };
+        if wants_input && !conn.recv_armed {
+            self.env.counters.syscalls.reads += 1;
+            let syscalls = &mut self.env.counters.syscalls;
+            ring::push_recv(&mut self.ring, syscalls, conn.fd.as_raw_fd(), token);
+            conn.recv_armed = true;
+        }
+        give_back_buffers(conn, &mut self.spare);
+    }
+
+    fn start_lingering(&mut self, token: Token) {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        let _ = sys::shutdown_write(conn.fd.as_raw_fd());
+        conn.phase = Phase::Lingering;
+        conn.input.clear();
+        if conn.peer_eof {
+            return self.close(token);
+        }
+        conn.stamps.linger_until = self.clock.now_ms + LINGER_TIME.as_millis() as u64;
+        self.pump(token);
+    }
+
+    /// Stops the connection: cancels what is in flight, frees it when nothing is.
+    fn close(&mut self, token: Token) {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        if conn.closing {
+            return;
+        }
+        conn.closing = true;
+        let (recv, send) = (conn.recv_armed, conn.send_armed);
+        if recv {
+            self.cancel(Op::Recv, token);
+        }
+        if send {
+            self.cancel(Op::Send, token);
+        }
+        self.free_if_done(token);
+    }
+
+    fn free_if_done(&mut self, token: Token) {
+        let done = self
+            .conns
+            .get_mut(token)
+            .is_some_and(|c| c.closing && !c.recv_armed && !c.send_armed);
+        if !done {
+            return;
+        }
+        if let Some(mut conn) = self.conns.remove(token) {
+            self.env.counters.connections_current -= 1;
+            self.env.publish();
+            conn.output.clear();
+            conn.sent = 0;
+            conn.input.clear();
+            give_back_buffers(&mut conn, &mut self.spare);
+            if self.accept_paused_until.is_some() {
+                // A descriptor was freed: try accepting again now.
+                self.resume_accepting();
+            }
+        }
+    }
+
+    /// Acts on the connections whose deadline has passed (see [`Deadlines::next_expired`]).
+    fn run_timers(&mut self) {
+        let now = self.clock.now_ms;
+        while let Some(token) = self
+            .timers
+            .next_expired(now, &mut self.conns, &self.timeouts)
+        {
+            self.expire(token);
+        }
+        if self
+            .accept_paused_until
+            .is_some_and(|at| at <= Instant::now())
+        {
+            self.resume_accepting();
+        }
+    }
+
+    /// A deadline passed: a send stalled, a request head took too long (HTTP: 408), a keep-alive
+    /// connection sat idle, or lingering is over.
+    fn expire(&mut self, token: Token) {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        let fd = conn.fd.as_raw_fd();
+        match conn.phase {
+            Phase::Serving if conn.pending_output() > 0 || conn.send_armed => {
+                self.env.counters.timeouts_write += 1;
+                log::debug!(
+                    "fd {fd}: send stalled for {} ms; closing",
+                    self.timeouts.write_ms
+                );
+            }
+            Phase::Serving if conn.stamps.head_started != NEVER && !conn.input.is_empty() => {
+                self.env.counters.timeouts_header += 1;
+                log::debug!(
+                    "fd {fd}: request head not complete within {} ms",
+                    self.timeouts.header_ms
+                );
+                conn.stamps.head_started = NEVER;
+                // No send is in flight (checked above), so the output may be written.
+                if conn.output.capacity() == 0 {
+                    conn.output = self.spare.pop().unwrap_or_default();
+                }
+                conn.session.request_timeout(&mut conn.output, &self.env);
+                if conn.session.status() == Status::CloseAfterFlush {
+                    // Sent like any error response: flush, shut down writing, linger, close.
+                    return self.pump(token);
+                }
+            }
+            Phase::Serving => {
+                self.env.counters.timeouts_idle += 1;
+                log::debug!("fd {fd}: idle; closing")
+            }
+            Phase::Lingering => {}
+        }
+        self.close(token);
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        self.shutdown_deadline = Some(now + self.options.shutdown_grace);
+        self.drain_until = Some(now + super::keepalive_drain_window(self.options.shutdown_grace));
+        self.accept_paused_until = None;
+        if let Some(listener) = &self.listener {
+            // Stop listening now, before any drained connection is told `Connection: close`:
+            // a client that reconnects then is refused, rather than let into a backlog that is
+            // reset when the accept ends. (Closing our descriptor would not do: the accept in
+            // flight holds the socket open.) The accept then ends with an error.
+            let _ = sys::shutdown_read(listener.as_raw_fd());
+        }
+        if self.accepting {
+            self.cancel(Op::Accept, 0);
+        } else {
+            self.listener = None;
+        }
+        for token in self.conns.tokens() {
+            if let Some(conn) = self.conns.get_mut(token) {
+                if !conn.drained && !conn.closing {
+                    conn.drained = true;
+                    conn.session.drain();
+                    self.pump(token);
+                }
+            }
+        }
+    }
+
+    /// The drain window is over: connections with nothing pending are closed (a request that
+    /// has arrived has been reaped before this, and is served).
+    fn end_drain_window(&mut self) {
+        if self.drain_until.is_none_or(|at| at > Instant::now()) {
+            return;
+        }
+        self.drain_until = None;
+        for token in self.conns.tokens() {
+            self.pump(token);
+        }
+    }
+
+    /// True when the loop may exit: no connections left, or the grace period is over (then the
+    /// rest are cancelled and their completions awaited briefly).
+    fn finish_shutdown(&mut self) -> bool {
+        if self.conns.is_empty() {
+            return true;
+        }
+        if self.shutdown_deadline.is_some_and(|d| Instant::now() >= d) {
+            log::warn!(
+                "grace period over: closing {} connections",
+                self.conns.len()
+            );
+            for token in self.conns.tokens() {
+                self.close(token);
+            }
+            let until = Instant::now() + CANCEL_WAIT;
+            while !self.conns.is_empty() {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() || self.wait(Some(left)).is_err() {
+                    break;
+                }
+                self.reap();
+            }
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> UringConn {
+        let fd = std::fs::File::open("/dev/null").unwrap().into();
+        UringConn::new(fd, Session::new(crate::proto::Proto::Echo), 0, false)
+    }
+
+    #[test]
+    fn a_token_of_any_generation_survives_user_data() {
+        let mut slab = Slab::default();
+        for _ in 0..3 {
+            let token = slab.insert(conn());
+            assert_eq!(decode(ring::user_data(Op::Recv, token)).1, token);
+            slab.remove(token);
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! Everything of io_uring that touches memory the kernel shares: the operations we submit and
+//! how their `user_data` is encoded, the provided-buffer ring, and the descriptor an accept
+//! completion returns. Every `unsafe` of the io_uring driver is here but one: the send in
+//! `mod.rs`, whose soundness rests on that loop's rule that output is not touched while its
+//! send is in flight (stated there).
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::types::{BufRingEntry, Fd};
+use io_uring::{opcode, squeue, IoUring, Probe};
+
+use crate::driver::kit::Token;
+use crate::stats::Syscalls;
+
+/// The provided-buffer ring: `BUF_COUNT` buffers of `BUF_SIZE` bytes, shared by every connection.
+/// Many small buffers rather than a few large ones: when thousands of connections become
+/// readable in one batch each completion takes a buffer before any is recycled, and with 256
+/// buffers 10,000 busy connections spent most recvs on ENOBUFS and re-arming (40 syscalls per
+/// request in the comparison). 16 MiB in all, touched only as far as it is used.
+pub(super) const BUF_GROUP: u16 = 0;
+pub(super) const BUF_COUNT: u16 = 4096;
+pub(super) const BUF_SIZE: usize = 4 * 1024;
+/// What an operation was, kept in the top byte of its `user_data`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Op {
+    Accept = 1,
+    Signals = 2,
+    Recv = 3,
+    Send = 4,
+    Cancel = 5,
+}
+
+pub(super) fn user_data(op: Op, token: Token) -> u64 {
+    ((op as u64) << 56) | (token & 0x00ff_ffff_ffff_ffff)
+}
+
+pub(super) fn decode(user_data: u64) -> (Option<Op>, Token) {
+    let op = match user_data >> 56 {
+        1 => Some(Op::Accept),
+        2 => Some(Op::Signals),
+        3 => Some(Op::Recv),
+        4 => Some(Op::Send),
+        5 => Some(Op::Cancel),
+        _ => None,
+    };
+    (op, user_data & 0x00ff_ffff_ffff_ffff)
+}
+
+/// Whether io_uring can serve here, and if not, why: old kernel, seccomp, io_uring_disabled.
+pub fn probe() -> Result<(), String> {
+    if let Ok(setting) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
+        if setting.trim() == "2" {
+            return Err("io_uring is disabled (/proc/sys/kernel/io_uring_disabled = 2)".into());
+        }
+    }
+    let ring = IoUring::new(8).map_err(|e| format!("io_uring_setup failed: {e}"))?;
+    let mut probe = Probe::new();
+    ring.submitter()
+        .register_probe(&mut probe)
+        .map_err(|e| format!("cannot probe io_uring opcodes: {e}"))?;
+    for (code, name) in [
+        (opcode::AcceptMulti::CODE, "accept"),
+        (opcode::Recv::CODE, "recv"),
+        (opcode::Send::CODE, "send"),
+        (opcode::PollAdd::CODE, "poll_add"),
+        (opcode::AsyncCancel::CODE, "async_cancel"),
+    ] {
+        if !probe.is_supported(code) {
+            return Err(format!("io_uring has no {name} operation on this kernel"));
+        }
+    }
+    if !ring.params().is_feature_fast_poll() {
+        // Without it a recv or send that cannot complete at once is handed to an io-wq worker
+        // thread that blocks on our blocking socket: a thread per idle connection.
+        return Err("io_uring lacks IORING_FEAT_FAST_POLL (Linux ≥ 5.7)".into());
+    }
+    if !ring.params().is_feature_ext_arg() {
+        return Err("io_uring lacks IORING_FEAT_EXT_ARG (timed waits; Linux ≥ 5.11)".into());
+    }
+    let bufs = BufRing::new(&ring, 1, 64, BUF_GROUP);
+    // The ring goes first, then the memory it was given.
+    drop(ring);
+    bufs.map(drop)
+        .map_err(|e| format!("no provided-buffer rings (Linux ≥ 5.19): {e}"))
+}
+
+/// A multishot accept on the listener.
+pub(super) fn push_accept(ring: &mut IoUring, syscalls: &mut Syscalls, listener: RawFd) {
+    let entry = opcode::AcceptMulti::new(Fd(listener))
+        .flags(libc::SOCK_CLOEXEC)
+        .build()
+        .user_data(user_data(Op::Accept, 0));
+    // SAFETY: a multishot accept without an address carries no pointer into our memory.
+    unsafe { push(ring, syscalls, &entry) };
+}
+
+/// A one-shot poll for input on the signalfd.
+pub(super) fn push_signals(ring: &mut IoUring, syscalls: &mut Syscalls, signals: RawFd) {
+    let entry = opcode::PollAdd::new(Fd(signals), libc::POLLIN as u32)
+        .build()
+        .user_data(user_data(Op::Signals, 0));
+    // SAFETY: a poll carries no pointer into our memory.
+    unsafe { push(ring, syscalls, &entry) };
+}
+
+/// Cancels the operation `op` of connection `token`.
+pub(super) fn push_cancel(ring: &mut IoUring, syscalls: &mut Syscalls, op: Op, token: Token) {
+    let entry = opcode::AsyncCancel::new(user_data(op, token))
+        .build()
+        .user_data(user_data(Op::Cancel, token));
+    // SAFETY: a cancellation carries no pointer into our memory.
+    unsafe { push(ring, syscalls, &entry) };
+}
+
+/// A recv into a buffer the kernel picks from the provided-buffer ring.
+pub(super) fn push_recv(ring: &mut IoUring, syscalls: &mut Syscalls, fd: RawFd, token: Token) {
+    push_recv_from(ring, syscalls, fd, token, BUF_GROUP, BUF_SIZE as u32);
+}
+
+fn push_recv_from(
+    ring: &mut IoUring,
+    syscalls: &mut Syscalls,
+    fd: RawFd,
+    token: Token,
+    group: u16,
+    size: u32,
+) {
+    let entry = opcode::Recv::new(Fd(fd), std::ptr::null_mut(), size)
+        .buf_group(group)
+        .build()
+        .flags(squeue::Flags::BUFFER_SELECT)
+        .user_data(user_data(Op::Recv, token));
+    // SAFETY: the recv writes into a buffer of the registered ring, which lives as long as the
+    // ring (see `BufRing`); it carries no pointer into the connection.
+    unsafe { push(ring, syscalls, &entry) };
+}
+
+/// A send of `data`.
+///
+/// # Safety
+/// `data` must stay alive and unchanged until the send's completion has been reaped.
+pub(super) unsafe fn push_send(
+    ring: &mut IoUring,
+    syscalls: &mut Syscalls,
+    fd: RawFd,
+    data: &[u8],
+    token: Token,
+) {
+    let entry = opcode::Send::new(
+        Fd(fd),
+        data.as_ptr(),
+        data.len().min(u32::MAX as usize) as u32,
+    )
+    .flags(libc::MSG_NOSIGNAL)
+    .build()
+    .user_data(user_data(Op::Send, token));
+    // SAFETY: the caller keeps `data` alive and unchanged until the completion.
+    unsafe { push(ring, syscalls, &entry) };
+}
+
+/// Queues one submission, handing the queue to the kernel first if it is full.
+///
+/// # Safety
+/// Every pointer the entry carries must stay valid until the operation's completion is reaped.
+unsafe fn push(ring: &mut IoUring, syscalls: &mut Syscalls, entry: &squeue::Entry) {
+    loop {
+        // SAFETY: the caller guarantees the entry's pointers outlive the operation.
+        if unsafe { ring.submission().push(entry) }.is_ok() {
+            syscalls.uring_ops += 1;
+            return;
+        }
+        syscalls.waits += 1;
+        if let Err(e) = ring.submit() {
+            if !matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) {
+                log::warn!("io_uring submit: {e}");
+            }
+        }
+    }
+}
+
+/// Takes ownership of a descriptor an accept completion returned.
+pub(super) fn adopt_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: a non-negative accept result is a new descriptor that nothing else owns.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// One entry of a provided-buffer ring: the kernel's `struct io_uring_buf`, whose layout is ABI.
+/// Ours rather than `io_uring::types::BufRingEntry`, whose setters take `&mut self` (see
+/// [`BufRing::recycle`]). The first entry's `resv` is the ring's tail.
+#[repr(C)]
+struct RawBuf {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+
+const _: () = assert!(std::mem::size_of::<RawBuf>() == std::mem::size_of::<BufRingEntry>());
+const _: () = assert!(std::mem::size_of::<RawBuf>() == 16);
+
+/// A provided-buffer ring: `count` buffers of `size` bytes the kernel picks from when a recv
+/// with buffer select has data, and that the loop hands back (`recycle`) once it has copied the
+/// data out. The ring and the buffers are freed only when the `BufRing` is dropped, which the
+/// driver does after the io_uring (field order) and never with a recv in flight.
+pub(super) struct BufRing {
+    entries: NonNull<RawBuf>,
+    entries_layout: std::alloc::Layout,
+    buffers: NonNull<u8>,
+    buffers_layout: std::alloc::Layout,
+    count: u16,
+    size: usize,
+    tail: u16,
+}
+
+impl BufRing {
+    pub(super) fn new(ring: &IoUring, count: u16, size: usize, group: u16) -> io::Result<BufRing> {
+        assert!(
+            count.is_power_of_two(),
+            "buffer ring size must be a power of two"
+        );
+        let entries_layout = std::alloc::Layout::from_size_align(
+            usize::from(count) * std::mem::size_of::<RawBuf>(),
+            4096,
+        )
+        .map_err(io::Error::other)?;
+        // Small alignment so that the allocator can use calloc: pages stay untouched (and out of
+        // the RSS) until the kernel first writes into them.
+        let buffers_layout = std::alloc::Layout::from_size_align(usize::from(count) * size, 16)
+            .map_err(io::Error::other)?;
+        // SAFETY: both layouts have a non-zero size.
+        let (entries, buffers) = unsafe {
+            (
+                std::alloc::alloc_zeroed(entries_layout),
+                std::alloc::alloc_zeroed(buffers_layout),
+            )
+        };
+        let (Some(entries), Some(buffers)) = (
+            NonNull::new(entries.cast::<RawBuf>()),
+            NonNull::new(buffers),
+        ) else {
+            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+        };
+        let mut bufs = BufRing {
+            entries,
+            entries_layout,
+            buffers,
+            buffers_layout,
+            count,
+            size,
+            tail: 0,
+        };
+        // SAFETY: the ring memory is page-aligned, `count` entries long, zeroed (tail 0), and lives
+        // until `bufs` is dropped, after the io_uring it is registered with.
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                entries.as_ptr() as u64,
+                count,
+                group,
+                0,
+            )?
+        };
+        for bid in 0..count {
+            bufs.recycle(bid);
+        }
+        Ok(bufs)
+    }
+
+    /// Hands buffer `bid` (back) to the kernel.
+    ///
+    /// Only raw-pointer writes, never a `&mut` over ring memory: the kernel reads that memory
+    /// concurrently (the entries between its head and our tail, and the tail itself, which lives
+    /// in entry 0's `resv` field). A `&mut RawBuf` over entry 0 would claim exclusive access to
+    /// the tail the kernel is reading — undefined behaviour even if no byte is ever torn.
+    pub(super) fn recycle(&mut self, bid: u16) {
+        assert!(bid < self.count, "buffer id out of range");
+        let index = usize::from(self.tail & (self.count - 1));
+        // SAFETY: `index < count`, so the entry lies inside the ring allocation (alive until drop).
+        let entry = unsafe { self.entries.as_ptr().add(index) };
+        // SAFETY: `bid < count` (checked), so the buffer lies inside the buffers allocation.
+        let addr = unsafe { self.buffers.as_ptr().add(usize::from(bid) * self.size) };
+        // SAFETY: the entry is in bounds and aligned (page-aligned ring of 16-byte entries). The
+        // kernel reads an entry only between its head and the published tail, and this one is
+        // at the tail, so nothing reads these three fields while we write them; entry 0's `resv`
+        // (the tail) is not written here. Field-wise writes through `addr_of_mut!` create no
+        // reference to the entry.
+        unsafe {
+            std::ptr::addr_of_mut!((*entry).addr).write(addr as u64);
+            std::ptr::addr_of_mut!((*entry).len).write(self.size as u32);
+            std::ptr::addr_of_mut!((*entry).bid).write(bid);
+        }
+        self.tail = self.tail.wrapping_add(1);
+        // SAFETY: the tail is the u16 `resv` field of the first entry, shared with the kernel,
+        // which reads it concurrently: it is only ever accessed atomically (aligned: offset 14 of
+        // a page-aligned allocation). The release store publishes the entry written above before
+        // the new tail.
+        unsafe {
+            let tail = std::ptr::addr_of_mut!((*self.entries.as_ptr()).resv);
+            AtomicU16::from_ptr(tail).store(self.tail, Ordering::Release);
+        }
+    }
+
+    /// The `len` bytes the kernel received into buffer `bid`.
+    pub(super) fn data(&self, bid: u16, len: usize) -> &[u8] {
+        assert!(
+            bid < self.count && len <= self.size,
+            "buffer id or length out of range"
+        );
+        // SAFETY: in range (checked); the completion that named this buffer handed it to us, and
+        // the kernel does not write to it again until `recycle` gives it back.
+        unsafe {
+            std::slice::from_raw_parts(self.buffers.as_ptr().add(usize::from(bid) * self.size), len)
+        }
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with these layouts; by the driver's field order the io_uring
+        // is gone (or has no recv in flight) by now, so the kernel no longer uses this memory.
+        unsafe {
+            std::alloc::dealloc(self.entries.as_ptr().cast(), self.entries_layout);
+            std::alloc::dealloc(self.buffers.as_ptr(), self.buffers_layout);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use io_uring::cqueue;
+
+    use super::*;
+
+    #[test]
+    fn user_data_round_trips_op_and_token() {
+        for op in [Op::Accept, Op::Signals, Op::Recv, Op::Send, Op::Cancel] {
+            let token: Token = (0x00ab_cdef << 32) | 0xdead_beef;
+            assert_eq!(decode(user_data(op, token)), (Some(op), token));
+        }
+        assert_eq!(decode(0).0, None);
+    }
+
+    #[test]
+    fn recv_takes_a_provided_buffer_and_it_can_be_handed_back() {
+        if let Err(why) = probe() {
+            eprintln!("io_uring unavailable here ({why}); skipped");
+            return;
+        }
+        let mut ring = IoUring::new(8).unwrap();
+        let mut bufs = BufRing::new(&ring, 2, 128, 7).unwrap();
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut syscalls = Syscalls::default();
+        for round in 0..5u8 {
+            // More rounds than buffers: each must have been handed back for the next recv.
+            std::io::Write::write_all(&mut &a, &[b'a' + round; 10]).unwrap();
+            push_recv_from(&mut ring, &mut syscalls, b.as_raw_fd(), 1, 7, 128);
+            ring.submit_and_wait(1).unwrap();
+            let cqe = ring.completion().next().expect("a completion");
+            assert_eq!(decode(cqe.user_data()), (Some(Op::Recv), 1));
+            assert_eq!(cqe.result(), 10);
+            let bid = cqueue::buffer_select(cqe.flags()).expect("a provided buffer");
+            assert_eq!(bufs.data(bid, 10), &[b'a' + round; 10]);
+            bufs.recycle(bid);
+        }
+        drop(ring);
+    }
+}

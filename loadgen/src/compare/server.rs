@@ -1,8 +1,8 @@
 //! One c10k server process per step: started on a free loopback port, its ready line read, its
-//! stderr kept (the per-process summary lines), `/stats` asked over HTTP, its process tree sampled
+//! last stderr lines kept (to explain a failure), `/stats` asked over HTTP, its process tree sampled
 //! in /proc (CPU time, resident memory), stopped with SIGTERM.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+
+use super::pin::CpuMask;
 
 /// How long a server may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,14 +34,12 @@ pub struct Spec<'a> {
     pub proto: &'a str,
     pub workers: Option<usize>,
     pub idle_timeout_s: u64,
+    /// Pin the server (and every thread and worker it starts) to these CPUs.
+    pub cpus: Option<CpuMask>,
 }
 
 #[derive(Default)]
 struct Captured {
-    /// `backend=... waits=...` lines: one per event loop or process at exit.
-    summaries: Vec<String>,
-    /// Other lines worth parsing (the pool's size).
-    info: Vec<String>,
     tail: VecDeque<String>,
 }
 
@@ -56,8 +56,6 @@ pub struct Server {
 /// What a stopped server left.
 pub struct Stopped {
     pub status: Option<ExitStatus>,
-    pub summaries: Vec<String>,
-    pub info: Vec<String>,
     pub tail: Vec<String>,
 }
 
@@ -77,6 +75,20 @@ impl Server {
         if let Some(w) = spec.workers {
             cmd.args(["--workers", &w.to_string()]);
         }
+        Server::start_command(cmd, spec.cpus)
+    }
+
+    /// Starts any server that prints `listening on <ip:port> ...` on stdout when ready (c10k,
+    /// or a peer from benches/peers).
+    pub fn start_command(mut cmd: Command, cpus: Option<CpuMask>) -> Result<Server, String> {
+        let exe = cmd.get_program().to_string_lossy().into_owned();
+        if let Some(mask) = cpus {
+            // SAFETY: the hook runs between fork and exec and makes one syscall on a mask built
+            // before the fork: nothing allocates or takes a lock.
+            unsafe {
+                cmd.pre_exec(move || mask.apply_to_this_thread());
+            }
+        }
         // Its own process group: a Ctrl-C in the terminal reaches loadgen, which stops it.
         cmd.env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -85,7 +97,7 @@ impl Server {
             .process_group(0);
         let mut child = cmd
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", spec.exe.display()))?;
+            .map_err(|e| format!("cannot start {exe}: {e}"))?;
         let pid = child.id();
         let captured = Arc::new(Mutex::new(Captured::default()));
         let stdout = child.stdout.take().expect("piped");
@@ -106,11 +118,6 @@ impl Server {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 let mut c = cap.lock().unwrap_or_else(|e| e.into_inner());
-                if line.contains("backend=") && line.contains(" waits=") {
-                    c.summaries.push(line.clone());
-                } else if line.contains("pool: ") && line.contains(" threads") {
-                    c.info.push(line.clone());
-                }
                 if c.tail.len() == TAIL_LINES {
                     c.tail.pop_front();
                 }
@@ -183,8 +190,6 @@ impl Server {
         let c = self.captured.lock().unwrap_or_else(|e| e.into_inner());
         Stopped {
             status,
-            summaries: c.summaries.clone(),
-            info: c.info.clone(),
             tail: c.tail.iter().cloned().collect(),
         }
     }
@@ -246,24 +251,6 @@ pub fn fetch_stats(addr: SocketAddr, timeout: Duration) -> Option<serde_json::Va
         return None;
     }
     serde_json::from_str(body.trim()).ok()
-}
-
-/// Sums the `key=value` counters of summary lines (one per event loop or worker process).
-pub fn sum_summaries(lines: &[String]) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    for line in lines {
-        let Some(start) = line.find("backend=") else {
-            continue;
-        };
-        for kv in line[start..].split_whitespace() {
-            if let Some((k, v)) = kv.split_once('=') {
-                if let Ok(v) = v.parse::<u64>() {
-                    *out.entry(k.to_string()).or_insert(0) += v;
-                }
-            }
-        }
-    }
-    out
 }
 
 /// A process and its descendants, from the parent links in /proc.
@@ -328,20 +315,4 @@ pub fn status_kib(pids: &[u32], field: &str) -> u64 {
             line.split_whitespace().nth(1)?.parse::<u64>().ok()
         })
         .sum()
-}
-
-/// Busy time of all cores (user, nice, system, irq, softirq, steal) from /proc/stat, µs.
-pub fn machine_busy_us() -> u64 {
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
-        return 0;
-    };
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal ...
-    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| v.get(i)).sum();
-    busy * TICK_US
 }

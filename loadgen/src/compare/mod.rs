@@ -610,10 +610,13 @@ fn gettid() -> u32 {
 }
 
 /// Half the smallest capacity (or loadgen-set lower bound), to two significant digits.
+/// Teaching backends (busy-poll burns its core by design) are measured at that rate but do not
+/// set it.
 fn common_rate(steps: &[CapacityStep]) -> Option<f64> {
+    let teaching = |name: &str| BACKENDS.iter().any(|b| b.name == name && b.teaching);
     let min = steps
         .iter()
-        .filter(|s| s.status == Status::Ok)
+        .filter(|s| s.status == Status::Ok && !teaching(&s.subject))
         .filter_map(|s| s.capacity)
         .fold(f64::INFINITY, f64::min);
     if !min.is_finite() {

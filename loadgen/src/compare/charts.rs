@@ -29,7 +29,7 @@ fn colour(backend: &str) -> RGBColor {
     let i = c10k::backend::BACKENDS
         .iter()
         .position(|b| b.name == backend)
-        .unwrap_or_else(|| match backend {
+        .unwrap_or(match backend {
             "peer:cepoll" => 9,
             "peer:tokio" => 8,
             "peer:asyncio" => 5,
@@ -39,7 +39,6 @@ fn colour(backend: &str) -> RGBColor {
     let (r, g, b) = COLOURS[i % COLOURS.len()];
     RGBColor(r, g, b)
 }
-
 
 type Series = Vec<(String, Vec<(f64, f64)>)>;
 
@@ -88,19 +87,34 @@ pub fn write_all(r: &Results, dir: &Path) -> Result<Vec<(String, String)>, Error
         chart(
             "idle-cpu.svg".into(),
             format!("Server CPU per request, {active} active connections + idle ones"),
-            Axes { x_desc: &x_desc, y_desc: "CPU µs per request (log scale)", log_x: true, log_y: true },
+            Axes {
+                x_desc: &x_desc,
+                y_desc: "CPU µs per request (log scale)",
+                log_x: true,
+                log_y: true,
+            },
             cpu,
         )?;
         chart(
             "idle-examined.svg".into(),
             "Descriptors examined per request".into(),
-            Axes { x_desc: &x_desc, y_desc: "descriptors per request (log scale)", log_x: true, log_y: true },
+            Axes {
+                x_desc: &x_desc,
+                y_desc: "descriptors per request (log scale)",
+                log_x: true,
+                log_y: true,
+            },
             examined,
         )?;
         chart(
             "idle-p99.svg".into(),
             "p99 latency with idle connections".into(),
-            Axes { x_desc: &x_desc, y_desc: "p99 µs (log scale)", log_x: true, log_y: true },
+            Axes {
+                x_desc: &x_desc,
+                y_desc: "p99 µs (log scale)",
+                log_x: true,
+                log_y: true,
+            },
             p99,
         )?;
         let mut memory = Series::new();
@@ -112,7 +126,12 @@ pub fn write_all(r: &Results, dir: &Path) -> Result<Vec<(String, String)>, Error
         chart(
             "memory.svg".into(),
             "Server memory per connection".into(),
-            Axes { x_desc: "connections (log scale)", y_desc: "KiB of RSS per connection (log scale)", log_x: true, log_y: true },
+            Axes {
+                x_desc: "connections (log scale)",
+                y_desc: "KiB of RSS per connection (log scale)",
+                log_x: true,
+                log_y: true,
+            },
             memory,
         )?;
     }
@@ -124,13 +143,23 @@ pub fn write_all(r: &Results, dir: &Path) -> Result<Vec<(String, String)>, Error
             let mut probes: Vec<_> = search.probes.iter().filter(|p| !p.loadgen_bound).collect();
             probes.sort_by(|a, b| a.target_rate.total_cmp(&b.target_rate));
             for p in probes {
-                push(&mut series, &s.subject, p.target_rate, p.p99_us.max(1) as f64);
+                push(
+                    &mut series,
+                    &s.subject,
+                    p.target_rate,
+                    p.p99_us.max(1) as f64,
+                );
             }
         }
         chart(
             format!("p99-load-{conns}.svg"),
             format!("p99 against offered load, {conns} connections"),
-            Axes { x_desc: "offered requests per second (probes loadgen could not make are left out)", y_desc: "p99 µs (log scale)", log_x: false, log_y: true },
+            Axes {
+                x_desc: "offered requests per second (probes loadgen could not make are left out)",
+                y_desc: "p99 µs (log scale)",
+                log_x: false,
+                log_y: true,
+            },
             series,
         )?;
     }
@@ -148,7 +177,12 @@ pub fn write_all(r: &Results, dir: &Path) -> Result<Vec<(String, String)>, Error
         chart(
             "capacity.svg".into(),
             "Capacity against connections".into(),
-            Axes { x_desc: "connections (log scale)", y_desc: "capacity, requests per second (log scale)", log_x: true, log_y: true },
+            Axes {
+                x_desc: "connections (log scale)",
+                y_desc: "capacity, requests per second (log scale)",
+                log_x: true,
+                log_y: true,
+            },
             series,
         )?;
     }
@@ -185,8 +219,14 @@ fn draw(path: &Path, title: &str, axes: &Axes, series: &Series) -> Result<(), St
     let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let (plot, legend) = root.split_horizontally(720);
-    let (x0, x1) = range(series.iter().flat_map(|(_, p)| p.iter().map(|&(x, _)| x)), axes.log_x);
-    let (y0, y1) = range(series.iter().flat_map(|(_, p)| p.iter().map(|&(_, y)| y)), axes.log_y);
+    let (x0, x1) = range(
+        series.iter().flat_map(|(_, p)| p.iter().map(|&(x, _)| x)),
+        axes.log_x,
+    );
+    let (y0, y1) = range(
+        series.iter().flat_map(|(_, p)| p.iter().map(|&(_, y)| y)),
+        axes.log_y,
+    );
     let mut builder = ChartBuilder::on(&plot);
     builder
         .caption(title, ("sans-serif", 20))
@@ -228,7 +268,11 @@ fn draw(path: &Path, title: &str, axes: &Axes, series: &Series) -> Result<(), St
             .draw(&PathElement::new(vec![(8, y), (38, y)], style(b)))
             .map_err(|e| err(&e))?;
         legend
-            .draw(&Circle::new((23, y), 4, ShapeStyle::from(&colour(b)).filled()))
+            .draw(&Circle::new(
+                (23, y),
+                4,
+                ShapeStyle::from(&colour(b)).filled(),
+            ))
             .map_err(|e| err(&e))?;
         legend
             .draw(&Text::new(b.clone(), (46, y - 8), ("sans-serif", 15)))

@@ -331,7 +331,12 @@ fn placement(a: &CompareArgs) -> Result<Placement, Error> {
     let server = parse(&a.server_cpus, "--server-cpus")?;
     let loadgen = parse(&a.loadgen_cpus, "--loadgen-cpus")?;
     match (server, loadgen) {
-        (Some(s), Some(l)) => p = Placement { server: Some(s), loadgen: Some(l) },
+        (Some(s), Some(l)) => {
+            p = Placement {
+                server: Some(s),
+                loadgen: Some(l),
+            }
+        }
         (Some(s), None) => {
             let rest: Vec<usize> = allowed.iter().copied().filter(|c| !s.contains(c)).collect();
             p = Placement {
@@ -361,12 +366,20 @@ fn plan(a: &CompareArgs) -> Result<Plan, Error> {
     if a.peers {
         let (found, missing) = peers::discover(a.peers_dir.as_deref());
         subjects.extend(found.into_iter().map(Subject::Peer));
-        skipped.extend(missing.into_iter().map(|(subject, reason)| Skipped { subject, reason }));
+        skipped.extend(
+            missing
+                .into_iter()
+                .map(|(subject, reason)| Skipped { subject, reason }),
+        );
     }
     if subjects.is_empty() {
         return Err(Error::Config(format!(
             "nothing to compare (valid backends: {})",
-            BACKENDS.iter().map(|b| b.name).collect::<Vec<_>>().join(", ")
+            BACKENDS
+                .iter()
+                .map(|b| b.name)
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     let mut conns = a
@@ -513,8 +526,18 @@ pub fn main(a: &CompareArgs) -> Result<ExitCode, Error> {
     }
     eprintln!(
         "compare: server on CPUs {}, loadgen on CPUs {} ({} thread{})",
-        results.settings.pinning.server_cpus.as_deref().unwrap_or("any"),
-        results.settings.pinning.loadgen_cpus.as_deref().unwrap_or("any"),
+        results
+            .settings
+            .pinning
+            .server_cpus
+            .as_deref()
+            .unwrap_or("any"),
+        results
+            .settings
+            .pinning
+            .loadgen_cpus
+            .as_deref()
+            .unwrap_or("any"),
         p.threads,
         if p.threads == 1 { "" } else { "s" }
     );
@@ -575,7 +598,11 @@ pub fn main(a: &CompareArgs) -> Result<ExitCode, Error> {
                     a.active,
                     match (&step.probe, step.status) {
                         (Some(pr), _) => describe_probe(pr),
-                        (None, _) => format!("{:?}: {}", step.status, step.reason.as_deref().unwrap_or("")),
+                        (None, _) => format!(
+                            "{:?}: {}",
+                            step.status,
+                            step.reason.as_deref().unwrap_or("")
+                        ),
                     },
                     t0.elapsed().as_secs_f64()
                 );
@@ -640,7 +667,9 @@ fn describe_capacity(s: &CapacityStep) -> String {
         (Status::Ok, Some(Bound::Loadgen), Some(c)) => {
             format!("≥ {c:.0} req/s: loadgen's CPU is the limit, not the server")
         }
-        (Status::Ok, Some(Bound::MaxRate), Some(c)) => format!("≥ {c:.0} req/s (the search's maximum)"),
+        (Status::Ok, Some(Bound::MaxRate), Some(c)) => {
+            format!("≥ {c:.0} req/s (the search's maximum)")
+        }
         (Status::Ok, _, _) => "no rate passed".into(),
         (st, _, _) => format!("{st:?}: {}", s.reason.as_deref().unwrap_or("")),
     }
@@ -660,7 +689,11 @@ fn describe_probe(p: &Probe) -> String {
         server
             .and_then(|s| s.examined_per_req)
             .map_or("?".into(), |v| format!("{v:.1}")),
-        if p.loadgen_bound { " (loadgen-bound)" } else { "" }
+        if p.loadgen_bound {
+            " (loadgen-bound)"
+        } else {
+            ""
+        }
     )
 }
 
@@ -680,12 +713,10 @@ struct Started {
 
 impl Runner<'_> {
     fn pool_threads(&self, workers: Option<usize>) -> usize {
-        let cores = self
-            .p
-            .placement
-            .server
-            .as_ref()
-            .map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), Vec::len);
+        let cores = self.p.placement.server.as_ref().map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Vec::len,
+        );
         2 * cores * workers.unwrap_or(1)
     }
 
@@ -716,7 +747,12 @@ impl Runner<'_> {
         None
     }
 
-    fn start(&self, subject: &Subject, workers: Option<usize>, life: Duration) -> Result<Started, String> {
+    fn start(
+        &self,
+        subject: &Subject,
+        workers: Option<usize>,
+        life: Duration,
+    ) -> Result<Started, String> {
         let cpus = self.p.placement.server.as_deref().map(CpuMask::new);
         let server = match subject {
             Subject::Backend(backend) => Server::start(&Spec {
@@ -866,7 +902,14 @@ impl Runner<'_> {
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("loadgen"));
         let hold = if idle > 0 {
             let procs = idle.div_ceil(fit) as usize;
-            match idle::Hold::start(&exe, started.target.addr, idle, procs, life, HOLD_CONNECT_TIME) {
+            match idle::Hold::start(
+                &exe,
+                started.target.addr,
+                idle,
+                procs,
+                life,
+                HOLD_CONNECT_TIME,
+            ) {
                 Ok(h) => Some(h),
                 Err(e) => {
                     started.server.stop();
@@ -892,12 +935,12 @@ impl Runner<'_> {
         match (result, alive) {
             (Ok(probe), Ok(())) => {
                 if let Some(s) = &probe.server {
-                    step.rss_per_conn_kib = Some(
-                        s.rss_kib.saturating_sub(step.rss_before_kib) as f64 / total as f64,
-                    );
+                    step.rss_per_conn_kib =
+                        Some(s.rss_kib.saturating_sub(step.rss_before_kib) as f64 / total as f64);
                 }
                 if probe.loadgen_bound {
-                    step.notes.push("loadgen-bound: this row may measure loadgen".into());
+                    step.notes
+                        .push("loadgen-bound: this row may measure loadgen".into());
                 }
                 step.probe = Some(probe);
             }
@@ -915,7 +958,11 @@ impl Runner<'_> {
 }
 
 fn server_exit_note(s: &server::Stopped) -> Option<String> {
-    if s.status.is_some_and(|s| s.success()) {
+    use std::os::unix::process::ExitStatusExt as _;
+    // A clean exit, or the default action of the SIGTERM that stopped it (the peers).
+    if s.status
+        .is_some_and(|s| s.success() || s.signal() == Some(libc::SIGTERM))
+    {
         return None;
     }
     Some(format!(

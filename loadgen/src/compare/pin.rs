@@ -76,9 +76,8 @@ impl CpuMask {
     /// on memory already built, so it may run between fork and exec.
     pub fn apply_to_this_thread(&self) -> io::Result<()> {
         // SAFETY: pid 0 is the calling thread; the set is a valid cpu_set_t of the size given.
-        let rc = unsafe {
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.0)
-        };
+        let rc =
+            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.0) };
         if rc == 0 {
             Ok(())
         } else {

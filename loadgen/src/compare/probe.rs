@@ -119,7 +119,9 @@ pub struct Search {
 impl Search {
     /// The server's capacity, only when the server (not loadgen or the search range) set it.
     pub fn server_capacity(&self) -> Option<f64> {
-        (self.bound == Bound::Server).then_some(self.capacity).flatten()
+        (self.bound == Bound::Server)
+            .then_some(self.capacity)
+            .flatten()
     }
 }
 
@@ -194,9 +196,15 @@ pub fn search(
 
 /// The capacity of the HTTP server at `addr` (`GET path`, keep-alive): [`search`] over real
 /// open-loop probes of `opts.conns` connections.
-pub fn capacity(target: Target, opts: &ProbeOpts, search_opts: &SearchOpts) -> Result<Search, Error> {
-    search(search_opts, &mut |rate| run(target, opts, rate).map_err(|e| e.to_string()))
-        .map_err(Error::Io)
+pub fn capacity(
+    target: Target,
+    opts: &ProbeOpts,
+    search_opts: &SearchOpts,
+) -> Result<Search, Error> {
+    search(search_opts, &mut |rate| {
+        run(target, opts, rate).map_err(|e| e.to_string())
+    })
+    .map_err(Error::Io)
 }
 
 /// The server at one moment.
@@ -250,7 +258,10 @@ pub fn run(target: Target, opts: &ProbeOpts, rate: f64) -> Result<Probe, Error> 
                 base = Some(sample(target, true));
             }
         } else {
-            last = Some(sample(target, base.as_ref().is_some_and(|b| b.stats.is_some())));
+            last = Some(sample(
+                target,
+                base.as_ref().is_some_and(|b| b.stats.is_some()),
+            ));
         }
     };
     let report = crate::run(&cfg, &mut on_interval)?;
@@ -375,7 +386,11 @@ fn counters(side: &mut ServerSide, b: &serde_json::Value, e: &serde_json::Value)
 /// - uring reaps one completion per finished operation;
 /// - epoll and coro (epoll underneath) are told only the ready descriptors, and threads and pool
 ///   block on one descriptor each: counted as the reads and accepts that readiness led to.
-pub fn examined(backend: &str, delta: &dyn Fn(&str) -> u64, registered: Option<u64>) -> Option<u64> {
+pub fn examined(
+    backend: &str,
+    delta: &dyn Fn(&str) -> u64,
+    registered: Option<u64>,
+) -> Option<u64> {
     Some(match backend {
         "select" | "poll" | "busy-poll" => delta("waits") * registered?,
         "sigio" => delta("signals") + delta("overflow_scans") * registered?,

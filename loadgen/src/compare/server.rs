@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{kill, pthread_sigmask, SigSet, SigmaskHow, Signal};
 use nix::unistd::Pid;
 
 use super::pin::CpuMask;
@@ -82,12 +82,22 @@ impl Server {
     /// or a peer from benches/peers).
     pub fn start_command(mut cmd: Command, cpus: Option<CpuMask>) -> Result<Server, String> {
         let exe = cmd.get_program().to_string_lossy().into_owned();
-        if let Some(mask) = cpus {
-            // SAFETY: the hook runs between fork and exec and makes one syscall on a mask built
-            // before the fork: nothing allocates or takes a lock.
-            unsafe {
-                cmd.pre_exec(move || mask.apply_to_this_thread());
-            }
+        // loadgen blocks SIGINT and SIGTERM in its threads (its event loops take them through a
+        // signalfd), and a blocked mask survives exec: unblock them, or SIGTERM would not stop
+        // a server that does not unblock them itself (the peers).
+        let mut unblock = SigSet::empty();
+        unblock.add(Signal::SIGINT);
+        unblock.add(Signal::SIGTERM);
+        // SAFETY: the hook runs between fork and exec and makes two syscalls on values built
+        // before the fork: nothing allocates or takes a lock.
+        unsafe {
+            cmd.pre_exec(move || {
+                pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None)?;
+                if let Some(mask) = cpus {
+                    mask.apply_to_this_thread()?;
+                }
+                Ok(())
+            });
         }
         // Its own process group: a Ctrl-C in the terminal reaches loadgen, which stops it.
         cmd.env("RUST_LOG", "info")
@@ -299,7 +309,11 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
 /// threads alive at both ends (c10k's threads live as long as their connection).
 pub fn cpu_us(pids: &[u32]) -> u64 {
     pids.iter()
-        .filter_map(|&p| schedstat_ns(p).map(|ns| ns / 1000).or_else(|| stat_cpu_us(p)))
+        .filter_map(|&p| {
+            schedstat_ns(p)
+                .map(|ns| ns / 1000)
+                .or_else(|| stat_cpu_us(p))
+        })
         .sum()
 }
 
@@ -309,7 +323,11 @@ fn schedstat_ns(pid: u32) -> Option<u64> {
     let mut any = false;
     for t in tasks.flatten() {
         let text = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
-        if let Some(ns) = text.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()) {
+        if let Some(ns) = text
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
             total += ns;
             any = true;
         }

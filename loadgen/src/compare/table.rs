@@ -51,7 +51,10 @@ fn probe_cells(p: Option<&Probe>) -> String {
         opt(s.map(|s| s.cpu_us_per_req), 1),
         opt(s.and_then(|s| s.syscalls_per_req), 2),
         opt(s.and_then(|s| s.uring_ops_per_req).filter(|v| *v > 0.0), 2),
-        opt(s.and_then(|s| s.completions_per_req).filter(|v| *v > 0.0), 2),
+        opt(
+            s.and_then(|s| s.completions_per_req).filter(|v| *v > 0.0),
+            2
+        ),
         p.p50_us,
         p.p99_us,
         p.p99_9_us,
@@ -59,7 +62,12 @@ fn probe_cells(p: Option<&Probe>) -> String {
     )
 }
 
-fn notes(status: Status, reason: &Option<String>, notes: &[String], probe: Option<&Probe>) -> String {
+fn notes(
+    status: Status,
+    reason: &Option<String>,
+    notes: &[String],
+    probe: Option<&Probe>,
+) -> String {
     let mut all: Vec<String> = Vec::new();
     match status {
         Status::Skipped => all.push(format!("skipped: {}", reason.as_deref().unwrap_or(""))),
@@ -87,7 +95,11 @@ fn capacity_section(r: &Results, out: &mut String) {
             continue;
         }
         let common = r.common_rates.iter().find(|c| c.conns == conns);
-        let _ = writeln!(out, "\n### Capacity at {} connections\n", thousands(conns as f64));
+        let _ = writeln!(
+            out,
+            "\n### Capacity at {} connections\n",
+            thousands(conns as f64)
+        );
         let _ = writeln!(
             out,
             "Capacity: the highest open-loop rate with ≥ {:.0}% of it achieved and p99 ≤ {bound_ms} ms. {}\n",
@@ -113,11 +125,7 @@ fn capacity_section(r: &Results, out: &mut String) {
             );
         }
     }
-    if r
-        .capacity
-        .iter()
-        .any(|s| s.bound == Some(Bound::Loadgen))
-    {
+    if r.capacity.iter().any(|s| s.bound == Some(Bound::Loadgen)) {
         out.push_str("\n‡ loadgen's own CPU was the limit (its event loop saturated or woke late at the lowest failing rate): the server kept up with at least this rate, and its capacity is higher. Not a server result.\n");
     }
 }
@@ -181,7 +189,11 @@ pub fn document(r: &Results, charts: &[(String, String)]) -> String {
         out,
         "- **Machine**: {} cores ({}), {:.1} GiB RAM, Linux {}; open-file limit {}",
         m.nproc,
-        if m.cpu.is_empty() { "unknown CPU" } else { &m.cpu },
+        if m.cpu.is_empty() {
+            "unknown CPU"
+        } else {
+            &m.cpu
+        },
         m.mem_total_kib as f64 / (1024.0 * 1024.0),
         m.kernel,
         m.nofile

@@ -1,72 +1,150 @@
-//! `loadgen compare` end to end: two backends, both protocols, short steps, every output file.
+//! `loadgen compare` end to end at a small size: two backends, a capacity search over a narrow
+//! rate range, the common-rate probe, and an idle sweep of 0 and 200 idle connections. Asserts
+//! the structure of every output, the pinning as /proc saw it, and what the idle sweep is for:
+//! poll's descriptors examined per request grow with idle connections, epoll's do not.
 //! No timing is asserted: the machine may be busy.
 
 mod common;
 
 use common::{loadgen, stderr, stdout};
 
+fn examined(json: &serde_json::Value, subject: &str, idle: u64) -> f64 {
+    let step = json["idle"]
+        .as_array()
+        .expect("idle steps")
+        .iter()
+        .find(|s| s["subject"] == subject && s["idle"] == idle)
+        .unwrap_or_else(|| panic!("no idle step for {subject} {idle}: {json}"));
+    assert_eq!(step["status"], "ok", "{step}");
+    step["probe"]["server"]["examined_per_req"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no examined_per_req: {step}"))
+}
+
 #[test]
-fn compare_two_backends_writes_table_json_and_charts() {
+fn compare_finds_capacity_and_the_cost_of_idle_connections() {
     let dir = tempfile::tempdir().unwrap();
-    let server = common::c10k();
-    let out = loadgen()
-        .args(["compare", "--backends", "epoll,poll", "--conns", "10,20"])
-        .args(["--duration", "0.5s", "--warmup", "0.1s", "--out"])
+    let nproc = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut cmd = loadgen();
+    cmd.args(["compare", "--backends", "epoll,poll", "--conns", "20"])
+        .args(["--start-rate", "250", "--max-rate", "1000"])
+        .args(["--duration", "0.3s", "--warmup", "0.1s"])
+        .args(["--idle", "0,200", "--active", "10", "--idle-rate", "300"])
+        .arg("--out")
         .arg(dir.path())
         .arg("--server")
-        .arg(&server)
-        .output()
-        .expect("loadgen runs");
+        .arg(common::c10k());
+    if nproc >= 2 {
+        cmd.args(["--server-cpus", "0", "--loadgen-cpus", "1"]);
+    }
+    let out = cmd.output().expect("loadgen runs");
     assert!(out.status.success(), "compare failed: {}", stderr(&out));
-    let table = stdout(&out);
-    assert!(table.contains("| backend | proto | conns |"), "{table}");
+    let report = stdout(&out);
+    assert!(
+        report.contains("### Capacity at 20 connections"),
+        "{report}"
+    );
+    assert!(report.contains("### Idle connections"), "{report}");
 
     let json: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join("results.json")).expect("results.json"),
     )
     .expect("results.json is JSON");
-    let steps = json["steps"].as_array().expect("steps");
-    for backend in ["epoll", "poll"] {
-        for proto in ["http", "echo"] {
-            for conns in [10, 20] {
-                let step = steps
-                    .iter()
-                    .find(|s| s["backend"] == backend && s["proto"] == proto && s["conns"] == conns)
-                    .unwrap_or_else(|| panic!("no row for {backend} {proto} {conns}: {json}"));
-                assert_eq!(step["status"], "ok", "{step}");
-                let m = &step["metrics"];
-                let rps = m["req_per_s"].as_f64().unwrap();
-                assert!(rps > 0.0, "req/s {rps} for {backend} {proto} {conns}");
-                let sys = m["syscalls_per_req"].as_f64().unwrap_or(0.0);
-                assert!(
-                    sys > 0.0,
-                    "syscalls/req {sys} for {backend} {proto} {conns}"
-                );
-                assert!(m["rss_peak_kib"].as_u64().unwrap() > 0, "{m}");
-                assert!(m["conns_held"].as_u64().unwrap() > 0, "{m}");
-            }
-        }
+    // Pinning: asked, recorded, and what /proc says the processes were allowed.
+    let pinning = &json["settings"]["pinning"];
+    if nproc >= 2 {
+        assert_eq!(pinning["server_cpus"], "0", "{pinning}");
+        assert_eq!(pinning["loadgen_cpus"], "1", "{pinning}");
+        assert_eq!(pinning["loadgen_observed"], "1", "{pinning}");
     }
-    assert!(json["machine"]["nproc"].as_u64().unwrap() >= 1);
-    assert!(json["command"].as_str().unwrap().contains("compare"));
+    for backend in ["epoll", "poll"] {
+        let step = json["capacity"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["subject"] == backend && s["conns"] == 20)
+            .unwrap_or_else(|| panic!("no capacity step for {backend}: {json}"));
+        assert_eq!(step["status"], "ok", "{step}");
+        if nproc >= 2 {
+            assert_eq!(step["server_cpus_observed"], "0", "{step}");
+        }
+        let probes = step["search"]["probes"].as_array().expect("probes");
+        assert!(!probes.is_empty(), "{step}");
+        assert_eq!(probes[0]["target_rate"], 250.0, "{step}");
+        // The bound says who set the figure; a number is there whenever a probe passed.
+        let bound = step["bound"].as_str().expect("a bound");
+        assert!(
+            ["server", "loadgen", "max-rate", "below-min"].contains(&bound),
+            "{step}"
+        );
+        // The figure is the highest rate that passed.
+        let highest_pass = probes
+            .iter()
+            .filter(|p| p["pass"] == true)
+            .filter_map(|p| p["target_rate"].as_f64())
+            .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
+        assert_eq!(step["capacity"].as_f64(), highest_pass, "{step}");
+        let server = &step["at_common"]["server"];
+        assert!(server["cpu_us_per_req"].as_f64().unwrap() > 0.0, "{step}");
+        assert!(server["syscalls_per_req"].as_f64().unwrap() > 0.0, "{step}");
+        // io_uring operations are counted apart from syscalls (zero for readiness backends).
+        assert_eq!(server["uring_ops_per_req"].as_f64(), Some(0.0), "{step}");
+    }
+    let common = json["common_rates"][0]["rate"]
+        .as_f64()
+        .expect("a common rate");
+    assert!(common > 0.0 && common <= 500.0, "{json}");
+
+    // poll hands every registered descriptor to each wait; epoll only the ready ones.
+    let (poll0, poll200) = (examined(&json, "poll", 0), examined(&json, "poll", 200));
+    let (epoll0, epoll200) = (examined(&json, "epoll", 0), examined(&json, "epoll", 200));
+    assert!(
+        poll200 > 3.0 * poll0,
+        "poll examined/req: {poll0:.1} with 0 idle, {poll200:.1} with 200"
+    );
+    assert!(
+        epoll200 < 1.5 * epoll0,
+        "epoll examined/req: {epoll0:.1} with 0 idle, {epoll200:.1} with 200"
+    );
+    // Memory per connection is measured with the idle connections open.
+    let with_idle = json["idle"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["subject"] == "epoll" && s["idle"] == 200)
+        .unwrap();
+    assert!(
+        with_idle["rss_per_conn_kib"].as_f64().is_some(),
+        "{with_idle}"
+    );
 
     let md = std::fs::read_to_string(dir.path().join("results.md")).expect("results.md");
-    assert!(md.contains("epoll") && md.contains("poll"), "{md}");
-    assert!(md.contains("Linux") && md.contains("Command"), "{md}");
-    for metric in ["throughput", "p99", "memory", "syscalls"] {
-        for proto in ["http", "echo"] {
-            let path = dir.path().join(format!("{metric}-{proto}.svg"));
-            let svg = std::fs::read_to_string(&path)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            assert!(svg.trim_start().starts_with("<svg"), "{}", path.display());
-            assert!(
-                svg.contains("<polyline") || svg.contains("<path"),
-                "{} has no line",
-                path.display()
-            );
-            assert!(svg.trim_end().ends_with("</svg>"), "{}", path.display());
-            assert!(md.contains(&format!("{metric}-{proto}.svg")));
-        }
+    assert!(
+        md.contains("Linux") && md.contains("Command") && md.contains("Pinning"),
+        "{md}"
+    );
+    // The idle sweep's chart comes first.
+    let first_chart = md.find("![").expect("a chart");
+    assert!(
+        md[first_chart..].starts_with("![Server CPU per request"),
+        "{md}"
+    );
+    for chart in [
+        "idle-cpu",
+        "idle-examined",
+        "idle-p99",
+        "memory",
+        "p99-load-20",
+    ] {
+        let path = dir.path().join(format!("{chart}.svg"));
+        let svg =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(svg.trim_start().starts_with("<svg"), "{}", path.display());
+        assert!(svg.trim_end().ends_with("</svg>"), "{}", path.display());
+        assert!(
+            md.contains(&format!("({chart}.svg)")),
+            "{chart} not in results.md"
+        );
     }
 }
 
@@ -84,6 +162,18 @@ fn unknown_backend_is_bad_input() {
         err.contains("kqueue") && err.contains("epoll") && err.contains("busy-poll"),
         "{err}"
     );
+}
+
+#[test]
+fn overlapping_cpus_are_bad_input() {
+    let out = loadgen()
+        .args(["compare", "--backends", "epoll", "--server-cpus", "0"])
+        .args(["--loadgen-cpus", "0", "--server"])
+        .arg(common::c10k())
+        .output()
+        .expect("loadgen runs");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("disjoint"), "{}", stderr(&out));
 }
 
 #[test]

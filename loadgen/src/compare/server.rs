@@ -1,8 +1,8 @@
 //! One c10k server process per step: started on a free loopback port, its ready line read, its
-//! stderr kept (the per-process summary lines), `/stats` asked over HTTP, its process tree sampled
+//! last stderr lines kept (to explain a failure), `/stats` asked over HTTP, its process tree sampled
 //! in /proc (CPU time, resident memory), stopped with SIGTERM.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -13,8 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{kill, pthread_sigmask, SigSet, SigmaskHow, Signal};
 use nix::unistd::Pid;
+
+use super::pin::CpuMask;
 
 /// How long a server may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,14 +34,12 @@ pub struct Spec<'a> {
     pub proto: &'a str,
     pub workers: Option<usize>,
     pub idle_timeout_s: u64,
+    /// Pin the server (and every thread and worker it starts) to these CPUs.
+    pub cpus: Option<CpuMask>,
 }
 
 #[derive(Default)]
 struct Captured {
-    /// `backend=... waits=...` lines: one per event loop or process at exit.
-    summaries: Vec<String>,
-    /// Other lines worth parsing (the pool's size).
-    info: Vec<String>,
     tail: VecDeque<String>,
 }
 
@@ -56,8 +56,6 @@ pub struct Server {
 /// What a stopped server left.
 pub struct Stopped {
     pub status: Option<ExitStatus>,
-    pub summaries: Vec<String>,
-    pub info: Vec<String>,
     pub tail: Vec<String>,
 }
 
@@ -77,6 +75,30 @@ impl Server {
         if let Some(w) = spec.workers {
             cmd.args(["--workers", &w.to_string()]);
         }
+        Server::start_command(cmd, spec.cpus)
+    }
+
+    /// Starts any server that prints `listening on <ip:port> ...` on stdout when ready (c10k,
+    /// or a peer from benches/peers).
+    pub fn start_command(mut cmd: Command, cpus: Option<CpuMask>) -> Result<Server, String> {
+        let exe = cmd.get_program().to_string_lossy().into_owned();
+        // loadgen blocks SIGINT and SIGTERM in its threads (its event loops take them through a
+        // signalfd), and a blocked mask survives exec: unblock them, or SIGTERM would not stop
+        // a server that does not unblock them itself (the peers).
+        let mut unblock = SigSet::empty();
+        unblock.add(Signal::SIGINT);
+        unblock.add(Signal::SIGTERM);
+        // SAFETY: the hook runs between fork and exec and makes two syscalls on values built
+        // before the fork: nothing allocates or takes a lock.
+        unsafe {
+            cmd.pre_exec(move || {
+                pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None)?;
+                if let Some(mask) = cpus {
+                    mask.apply_to_this_thread()?;
+                }
+                Ok(())
+            });
+        }
         // Its own process group: a Ctrl-C in the terminal reaches loadgen, which stops it.
         cmd.env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -85,7 +107,7 @@ impl Server {
             .process_group(0);
         let mut child = cmd
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", spec.exe.display()))?;
+            .map_err(|e| format!("cannot start {exe}: {e}"))?;
         let pid = child.id();
         let captured = Arc::new(Mutex::new(Captured::default()));
         let stdout = child.stdout.take().expect("piped");
@@ -106,11 +128,6 @@ impl Server {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 let mut c = cap.lock().unwrap_or_else(|e| e.into_inner());
-                if line.contains("backend=") && line.contains(" waits=") {
-                    c.summaries.push(line.clone());
-                } else if line.contains("pool: ") && line.contains(" threads") {
-                    c.info.push(line.clone());
-                }
                 if c.tail.len() == TAIL_LINES {
                     c.tail.pop_front();
                 }
@@ -183,8 +200,6 @@ impl Server {
         let c = self.captured.lock().unwrap_or_else(|e| e.into_inner());
         Stopped {
             status,
-            summaries: c.summaries.clone(),
-            info: c.info.clone(),
             tail: c.tail.iter().cloned().collect(),
         }
     }
@@ -248,24 +263,6 @@ pub fn fetch_stats(addr: SocketAddr, timeout: Duration) -> Option<serde_json::Va
     serde_json::from_str(body.trim()).ok()
 }
 
-/// Sums the `key=value` counters of summary lines (one per event loop or worker process).
-pub fn sum_summaries(lines: &[String]) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    for line in lines {
-        let Some(start) = line.find("backend=") else {
-            continue;
-        };
-        for kv in line[start..].split_whitespace() {
-            if let Some((k, v)) = kv.split_once('=') {
-                if let Ok(v) = v.parse::<u64>() {
-                    *out.entry(k.to_string()).or_insert(0) += v;
-                }
-            }
-        }
-    }
-    out
-}
-
 /// A process and its descendants, from the parent links in /proc.
 pub fn process_tree(root: u32) -> Vec<u32> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
@@ -305,16 +302,44 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_string).collect())
 }
 
-/// User + system CPU time of these processes (all their threads, live and exited), µs.
+/// CPU time of these processes, µs: the sum of their live threads' run time from
+/// /proc/PID/task/TID/schedstat (nanoseconds, so that a short probe at a low rate is resolved),
+/// or, where schedstat is missing, user + system time from /proc/PID/stat (10 ms ticks).
+/// Threads that exit during a window take their time with them: a window's delta only counts
+/// threads alive at both ends (c10k's threads live as long as their connection).
 pub fn cpu_us(pids: &[u32]) -> u64 {
     pids.iter()
         .filter_map(|&p| {
-            let f = stat_fields(p)?;
-            let u: u64 = f.get(11)?.parse().ok()?;
-            let s: u64 = f.get(12)?.parse().ok()?;
-            Some((u + s) * TICK_US)
+            schedstat_ns(p)
+                .map(|ns| ns / 1000)
+                .or_else(|| stat_cpu_us(p))
         })
         .sum()
+}
+
+fn schedstat_ns(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0;
+    let mut any = false;
+    for t in tasks.flatten() {
+        let text = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        if let Some(ns) = text
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            total += ns;
+            any = true;
+        }
+    }
+    any.then_some(total)
+}
+
+fn stat_cpu_us(pid: u32) -> Option<u64> {
+    let f = stat_fields(pid)?;
+    let u: u64 = f.get(11)?.parse().ok()?;
+    let s: u64 = f.get(12)?.parse().ok()?;
+    Some((u + s) * TICK_US)
 }
 
 /// A /proc/PID/status memory field (`VmRSS`, `VmHWM`) summed over these processes, KiB.
@@ -328,20 +353,4 @@ pub fn status_kib(pids: &[u32], field: &str) -> u64 {
             line.split_whitespace().nth(1)?.parse::<u64>().ok()
         })
         .sum()
-}
-
-/// Busy time of all cores (user, nice, system, irq, softirq, steal) from /proc/stat, µs.
-pub fn machine_busy_us() -> u64 {
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
-        return 0;
-    };
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal ...
-    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| v.get(i)).sum();
-    busy * TICK_US
 }

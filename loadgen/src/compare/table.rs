@@ -1,13 +1,14 @@
-//! The Markdown outputs: the table (stdout) and results.md (the table with the machine, the
-//! command, the charts and what each column means).
+//! The Markdown outputs: the report (stdout) and results.md (the report with the machine, the
+//! pinning, the command, the charts and what each column means).
 
 use std::fmt::Write as _;
 
-use super::{Results, Status, Step};
+use super::probe::{Bound, Probe};
+use super::{CapacityStep, Results, Status};
 
 /// 12345.6 → "12,346".
-fn thousands(v: f64) -> String {
-    let s = (v.round() as u64).to_string();
+pub fn thousands(v: f64) -> String {
+    let s = (v.round().max(0.0) as u64).to_string();
     let first = match s.len() % 3 {
         0 => 3.min(s.len()),
         r => r,
@@ -24,72 +25,156 @@ fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
-fn row(s: &Step) -> String {
-    let head = format!(
-        "| {} | {} | {} ",
-        s.backend,
-        s.proto,
-        thousands(s.conns as f64)
-    );
-    match (s.status, &s.metrics) {
-        (Status::Ok, Some(m)) => {
-            let sys = match m.syscalls_per_req {
-                Some(v) if m.syscalls_source == "exit-summary" => format!("{v:.2}†"),
-                Some(v) => format!("{v:.2}"),
-                None => "—".into(),
-            };
-            let rss = m.rss_per_conn_kib.map_or("—".into(), |v| format!("{v:.1}"));
-            format!(
-                "{head}| {} | {} | {} | {} | {} | {} | {:.0} | {:.1} | {} | {} | {} |",
-                thousands(m.req_per_s),
-                m.p50_us,
-                m.p99_us,
-                m.p99_9_us,
-                m.connect_p99_us,
-                m.errors,
-                m.server_cpu_pct,
-                m.server_cpu_us_per_req,
-                rss,
-                sys,
-                cell(&s.notes.join("; "))
-            )
-        }
-        (Status::Skipped, _) => format!(
-            "{head}| — | — | — | — | — | — | — | — | — | — | skipped: {} |",
-            cell(s.reason.as_deref().unwrap_or(""))
-        ),
-        _ => format!(
-            "{head}| — | — | — | — | — | — | — | — | — | — | **failed**: {} |",
-            cell(s.reason.as_deref().unwrap_or(""))
-        ),
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("—".into(), |v| format!("{v:.digits$}"))
+}
+
+/// The capacity cell: a number only when the server set it.
+pub fn capacity_cell(s: &CapacityStep) -> String {
+    match (s.status, s.bound, s.capacity) {
+        (Status::Ok, Some(Bound::Server), Some(c)) => thousands(c),
+        (Status::Ok, Some(Bound::Loadgen), Some(c)) => format!("≥ {} ‡", thousands(c)),
+        (Status::Ok, Some(Bound::Loadgen), None) => "? ‡".into(),
+        (Status::Ok, Some(Bound::MaxRate), Some(c)) => format!("≥ {}", thousands(c)),
+        (Status::Ok, _, _) => "< min".into(),
+        _ => "—".into(),
     }
 }
 
-/// The results table, with the backends the kernel lacks listed below it.
-pub fn markdown(r: &Results) -> String {
-    let mut out = String::new();
-    out.push_str(
-        "| backend | proto | conns | req/s | p50 µs | p99 µs | p99.9 µs | connect p99 µs | errors | server CPU % | CPU µs/req | RSS KiB/conn | syscalls/req | notes |\n",
-    );
-    out.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n");
-    for s in &r.steps {
-        out.push_str(&row(s));
-        out.push('\n');
+fn probe_cells(p: Option<&Probe>) -> String {
+    let Some(p) = p else {
+        return "— | — | — | — | — | — | — | —".into();
+    };
+    let s = p.server.as_ref();
+    format!(
+        "{} | {} | {} | {} | {} | {} | {} | {:.1}",
+        opt(s.map(|s| s.cpu_us_per_req), 1),
+        opt(s.and_then(|s| s.syscalls_per_req), 2),
+        opt(s.and_then(|s| s.uring_ops_per_req).filter(|v| *v > 0.0), 2),
+        opt(
+            s.and_then(|s| s.completions_per_req).filter(|v| *v > 0.0),
+            2
+        ),
+        p.p50_us,
+        p.p99_us,
+        p.p99_9_us,
+        p.loadgen_cpu_us_per_req
+    )
+}
+
+fn notes(
+    status: Status,
+    reason: &Option<String>,
+    notes: &[String],
+    probe: Option<&Probe>,
+) -> String {
+    let mut all: Vec<String> = Vec::new();
+    match status {
+        Status::Skipped => all.push(format!("skipped: {}", reason.as_deref().unwrap_or(""))),
+        Status::Failed => all.push(format!("**failed**: {}", reason.as_deref().unwrap_or(""))),
+        Status::Ok => {}
     }
-    if r.steps.iter().any(|s| {
-        s.metrics
-            .as_ref()
-            .is_some_and(|m| m.syscalls_source == "exit-summary")
-    }) {
-        out.push_str(
-            "\n† from the counters the server logged at exit, over its whole life (warm-up and connection set-up included); echo: per 64-byte message. Others: `/stats` deltas over the measured window.\n",
+    all.extend(notes.iter().cloned());
+    if let Some(p) = probe {
+        if !p.pass {
+            all.push(format!(
+                "missed at this rate ({}): {:.0} req/s achieved",
+                p.failed_on.join(", "),
+                p.achieved_rate
+            ));
+        }
+    }
+    cell(&all.join("; "))
+}
+
+fn capacity_section(r: &Results, out: &mut String) {
+    let bound_ms = r.settings.p99_bound_us as f64 / 1000.0;
+    for &conns in &r.settings.conns {
+        let steps: Vec<&CapacityStep> = r.capacity.iter().filter(|s| s.conns == conns).collect();
+        if steps.is_empty() {
+            continue;
+        }
+        let common = r.common_rates.iter().find(|c| c.conns == conns);
+        let _ = writeln!(
+            out,
+            "\n### Capacity at {} connections\n",
+            thousands(conns as f64)
+        );
+        let _ = writeln!(
+            out,
+            "Capacity: the highest open-loop rate with ≥ {:.0}% of it achieved and p99 ≤ {bound_ms} ms. {}\n",
+            r.settings.achieved_share * 100.0,
+            match common {
+                Some(c) => format!(
+                    "The other columns: every subject at {} req/s, half the smallest capacity.",
+                    thousands(c.rate)
+                ),
+                None => "No common rate: no subject passed a probe.".into(),
+            }
+        );
+        out.push_str("| subject | capacity req/s | CPU µs/req | syscalls/req | uring ops/req | completions/req | p50 µs | p99 µs | p99.9 µs | loadgen µs/req | notes |\n");
+        out.push_str("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n");
+        for s in steps {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                s.subject,
+                capacity_cell(s),
+                probe_cells(s.at_common.as_ref()),
+                notes(s.status, &s.reason, &s.notes, s.at_common.as_ref())
+            );
+        }
+    }
+    if r.capacity.iter().any(|s| s.bound == Some(Bound::Loadgen)) {
+        out.push_str("\n‡ loadgen's own CPU was the limit (its event loop saturated or woke late at the lowest failing rate): the server kept up with at least this rate, and its capacity is higher. Not a server result.\n");
+    }
+}
+
+fn idle_section(r: &Results, out: &mut String) {
+    if r.idle.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n### Idle connections: {} active at {} req/s, plus idle ones\n",
+        r.settings.active,
+        thousands(r.settings.idle_rate.unwrap_or(0.0))
+    );
+    out.push_str("| subject | idle | achieved req/s | CPU µs/req | p99 µs | examined/req | syscalls/req | RSS KiB/conn | notes |\n");
+    out.push_str("|---|--:|--:|--:|--:|--:|--:|--:|---|\n");
+    for s in &r.idle {
+        let row = match &s.probe {
+            Some(p) => {
+                let srv = p.server.as_ref();
+                format!(
+                    "{} | {} | {} | {} | {} | {}",
+                    thousands(p.achieved_rate),
+                    opt(srv.map(|s| s.cpu_us_per_req), 1),
+                    p.p99_us,
+                    opt(srv.and_then(|s| s.examined_per_req), 1),
+                    opt(srv.and_then(|s| s.syscalls_per_req), 2),
+                    opt(s.rss_per_conn_kib, 1),
+                )
+            }
+            None => "— | — | — | — | — | —".into(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {row} | {} |",
+            s.subject,
+            thousands(s.idle as f64),
+            notes(s.status, &s.reason, &s.notes, s.probe.as_ref())
         );
     }
-    for b in &r.skipped_backends {
-        let _ = writeln!(out, "\nSkipped backend {}: {}", b.backend, b.reason);
-    }
-    if r.interrupted {
-        out.push_str("\nInterrupted: the sweep stopped early.\n");
+}
+
+/// The report: the idle sweep, then capacity per connection count.
+pub fn markdown(r: &Results) -> String {
+    let mut out = String::new();
+    idle_section(r, &mut out);
+    capacity_section(r, &mut out);
+    for b in &r.skipped {
+        let _ = writeln!(out, "\nSkipped {}: {}", b.subject, b.reason);
     }
     out
 }
@@ -115,30 +200,45 @@ pub fn document(r: &Results, charts: &[(String, String)]) -> String {
     );
     let _ = writeln!(
         out,
-        "- **Load average** (1, 5, 15 min): {} at the start, {} at the end (the machine may be shared: other work shows up as noise)",
+        "- **Pinning**: server on CPU {}, loadgen on CPU {} ({} event-loop thread{}), with sched_setaffinity",
+        s.pinning.server_cpus.as_deref().unwrap_or("any (not pinned)"),
+        s.pinning.loadgen_cpus.as_deref().unwrap_or("any (not pinned)"),
+        s.loadgen_threads,
+        if s.loadgen_threads == 1 { "" } else { "s" }
+    );
+    let _ = writeln!(
+        out,
+        "- **Load average** (1, 5, 15 min): {} at the start, {} at the end (other work on the machine shows up as noise)",
         m.loadavg_start, m.loadavg_end
     );
     let _ = writeln!(out, "- **Date**: {}", m.date);
     let _ = writeln!(out, "- **Command**: `{}`", r.command);
     let _ = writeln!(
         out,
-        "- **Steps**: a fresh server per (backend, protocol, connections){}; {} s measured after {} s of warm-up; loadgen in the same process as the comparison, {} event-loop thread{}, closed loop (one request in flight per connection); HTTP: keep-alive `GET {}`; echo: {}-byte messages, every byte verified",
-        s.workers.map(|w| format!(" with --workers {w}")).unwrap_or_default(),
+        "- **Probes**: open loop, keep-alive `GET {}`, {} s measured after {} s of warm-up (plus 50 µs per connection); a fresh server per step{}",
+        s.http_path,
         s.duration_s,
         s.warmup_s,
-        s.loadgen_threads,
-        if s.loadgen_threads == 1 { "" } else { "s" },
-        s.http_path,
-        s.echo_size
+        s.workers.map(|w| format!(" with --workers {w}")).unwrap_or_default()
     );
     let _ = writeln!(out, "- **Wall time**: {:.0} s", r.wall_s);
-    out.push_str("\n## Results\n\n");
-    out.push_str(&markdown(r));
-    if !charts.is_empty() {
+    let (idle_charts, other_charts): (Vec<_>, Vec<_>) =
+        charts.iter().partition(|(f, _)| f.starts_with("idle"));
+    out.push_str("\n## Idle connections\n");
+    for (file, title) in &idle_charts {
+        let _ = writeln!(out, "\n![{title}]({file})");
+    }
+    idle_section(r, &mut out);
+    out.push_str("\n## Capacity\n");
+    capacity_section(r, &mut out);
+    if !other_charts.is_empty() {
         out.push_str("\n## Charts\n\n");
-        for (file, title) in charts {
+        for (file, title) in other_charts {
             let _ = writeln!(out, "![{title}]({file})\n");
         }
+    }
+    for b in &r.skipped {
+        let _ = writeln!(out, "\nSkipped {}: {}", b.subject, b.reason);
     }
     out.push_str(COLUMNS);
     out
@@ -147,28 +247,26 @@ pub fn document(r: &Results, charts: &[(String, String)]) -> String {
 const COLUMNS: &str = "
 ## Columns
 
-- **req/s**: requests (echo: messages) answered in the measured window, per second.
-- **p50, p99, p99.9 µs**: latency from sending a request to the last byte of its answer (closed
-  loop, so the same as service time). **connect p99**: from `connect()` to the socket being
-  writable.
-- **errors**: failed connects, timeouts, requests lost with their connection, protocol errors,
-  corrupted echoes and non-2xx responses.
-- **server CPU %**: user + system time of the server's processes (all threads) over the measured
-  window, from `/proc/PID/stat`, as a percentage of one core. **CPU µs/req**: the same time
-  divided by the requests answered.
-- **RSS KiB/conn**: the server's peak resident memory during the step (`VmHWM`, summed over its
-  processes) minus its resident memory before any connection (`VmRSS`), divided by the
-  connections held at the end.
-  With few connections the fixed costs met at the first connection (buffers, a thread's stack,
-  io_uring's rings) dominate this figure; read it at 1,000 connections and more.
-- **syscalls/req**: the server's own counters — readiness waits, interest changes (`epoll_ctl`,
-  `fcntl`), reads, writes, accepts, realtime signals taken and overflow scans — divided by the
-  requests (echo: 64-byte messages) it served. For io_uring, reads and writes are operations
-  submitted (many per `io_uring_enter`, which is counted in waits); completions are left out
-  (they are in results.json, by kind, with the rest).
-- **notes**: what changes the meaning of a row: queued connections (pool), 5xx answers,
-  refusals, timeouts, connections not held at the end (still connecting, or lost), and
-  *loadgen saturated*: loadgen's event-loop thread was busy at least 90% of the time or woke
-  late, so the row may measure loadgen rather than the server (loadgen and the server share
-  this machine's cores; `--threads` gives loadgen more).
+- **capacity req/s**: the highest offered rate (open loop, one global schedule) at which the
+  server answered ≥ 99% of it with p99 within the bound. Latency is from each request's intended
+  send time, so queueing in the server counts. Found by doubling the rate until a probe fails,
+  then bisecting. **‡**: the lowest failing probe failed while loadgen's event loop was saturated
+  or lagging: loadgen's ceiling, a lower bound on the server's capacity, never its capacity.
+- **CPU µs/req**: user + system time of the server's processes over the measured window
+  (`/proc/PID/stat`), divided by the requests answered.
+- **syscalls/req**: the server's own counters (`/stats` deltas over the window): readiness waits
+  (select, poll, epoll_wait, sigtimedwait, `io_uring_enter`), interest changes, reads, writes,
+  accepts, realtime signals, overflow scans. **uring ops/req** and **completions/req** are apart:
+  io_uring operations are submitted many per `io_uring_enter` and completions are read from
+  shared memory, so neither is a syscall. The pool answers `/stats` only while a thread is free:
+  its counters are not asked.
+- **p50, p99, p99.9 µs**: from the intended send time to the last byte of the answer.
+- **loadgen µs/req**: loadgen's own CPU per request: what the load cost to make.
+- **examined/req**: descriptors the I/O model looked at per request. select, poll and busy-poll
+  hand every registered descriptor to each wait: waits × registered (connections + listener, per
+  worker). sigio: signals taken, plus every descriptor per overflow scan. uring: completions.
+  epoll, coro, threads and pool are told only of ready descriptors (or block on one): the reads
+  and accepts that readiness led to.
+- **RSS KiB/conn**: resident memory of the server's processes with every connection open, minus
+  before any, divided by the connections.
 ";

@@ -1,0 +1,471 @@
+//! One open-loop probe (a fixed offered rate against a running server, measured from both sides)
+//! and the capacity search built on it: double the rate until a probe fails, then bisect.
+//!
+//! A probe passes when the server kept up — achieved ≥ 99% of the offered rate — with p99 (from
+//! each request's intended send time, so queueing counts) within the bound and no errors. When a
+//! probe fails while loadgen's own event loop was saturated or lagging, the failure says nothing
+//! about the server: the search then reports a lower bound set by loadgen, never a capacity.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::server;
+use crate::config::{Config, HttpOpts, Mode};
+use crate::{Error, Snapshot};
+
+/// Share of the offered rate a probe must achieve.
+pub const ACHIEVED_SHARE: f64 = 0.99;
+/// A loadgen event loop busier than this during a failed probe makes the failure loadgen's.
+const LOADGEN_BUSY: f64 = 0.9;
+/// How long `/stats` may take to answer a loaded server.
+const STATS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The server a probe drives.
+#[derive(Clone, Copy, Debug)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// Its process, for CPU time and memory from /proc (None: not ours to measure).
+    pub pid: Option<u32>,
+    /// It answers `GET /stats` (c10k) even under this load.
+    pub ask_stats: bool,
+}
+
+/// How every probe of a step is run.
+#[derive(Clone, Debug)]
+pub struct ProbeOpts {
+    pub conns: u64,
+    pub duration: Duration,
+    pub warmup: Duration,
+    /// loadgen event-loop threads.
+    pub threads: usize,
+    pub p99_bound: Duration,
+    pub path: String,
+}
+
+/// The server's side of a probe, from /proc and `/stats` deltas over the measured window.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ServerSide {
+    pub cpu_us_per_req: f64,
+    /// Percentage of one core.
+    pub cpu_pct: f64,
+    pub window_s: f64,
+    /// Resident memory of its processes at the end of the probe.
+    pub rss_kib: u64,
+    /// Requests the server counted in the window (`/stats`).
+    pub requests: Option<u64>,
+    /// Syscalls proper (waits, ctl, reads, writes, accepts, signals, overflow scans) per request.
+    pub syscalls_per_req: Option<f64>,
+    /// The same by kind.
+    pub syscalls_by_kind_per_req: BTreeMap<String, f64>,
+    /// io_uring operations submitted per request: not syscalls (one `io_uring_enter` carries
+    /// many), reported apart so that uring's syscall figure compares with the others'.
+    pub uring_ops_per_req: Option<f64>,
+    /// io_uring completions reaped per request (read from shared memory, no syscall).
+    pub completions_per_req: Option<f64>,
+    /// Descriptors registered with the server's loop at the end (connections + listener).
+    pub registered: Option<u64>,
+    /// Descriptors the readiness mechanism looked at per request: see [`examined`].
+    pub examined_per_req: Option<f64>,
+}
+
+/// One probe: a fixed offered rate, measured.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Probe {
+    pub target_rate: f64,
+    pub achieved_rate: f64,
+    pub completed: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p99_9_us: u64,
+    pub errors: u64,
+    pub conns_held: u64,
+    pub pass: bool,
+    /// What failed: "rate", "p99", "errors".
+    pub failed_on: Vec<String>,
+    /// loadgen's event loops: CPU over wall time (1.0 = always busy).
+    pub loadgen_busy: f64,
+    /// loadgen saturated or woke late: a failure is loadgen's, not the server's.
+    pub loadgen_bound: bool,
+    pub loadgen_cpu_us_per_req: f64,
+    pub server: Option<ServerSide>,
+}
+
+/// Why the search stopped where it did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bound {
+    /// The lowest failing rate failed because of the server: `capacity` is the server's.
+    Server,
+    /// The lowest failing rate failed while loadgen was saturated: `capacity` is only a lower
+    /// bound on the server's, set by loadgen.
+    Loadgen,
+    /// Every rate up to the search's maximum passed.
+    MaxRate,
+    /// Even the smallest rate failed.
+    BelowMin,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Search {
+    /// The highest rate that passed (a capacity only when `bound` is Server).
+    pub capacity: Option<f64>,
+    pub bound: Bound,
+    pub probes: Vec<Probe>,
+}
+
+impl Search {
+    /// The server's capacity, only when the server (not loadgen or the search range) set it.
+    pub fn server_capacity(&self) -> Option<f64> {
+        (self.bound == Bound::Server)
+            .then_some(self.capacity)
+            .flatten()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SearchOpts {
+    pub start_rate: f64,
+    pub min_rate: f64,
+    pub max_rate: f64,
+    /// Stop bisecting when (fail − pass) / pass is at most this.
+    pub precision: f64,
+    pub max_probes: usize,
+}
+
+/// Double from `start_rate` while probes pass (halve while they fail), then bisect between the
+/// highest pass and the lowest fail.
+pub fn search(
+    opts: &SearchOpts,
+    probe: &mut dyn FnMut(f64) -> Result<Probe, String>,
+) -> Result<Search, String> {
+    let mut pass: Option<f64> = None;
+    let mut fail: Option<(f64, bool)> = None;
+    let mut probes = Vec::new();
+    let mut rate = opts.start_rate.clamp(opts.min_rate, opts.max_rate).round();
+    let bound = loop {
+        if probes.len() >= opts.max_probes {
+            break match fail {
+                Some((_, true)) => Bound::Loadgen,
+                Some(_) if pass.is_some() => Bound::Server,
+                Some(_) => Bound::BelowMin,
+                None => Bound::MaxRate,
+            };
+        }
+        let p = probe(rate)?;
+        let ok = p.pass;
+        let loadgen = p.loadgen_bound;
+        probes.push(p);
+        if ok {
+            pass = Some(pass.map_or(rate, |v: f64| v.max(rate)));
+        } else if fail.is_none_or(|(f, _)| rate < f) {
+            fail = Some((rate, loadgen));
+        }
+        match (pass, fail) {
+            (Some(lo), Some((hi, _))) if (hi - lo) / lo <= opts.precision || hi <= lo => {
+                break if fail.is_some_and(|(_, l)| l) {
+                    Bound::Loadgen
+                } else {
+                    Bound::Server
+                };
+            }
+            (Some(lo), Some((hi, _))) => rate = ((lo + hi) / 2.0).round(),
+            (Some(lo), None) => {
+                if lo >= opts.max_rate {
+                    break Bound::MaxRate;
+                }
+                rate = (lo * 2.0).min(opts.max_rate);
+            }
+            (None, Some((hi, l))) => {
+                if hi <= opts.min_rate {
+                    break if l { Bound::Loadgen } else { Bound::BelowMin };
+                }
+                rate = (hi / 2.0).max(opts.min_rate).round();
+            }
+            (None, None) => unreachable!("a probe either passes or fails"),
+        }
+    };
+    Ok(Search {
+        capacity: pass,
+        bound,
+        probes,
+    })
+}
+
+/// The capacity of the HTTP server at `addr` (`GET path`, keep-alive): [`search`] over real
+/// open-loop probes of `opts.conns` connections.
+pub fn capacity(
+    target: Target,
+    opts: &ProbeOpts,
+    search_opts: &SearchOpts,
+) -> Result<Search, Error> {
+    search(search_opts, &mut |rate| {
+        run(target, opts, rate).map_err(|e| e.to_string())
+    })
+    .map_err(Error::Io)
+}
+
+/// The server at one moment.
+struct Sample {
+    at: Instant,
+    cpu_us: u64,
+    stats: Option<serde_json::Value>,
+}
+
+fn sample(target: Target, stats: bool) -> Sample {
+    Sample {
+        at: Instant::now(),
+        cpu_us: target
+            .pid
+            .map_or(0, |p| server::cpu_us(&server::process_tree(p))),
+        stats: (stats && target.ask_stats)
+            .then(|| server::fetch_stats(target.addr, STATS_TIMEOUT))
+            .flatten(),
+    }
+}
+
+fn config(target: Target, opts: &ProbeOpts, rate: f64) -> Config {
+    let mode = Mode::Http(HttpOpts {
+        host: target.addr.to_string(),
+        path: opts.path.clone(),
+        method: "GET".into(),
+        body_size: 0,
+        keepalive: true,
+    });
+    let mut cfg = Config::new(mode, target.addr, opts.conns as usize);
+    cfg.threads = opts.threads.max(1);
+    cfg.rate = Some(rate);
+    cfg.duration = Some(opts.duration);
+    // Connecting many sockets takes time that must not count as queueing.
+    cfg.warmup = opts.warmup + Duration::from_micros(50 * opts.conns);
+    // One interval for the warm-up and one for the measured window: a sample at each end.
+    cfg.interval = opts.duration.max(Duration::from_millis(10));
+    cfg.timeout = Duration::from_secs(5);
+    cfg
+}
+
+/// Offers `rate` requests per second to `target` for one probe.
+pub fn run(target: Target, opts: &ProbeOpts, rate: f64) -> Result<Probe, Error> {
+    let cfg = config(target, opts, rate);
+    let start = sample(target, false);
+    let mut base: Option<Sample> = None;
+    let mut last: Option<Sample> = None;
+    let mut on_interval = |s: &Snapshot| {
+        if s.warmup {
+            if base.is_none() {
+                base = Some(sample(target, true));
+            }
+        } else {
+            last = Some(sample(
+                target,
+                base.as_ref().is_some_and(|b| b.stats.is_some()),
+            ));
+        }
+    };
+    let report = crate::run(&cfg, &mut on_interval)?;
+    let base = base.unwrap_or(start);
+    let end = match last {
+        Some(s) => s,
+        None => sample(target, false),
+    };
+    let r = &report;
+    let q = &r.requests;
+    let errors = r.connections.failed
+        + q.timeouts
+        + q.aborted
+        + q.protocol_errors
+        + q.status_4xx
+        + q.status_5xx
+        + q.status_other;
+    let achieved = r.rates.req_per_s;
+    let bound_us = opts.p99_bound.as_micros() as u64;
+    let mut failed_on = Vec::new();
+    if achieved < ACHIEVED_SHARE * rate {
+        failed_on.push("rate".to_string());
+    }
+    if r.latency_us.p99 > bound_us {
+        failed_on.push("p99".to_string());
+    }
+    if errors > 0 {
+        failed_on.push("errors".to_string());
+    }
+    let loadgen_busy = r.loadgen.thread_busy;
+    let loadgen_cpu_us =
+        (r.loadgen.counters.process_user_us + r.loadgen.counters.process_sys_us) as f64;
+    let server = target.pid.map(|pid| {
+        let window = end.at.duration_since(base.at).as_secs_f64().max(1e-6);
+        let cpu = end.cpu_us.saturating_sub(base.cpu_us) as f64;
+        let mut side = ServerSide {
+            cpu_us_per_req: if q.completed > 0 {
+                cpu / q.completed as f64
+            } else {
+                0.0
+            },
+            cpu_pct: cpu / (window * 1e6) * 100.0,
+            window_s: window,
+            rss_kib: server::status_kib(&server::process_tree(pid), "VmRSS"),
+            ..ServerSide::default()
+        };
+        if let (Some(b), Some(e)) = (&base.stats, &end.stats) {
+            counters(&mut side, b, e);
+        }
+        side
+    });
+    Ok(Probe {
+        target_rate: rate,
+        achieved_rate: achieved,
+        completed: q.completed,
+        p50_us: r.latency_us.p50,
+        p99_us: r.latency_us.p99,
+        p99_9_us: r.latency_us.p99_9,
+        errors,
+        conns_held: r.connections.open_at_end,
+        pass: failed_on.is_empty(),
+        failed_on,
+        loadgen_busy,
+        loadgen_bound: r.loadgen.bottleneck || loadgen_busy >= LOADGEN_BUSY,
+        loadgen_cpu_us_per_req: if q.completed > 0 {
+            loadgen_cpu_us / q.completed as f64
+        } else {
+            0.0
+        },
+        server,
+    })
+}
+
+/// Syscalls proper, the kinds `syscalls_total` adds up.
+pub const SYSCALL_KINDS: &[&str] = &[
+    "waits",
+    "ctl",
+    "reads",
+    "writes",
+    "accepts",
+    "signals",
+    "overflow_scans",
+];
+
+/// `/stats` deltas between two samples, per request the server counted.
+fn counters(side: &mut ServerSide, b: &serde_json::Value, e: &serde_json::Value) {
+    let get = |v: &serde_json::Value, k: &str| v["syscalls"][k].as_u64().unwrap_or(0);
+    let delta = |k: &str| get(e, k).saturating_sub(get(b, k));
+    // The closing `/stats` request counts itself.
+    let reqs = e["requests"]
+        .as_u64()
+        .unwrap_or(0)
+        .saturating_sub(b["requests"].as_u64().unwrap_or(0))
+        .saturating_sub(1);
+    if reqs == 0 {
+        return;
+    }
+    let per = |d: u64| d as f64 / reqs as f64;
+    let total = match (e["syscalls_total"].as_u64(), b["syscalls_total"].as_u64()) {
+        (Some(e), Some(b)) => e.saturating_sub(b),
+        _ => SYSCALL_KINDS.iter().map(|k| delta(k)).sum(),
+    };
+    for k in SYSCALL_KINDS {
+        side.syscalls_by_kind_per_req
+            .insert(k.to_string(), per(delta(k)));
+    }
+    side.syscalls_per_req = Some(per(total));
+    side.uring_ops_per_req = Some(per(delta("uring_ops")));
+    side.completions_per_req = Some(per(delta("completions")));
+    side.requests = Some(reqs);
+    // The connections open (the `/stats` one included) and the listener.
+    let registered = e["connections_current"].as_u64().map(|c| c + 1);
+    side.registered = registered;
+    let backend = e["backend"].as_str().unwrap_or("");
+    side.examined_per_req = examined(backend, &|k| delta(k), registered).map(per);
+}
+
+/// Descriptors the I/O model looked at over a window, from its counters:
+/// - select, poll, busy-poll hand every registered descriptor to each wait (or pass):
+///   waits × registered;
+/// - sigio takes one signal per ready descriptor, and scans all of them after an overflow;
+/// - uring reaps one completion per finished operation;
+/// - epoll and coro (epoll underneath) are told only the ready descriptors, and threads and pool
+///   block on one descriptor each: counted as the reads and accepts that readiness led to.
+pub fn examined(
+    backend: &str,
+    delta: &dyn Fn(&str) -> u64,
+    registered: Option<u64>,
+) -> Option<u64> {
+    Some(match backend {
+        "select" | "poll" | "busy-poll" => delta("waits") * registered?,
+        "sigio" => delta("signals") + delta("overflow_scans") * registered?,
+        "uring" => delta("completions"),
+        _ => delta("reads") + delta("accepts"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake server that keeps up to `capacity` req/s, behind a loadgen that saturates at
+    /// `loadgen_max`.
+    fn fake(capacity: f64, loadgen_max: f64) -> impl FnMut(f64) -> Result<Probe, String> {
+        move |rate| {
+            let loadgen_bound = rate > loadgen_max;
+            let pass = rate <= capacity && !loadgen_bound;
+            Ok(Probe {
+                target_rate: rate,
+                pass,
+                loadgen_bound,
+                ..Probe::default()
+            })
+        }
+    }
+
+    fn opts() -> SearchOpts {
+        SearchOpts {
+            start_rate: 1000.0,
+            min_rate: 100.0,
+            max_rate: 1e6,
+            precision: 0.02,
+            max_probes: 30,
+        }
+    }
+
+    #[test]
+    fn finds_a_server_capacity() {
+        let s = search(&opts(), &mut fake(12_345.0, 1e9)).unwrap();
+        assert_eq!(s.bound, Bound::Server);
+        let c = s.server_capacity().unwrap();
+        assert!((12_345.0 * 0.98..=12_345.0).contains(&c), "{c}");
+    }
+
+    #[test]
+    fn a_loadgen_ceiling_is_never_a_capacity() {
+        let s = search(&opts(), &mut fake(1e9, 40_000.0)).unwrap();
+        assert_eq!(s.bound, Bound::Loadgen);
+        assert_eq!(s.server_capacity(), None);
+        assert!(s.capacity.unwrap() >= 40_000.0 * 0.98);
+    }
+
+    #[test]
+    fn searches_down_and_stops_at_the_range() {
+        let s = search(&opts(), &mut fake(300.0, 1e9)).unwrap();
+        assert_eq!(s.bound, Bound::Server);
+        assert!(s.capacity.unwrap() <= 300.0 && s.capacity.unwrap() > 290.0);
+        let s = search(&opts(), &mut fake(50.0, 1e9)).unwrap();
+        assert_eq!(s.bound, Bound::BelowMin);
+        assert_eq!(s.capacity, None);
+        let s = search(&opts(), &mut fake(1e9, 1e9)).unwrap();
+        assert_eq!(s.bound, Bound::MaxRate);
+    }
+
+    #[test]
+    fn descriptors_examined_follow_the_model() {
+        let d = |k: &str| match k {
+            "waits" => 10,
+            "reads" => 20,
+            "accepts" => 1,
+            _ => 0,
+        };
+        assert_eq!(examined("poll", &d, Some(1000)), Some(10_000));
+        assert_eq!(examined("epoll", &d, Some(1000)), Some(21));
+        assert_eq!(examined("select", &d, None), None);
+    }
+}

@@ -179,6 +179,11 @@ pub fn slow_reader_is_cut_by_the_write_timeout(backend: &[&str]) {
             }
         })
     };
+    // First the response is under way (with --workers, another worker may answer /stats before
+    // this connection is even accepted), then the connection is gone.
+    wait_for_stats(&server, "the response never started", |s| {
+        counter(s, "bytes_out") > 1 << 20
+    });
     let s = wait_for_stats(&server, "a slow reader is still held", |s| {
         counter(s, "connections_current") == 1
     });

@@ -59,6 +59,10 @@ pub struct Common {
     /// Open loop: requests per second on one global schedule; latency from the intended time.
     #[arg(long, value_parser = parse_rate)]
     pub rate: Option<f64>,
+    /// Open loop: requests due within one tick are sent together at its end, one wakeup per
+    /// tick; latency still counts from each request's due time. 0: a wakeup per request.
+    #[arg(long, value_parser = parse_duration, default_value = "100us")]
+    pub schedule_tick: Duration,
     /// A connect or request older than this is a timeout (counted and recorded).
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub timeout: Duration,
@@ -213,6 +217,7 @@ impl Common {
         cfg.connect_rate = self.connect_rate;
         cfg.warmup = self.warmup;
         cfg.rate = self.rate;
+        cfg.schedule_tick = self.schedule_tick;
         cfg.timeout = self.timeout;
         cfg.pipeline = pipeline;
         if let Some(s) = &self.source {

@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
+/// The default `--schedule-tick`, µs: short beside the latencies an open-loop sweep bounds
+/// (milliseconds), long enough to send several requests per wakeup at tens of thousands of
+/// requests per second per thread.
+pub const DEFAULT_SCHEDULE_TICK_US: u64 = 100;
 /// Largest `--pipeline` depth.
 pub const MAX_PIPELINE: usize = 1024;
 /// Largest `--procs`.
@@ -38,6 +42,10 @@ pub struct Config {
     pub warmup: Duration,
     /// Open loop: requests per second, one global schedule. None: closed loop.
     pub rate: Option<f64>,
+    /// Open loop: requests due within one tick are sent together at its end (one wakeup per
+    /// tick, not per request); zero sends each at its due time.
+    #[serde(default = "default_schedule_tick")]
+    pub schedule_tick: Duration,
     /// A connect or request older than this is a timeout.
     pub timeout: Duration,
     /// Source addresses, used round-robin by connection; empty: the kernel chooses.
@@ -111,6 +119,7 @@ impl Config {
             connect_rate: None,
             warmup: Duration::ZERO,
             rate: None,
+            schedule_tick: default_schedule_tick(),
             timeout: Duration::from_secs(5),
             sources: Vec::new(),
             pipeline: 1,
@@ -154,6 +163,9 @@ impl Config {
                     return bad(format!("{name} must be a positive number"));
                 }
             }
+        }
+        if self.schedule_tick > Duration::from_secs(1) {
+            return bad("--schedule-tick must be at most 1s".into());
         }
         if self.timeout.is_zero() {
             return bad("--timeout must be positive".into());
@@ -226,6 +238,11 @@ impl Config {
 pub(crate) fn split(total: u64, n: usize, index: usize) -> u64 {
     let n = n as u64;
     total / n + u64::from((index as u64) < total % n)
+}
+
+/// The open-loop schedule's tick: see [`Config::schedule_tick`] and docs/loadgen.md.
+pub fn default_schedule_tick() -> Duration {
+    Duration::from_micros(DEFAULT_SCHEDULE_TICK_US)
 }
 
 /// One thread per core.

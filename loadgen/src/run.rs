@@ -42,6 +42,7 @@ pub(crate) fn run_local(
                     rate,
                     stride: slots as u64,
                     offset: slot as u64,
+                    tick: ns(cfg.schedule_tick),
                 }),
                 reconnect: !matches!(cfg.mode, Mode::Hold(_)),
                 hold: matches!(cfg.mode, Mode::Hold(_)),

@@ -54,7 +54,15 @@ pub struct Config {
     pub pipeline: usize,
     /// Period of the interval snapshots (JSON lines, hdr log, progress).
     pub interval: Duration,
-    /// Set in a worker process: its share of the run.
+    /// This run is one part of a run over several hosts (`--part I/N`): it takes every N-th
+    /// connection and every N-th request of the one global schedule, from the I-th.
+    #[serde(default)]
+    pub part: Option<Share>,
+    /// The run's start in Unix time, seconds (`--start-at`, `--start-in`): connections open
+    /// before it, requests, the warmup and the measurement start at it.
+    #[serde(default)]
+    pub start_at: Option<f64>,
+    /// Set in a worker process: its share of the run (of every part's processes).
     #[serde(default)]
     pub worker: Option<Share>,
     /// The loadgen executable started for `procs > 1` (default: this executable).
@@ -124,6 +132,8 @@ impl Config {
             sources: Vec::new(),
             pipeline: 1,
             interval: Duration::from_secs(1),
+            part: None,
+            start_at: None,
             worker: None,
             worker_exe: None,
         }
@@ -141,11 +151,24 @@ impl Config {
         if self.procs == 0 || self.procs > MAX_PROCS {
             return bad(format!("--procs must be between 1 and {MAX_PROCS}"));
         }
-        if self.procs > self.conns {
+        if let Some(p) = self.part {
+            if p.of == 0 || p.index >= p.of {
+                return bad(format!(
+                    "--part {}/{}: give I/N with I below N (the first part is 0)",
+                    p.index, p.of
+                ));
+            }
+        }
+        if self.procs * self.parts() > self.conns {
             return bad(format!(
-                "--procs {} is more than --conns {}: each process needs a connection",
-                self.procs, self.conns
+                "--procs {} over {} parts is more than --conns {}: each process needs a connection",
+                self.procs,
+                self.parts(),
+                self.conns
             ));
+        }
+        if self.start_at.is_some_and(|t| !(t.is_finite() && t > 0.0)) {
+            return bad("--start-at must be a Unix time in seconds".into());
         }
         if self.pipeline == 0 || self.pipeline > MAX_PIPELINE {
             return bad(format!("--pipeline must be between 1 and {MAX_PIPELINE}"));
@@ -218,9 +241,16 @@ impl Config {
         Ok(())
     }
 
-    /// This process's share of the run: (processes, index).
+    /// This process's share of the run, over every part's processes.
     pub(crate) fn share(&self) -> Share {
-        self.worker.unwrap_or(Share { of: 1, index: 0 })
+        self.worker
+            .or(self.part)
+            .unwrap_or(Share { of: 1, index: 0 })
+    }
+
+    /// Hosts (parts) the run is split over.
+    pub fn parts(&self) -> usize {
+        self.part.map_or(1, |p| p.of)
     }
 
     /// Connections this process opens.
@@ -230,7 +260,8 @@ impl Config {
 
     /// Threads per process actually used: never more than a process's connections.
     pub fn effective_threads(&self) -> usize {
-        self.threads.min((self.conns / self.procs).max(1))
+        self.threads
+            .min((self.conns / (self.procs * self.parts())).max(1))
     }
 }
 

@@ -60,6 +60,7 @@ fn rig<C: Client>(
     let plan = ThreadPlan {
         thread: 0,
         start: Instant::now(),
+        origin: 0,
         target: listener.local_addr().unwrap(),
         conns: vec![ConnPlan {
             global: 0,
@@ -250,7 +251,9 @@ fn the_open_loop_wakes_once_per_tick_and_sends_what_is_due() {
         warmup: 0,
         duration: Some(HOUR),
         requests: None,
+        origin: 0,
         schedule: Some(Schedule {
+            origin: 0,
             rate: 100_000.0,
             stride: 1,
             offset: 0,

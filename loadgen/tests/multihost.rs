@@ -158,3 +158,55 @@ fn two_parts_on_one_schedule_merge_exactly() {
     assert_eq!(samples(&lm), samples(&la) + samples(&lb));
     assert_eq!(samples(&lm), u(&m, "latency_us.count"));
 }
+
+/// A closed loop with `--start-in`: its connections open at once, its first request waits for
+/// the start instant, and then every connection is kept busy (each of the 3 answers requests).
+#[test]
+fn a_closed_loop_waits_for_the_start_and_then_runs() {
+    let (addr, first_request) = tiny_server();
+    let launched = SystemTime::now();
+    let (r, out) = run_json(&[
+        "http",
+        &format!("http://{addr}/"),
+        "-c",
+        "3",
+        "-t",
+        "1",
+        "-d",
+        "300ms",
+        "--start-in",
+        "700ms",
+    ]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let first = first_request.lock().unwrap().expect("requests came");
+    let waited = first.duration_since(launched).unwrap_or_default();
+    assert!(
+        waited.as_secs_f64() >= 0.7,
+        "the first request came {:.3} s after the launch, before the start",
+        waited.as_secs_f64()
+    );
+    assert!(
+        u(&r, "requests.completed") >= 3,
+        "the closed loop never started"
+    );
+    assert_eq!(u(&r, "connections.established"), 3);
+    assert_eq!(u(&r, "requests.timeouts"), 0);
+}
+
+/// A part started after the instant the others started at would be off their schedule: it
+/// refuses (exit 2) and says why.
+#[test]
+fn a_start_instant_in_the_past_is_refused() {
+    let (addr, first_request) = tiny_server();
+    let out = run(&[
+        "http",
+        &format!("http://{addr}/"),
+        "-d",
+        "1s",
+        "--start-at",
+        &format!("{:.3}", unix(SystemTime::now()) - 5.0),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(&out));
+    assert!(stderr(&out).contains("in the past"), "{}", stderr(&out));
+    assert!(first_request.lock().unwrap().is_none());
+}

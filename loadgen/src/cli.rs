@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{default_threads, Config, HoldOpts, HttpOpts, Mode};
+use crate::config::{default_threads, Config, HoldOpts, HttpOpts, Mode, Share};
 use crate::Error;
 
 #[derive(Parser, Debug)]
@@ -59,6 +59,10 @@ pub struct Common {
     /// Open loop: requests per second on one global schedule; latency from the intended time.
     #[arg(long, value_parser = parse_rate)]
     pub rate: Option<f64>,
+    /// Open loop: requests due within one tick are sent together at its end, one wakeup per
+    /// tick; latency still counts from each request's due time. 0: a wakeup per request.
+    #[arg(long, value_parser = parse_duration, default_value = "100us")]
+    pub schedule_tick: Duration,
     /// A connect or request older than this is a timeout (counted and recorded).
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub timeout: Duration,
@@ -68,6 +72,17 @@ pub struct Common {
     /// Worker processes, each with its share of the connections.
     #[arg(long, default_value = "1")]
     pub procs: usize,
+    /// This host's part of a run over several hosts: I/N (from 0/N), each with the same
+    /// --conns, --rate and --requests (the totals), which the parts share.
+    #[arg(long, value_parser = parse_part)]
+    pub part: Option<Share>,
+    /// Start the run at this Unix time (seconds, e.g. `date +%s` + 10): connections open
+    /// before it; requests, warmup and measurement start at it, on every host given it.
+    #[arg(long, value_parser = parse_unix_time)]
+    pub start_at: Option<f64>,
+    /// Start the run this long from now (--start-at, relative).
+    #[arg(long, value_parser = parse_duration, conflicts_with = "start_at")]
+    pub start_in: Option<Duration>,
     /// Event-loop threads per process [default: number of cores].
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
@@ -213,6 +228,12 @@ impl Common {
         cfg.connect_rate = self.connect_rate;
         cfg.warmup = self.warmup;
         cfg.rate = self.rate;
+        cfg.schedule_tick = self.schedule_tick;
+        cfg.part = self.part;
+        cfg.start_at = match self.start_in {
+            Some(d) => Some(unix_now() + d.as_secs_f64()),
+            None => self.start_at,
+        };
         cfg.timeout = self.timeout;
         cfg.pipeline = pipeline;
         if let Some(s) = &self.source {
@@ -229,6 +250,36 @@ impl Common {
         };
         Ok((cfg, outputs))
     }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// `I/N`: part I (from 0) of N.
+pub fn parse_part(s: &str) -> Result<Share, String> {
+    let bad = || format!("{s:?} is not a part: give I/N, e.g. 0/2 and 1/2");
+    let (i, n) = s.split_once('/').ok_or_else(bad)?;
+    let index: usize = i.trim().parse().map_err(|_| bad())?;
+    let of: usize = n.trim().parse().map_err(|_| bad())?;
+    if of == 0 || index >= of {
+        return Err(bad());
+    }
+    Ok(Share { of, index })
+}
+
+/// Unix time in seconds, fractions allowed: `1767225600`, `1767225600.5`.
+pub fn parse_unix_time(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a Unix time in seconds"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("{s:?} is not a Unix time in seconds"));
+    }
+    Ok(v)
 }
 
 fn parse_number(s: &str) -> Result<f64, String> {

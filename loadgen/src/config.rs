@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
+/// The default `--schedule-tick`, µs: short beside the latencies an open-loop sweep bounds
+/// (milliseconds), long enough to send several requests per wakeup at tens of thousands of
+/// requests per second per thread.
+pub const DEFAULT_SCHEDULE_TICK_US: u64 = 100;
 /// Largest `--pipeline` depth.
 pub const MAX_PIPELINE: usize = 1024;
 /// Largest `--procs`.
@@ -38,6 +42,10 @@ pub struct Config {
     pub warmup: Duration,
     /// Open loop: requests per second, one global schedule. None: closed loop.
     pub rate: Option<f64>,
+    /// Open loop: requests due within one tick are sent together at its end (one wakeup per
+    /// tick, not per request); zero sends each at its due time.
+    #[serde(default = "default_schedule_tick")]
+    pub schedule_tick: Duration,
     /// A connect or request older than this is a timeout.
     pub timeout: Duration,
     /// Source addresses, used round-robin by connection; empty: the kernel chooses.
@@ -46,7 +54,15 @@ pub struct Config {
     pub pipeline: usize,
     /// Period of the interval snapshots (JSON lines, hdr log, progress).
     pub interval: Duration,
-    /// Set in a worker process: its share of the run.
+    /// This run is one part of a run over several hosts (`--part I/N`): it takes every N-th
+    /// connection and every N-th request of the one global schedule, from the I-th.
+    #[serde(default)]
+    pub part: Option<Share>,
+    /// The run's start in Unix time, seconds (`--start-at`, `--start-in`): connections open
+    /// before it, requests, the warmup and the measurement start at it.
+    #[serde(default)]
+    pub start_at: Option<f64>,
+    /// Set in a worker process: its share of the run (of every part's processes).
     #[serde(default)]
     pub worker: Option<Share>,
     /// The loadgen executable started for `procs > 1` (default: this executable).
@@ -111,10 +127,13 @@ impl Config {
             connect_rate: None,
             warmup: Duration::ZERO,
             rate: None,
+            schedule_tick: default_schedule_tick(),
             timeout: Duration::from_secs(5),
             sources: Vec::new(),
             pipeline: 1,
             interval: Duration::from_secs(1),
+            part: None,
+            start_at: None,
             worker: None,
             worker_exe: None,
         }
@@ -132,11 +151,24 @@ impl Config {
         if self.procs == 0 || self.procs > MAX_PROCS {
             return bad(format!("--procs must be between 1 and {MAX_PROCS}"));
         }
-        if self.procs > self.conns {
+        if let Some(p) = self.part {
+            if p.of == 0 || p.index >= p.of {
+                return bad(format!(
+                    "--part {}/{}: give I/N with I below N (the first part is 0)",
+                    p.index, p.of
+                ));
+            }
+        }
+        if self.procs * self.parts() > self.conns {
             return bad(format!(
-                "--procs {} is more than --conns {}: each process needs a connection",
-                self.procs, self.conns
+                "--procs {} over {} parts is more than --conns {}: each process needs a connection",
+                self.procs,
+                self.parts(),
+                self.conns
             ));
+        }
+        if self.start_at.is_some_and(|t| !(t.is_finite() && t > 0.0)) {
+            return bad("--start-at must be a Unix time in seconds".into());
         }
         if self.pipeline == 0 || self.pipeline > MAX_PIPELINE {
             return bad(format!("--pipeline must be between 1 and {MAX_PIPELINE}"));
@@ -154,6 +186,9 @@ impl Config {
                     return bad(format!("{name} must be a positive number"));
                 }
             }
+        }
+        if self.schedule_tick > Duration::from_secs(1) {
+            return bad("--schedule-tick must be at most 1s".into());
         }
         if self.timeout.is_zero() {
             return bad("--timeout must be positive".into());
@@ -206,9 +241,16 @@ impl Config {
         Ok(())
     }
 
-    /// This process's share of the run: (processes, index).
+    /// This process's share of the run, over every part's processes.
     pub(crate) fn share(&self) -> Share {
-        self.worker.unwrap_or(Share { of: 1, index: 0 })
+        self.worker
+            .or(self.part)
+            .unwrap_or(Share { of: 1, index: 0 })
+    }
+
+    /// Hosts (parts) the run is split over.
+    pub fn parts(&self) -> usize {
+        self.part.map_or(1, |p| p.of)
     }
 
     /// Connections this process opens.
@@ -218,7 +260,8 @@ impl Config {
 
     /// Threads per process actually used: never more than a process's connections.
     pub fn effective_threads(&self) -> usize {
-        self.threads.min((self.conns / self.procs).max(1))
+        self.threads
+            .min((self.conns / (self.procs * self.parts())).max(1))
     }
 }
 
@@ -226,6 +269,11 @@ impl Config {
 pub(crate) fn split(total: u64, n: usize, index: usize) -> u64 {
     let n = n as u64;
     total / n + u64::from((index as u64) < total % n)
+}
+
+/// The open-loop schedule's tick: see [`Config::schedule_tick`] and docs/loadgen.md.
+pub fn default_schedule_tick() -> Duration {
+    Duration::from_micros(DEFAULT_SCHEDULE_TICK_US)
 }
 
 /// One thread per core.

@@ -3,7 +3,7 @@
 //! their statistics merged at the end.
 
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::client::echo::Echo;
 use crate::client::http::Http;
@@ -21,8 +21,24 @@ pub(crate) fn run_local(
     let share = cfg.share();
     let threads = cfg.effective_threads();
     let slots = share.of * threads;
-    let ns = |d: std::time::Duration| d.as_nanos().min(u128::from(u64::MAX / 2)) as u64;
+    let ns = |d: Duration| d.as_nanos().min(u128::from(u64::MAX / 2)) as u64;
     let start = Instant::now();
+    let origin = match cfg.start_at {
+        None => 0,
+        Some(at) => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            if at < now {
+                return Err(Error::Config(format!(
+                    "--start-at {at:.3} is {:.3} s in the past: this run would not be on the \
+                     others' schedule",
+                    now - at
+                )));
+            }
+            ns(Duration::from_secs_f64(at - now))
+        }
+    };
     let cpu0 = c10k::sys::process_cpu_time();
     let (tx, rx) = mpsc::channel();
     let mut plans: Vec<ThreadPlan> = (0..threads)
@@ -31,6 +47,7 @@ pub(crate) fn run_local(
             ThreadPlan {
                 thread: t,
                 start,
+                origin,
                 target: cfg.target,
                 conns: Vec::new(),
                 pipeline: cfg.pipeline,
@@ -42,6 +59,8 @@ pub(crate) fn run_local(
                     rate,
                     stride: slots as u64,
                     offset: slot as u64,
+                    origin,
+                    tick: ns(cfg.schedule_tick),
                 }),
                 reconnect: !matches!(cfg.mode, Mode::Hold(_)),
                 hold: matches!(cfg.mode, Mode::Hold(_)),
@@ -55,12 +74,16 @@ pub(crate) fn run_local(
         })
         .collect();
     drop(tx);
+    let hold = matches!(cfg.mode, Mode::Hold(_));
     for g in (share.index..cfg.conns).step_by(share.of) {
         let t = (g / share.of) % threads;
         plans[t].conns.push(ConnPlan {
             global: g,
             source: (!cfg.sources.is_empty()).then(|| cfg.sources[g % cfg.sources.len()]),
-            connect_at: cfg.connect_rate.map_or(0, |r| (g as f64 * 1e9 / r) as u64),
+            // A hold's ramp is what it measures: it starts at the start instant. Other runs
+            // connect before it, so that their requests start on the schedule.
+            connect_at: cfg.connect_rate.map_or(0, |r| (g as f64 * 1e9 / r) as u64)
+                + if hold { origin } else { 0 },
         });
     }
     let mut handles = Vec::new();
@@ -101,7 +124,7 @@ pub(crate) fn run_local(
     stats.this.process_sys_us = s1.saturating_sub(cpu0.1).as_micros() as u64;
     stats.this.processes = 1;
     let setup = Setup {
-        conns: cfg.conns_in_process(share.index) as u64,
+        conns: split(cfg.conns as u64, share.of, share.index),
         threads: threads as u64,
         procs: 1,
         pipeline: cfg.pipeline as u64,

@@ -36,10 +36,7 @@ pub(crate) fn run_procs(
     let mut readers = Vec::new();
     for index in 0..cfg.procs {
         let mut share = cfg.clone();
-        share.worker = Some(Share {
-            of: cfg.procs,
-            index,
-        });
+        share.worker = Some(worker_share(cfg, index));
         let input = serde_json::to_vec(&share).map_err(|e| Error::Io(e.to_string()))?;
         let mut child = Command::new(&exe)
             .arg("__worker")
@@ -108,6 +105,16 @@ pub(crate) fn run_procs(
     Ok(report)
 }
 
+/// Worker `index`'s share: over several hosts (--part), this host's workers take their places
+/// among all the hosts' workers, so that they share one schedule and one set of connections.
+fn worker_share(cfg: &Config, index: usize) -> Share {
+    let part = cfg.part.unwrap_or(Share { of: 1, index: 0 });
+    Share {
+        of: part.of * cfg.procs,
+        index: part.index * cfg.procs + index,
+    }
+}
+
 /// `loadgen __worker`: the configuration on stdin, JSON lines on stdout.
 pub fn worker_main() -> ExitCode {
     let out = |msg: &WorkerMsg| {
@@ -138,5 +145,27 @@ pub fn worker_main() -> ExitCode {
             out(&WorkerMsg::Error(e.to_string()));
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Mode;
+
+    /// Two hosts of three processes each: the six workers are six distinct shares of one run.
+    #[test]
+    fn workers_of_parts_are_distinct_shares() {
+        let mut cfg = Config::new(Mode::Echo { size: 64 }, "127.0.0.1:9".parse().unwrap(), 60);
+        cfg.procs = 3;
+        let mut shares = Vec::new();
+        for host in 0..2 {
+            cfg.part = Some(Share { of: 2, index: host });
+            shares.extend((0..3).map(|w| worker_share(&cfg, w)));
+        }
+        assert!(shares.iter().all(|s| s.of == 6));
+        let mut indices: Vec<usize> = shares.iter().map(|s| s.index).collect();
+        indices.sort();
+        assert_eq!(indices, (0..6).collect::<Vec<_>>());
     }
 }

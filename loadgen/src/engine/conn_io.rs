@@ -410,7 +410,8 @@ impl<C: Client, K: Clock> Engine<C, K> {
         if matches!(why, Close::Eof | Close::Reset | Close::Error) {
             self.iv.errors += 1;
         }
-        if self.plan.reconnect && self.may_issue(now) {
+        // Before the run's start nothing may be sent yet, and the slot is reopened all the same.
+        if self.plan.reconnect && (now < self.plan.origin || self.may_issue(now)) {
             self.start_connect(idx, now);
         }
     }

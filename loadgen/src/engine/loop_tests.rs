@@ -60,6 +60,7 @@ fn rig<C: Client>(
     let plan = ThreadPlan {
         thread: 0,
         start: Instant::now(),
+        origin: 0,
         target: listener.local_addr().unwrap(),
         conns: vec![ConnPlan {
             global: 0,
@@ -226,4 +227,65 @@ fn a_hold_keeps_probing_after_a_lost_ping() {
     let q = &r.engine.stats.reqs;
     assert_eq!((q.sent, q.timeouts), (4, 2));
     assert_eq!(r.engine.conns[0].phase, Phase::Open);
+}
+
+/// An open loop of 100K req/s (one due every 10 µs) on a 100 µs tick: the loop does not wake
+/// for each request but at the end of the tick, and that one wakeup sends every request due
+/// in it, each keeping its due time as the start of its latency.
+#[test]
+fn the_open_loop_wakes_once_per_tick_and_sends_what_is_due() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (tx, _rx) = mpsc::channel();
+    let tick = 100_000;
+    let plan = ThreadPlan {
+        thread: 0,
+        start: Instant::now(),
+        target: listener.local_addr().unwrap(),
+        conns: vec![ConnPlan {
+            global: 0,
+            source: None,
+            connect_at: 0,
+        }],
+        pipeline: 1000,
+        timeout: HOUR,
+        warmup: 0,
+        duration: Some(HOUR),
+        requests: None,
+        origin: 0,
+        schedule: Some(Schedule {
+            origin: 0,
+            rate: 100_000.0,
+            stride: 1,
+            offset: 0,
+            tick,
+        }),
+        reconnect: true,
+        hold: false,
+        ping: None,
+        interval: HOUR,
+        snapshots: tx,
+    };
+    let clock = FakeClock::default();
+    let mut e = Engine::new(http("GET", 0), plan, clock.clone()).unwrap();
+    e.connect_due(0);
+    let _peer = listener.accept().unwrap();
+    pump(&mut e, |e| e.conns[0].phase == Phase::Open);
+    // Request 0 was due at 0 and went as the connection opened; 1 is due at 10 µs.
+    assert_eq!(e.stats.reqs.sent, 1);
+    clock.set(5_000);
+    e.dispatch(5_000);
+    assert_eq!(
+        e.deadline(5_000),
+        tick,
+        "the loop would wake for the next request, not for the tick"
+    );
+    clock.set(tick);
+    e.dispatch(tick);
+    assert_eq!(
+        e.stats.reqs.sent, 11,
+        "requests due at 10..=100 µs go in one turn"
+    );
+    let due: Vec<u64> = e.conns[0].inflight.iter().map(|r| r.intended).collect();
+    assert_eq!(due, (0..=10).map(|k| k * 10_000).collect::<Vec<_>>());
+    assert_eq!(e.deadline(tick), 2 * tick);
 }

@@ -28,7 +28,8 @@ pub fn limits() -> Limits {
 
 /// Checks `cfg` against `limits`.
 pub fn check(cfg: &Config, limits: Limits) -> Result<(), Error> {
-    let conns = cfg.conns as u64;
+    // With `--part I/N` this host opens only its share of the run's connections.
+    let conns = (cfg.conns as u64).div_ceil(cfg.parts() as u64);
     let procs = cfg.procs as u64;
     let per_proc = conns.div_ceil(procs);
     let need = per_proc + SPARE_FDS;
@@ -59,4 +60,29 @@ pub fn check(cfg: &Config, limits: Limits) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Mode, Share};
+
+    /// A run split over hosts (`--part I/N`) is checked for this host's share only: 30,000
+    /// connections in two parts fit a 20,000-descriptor host, the same run whole does not.
+    #[test]
+    fn a_part_is_checked_for_its_share_of_the_connections() {
+        let limits = Limits {
+            nofile: 20_000,
+            ports: 28_000,
+        };
+        let whole = Config::new(
+            Mode::Echo { size: 64 },
+            "127.0.0.1:1".parse().unwrap(),
+            30_000,
+        );
+        assert!(check(&whole, limits).is_err());
+        let mut part = whole.clone();
+        part.part = Some(Share { index: 0, of: 2 });
+        check(&part, limits).expect("a half of the run fits one host");
+    }
 }

@@ -288,6 +288,9 @@ impl HttpSession {
                 return None;
             }
         }
+        if let Some(n) = self.on_valid_head(avail, out, env) {
+            return Some(n);
+        }
         // Limits are judged on a prefix of fixed length, so the outcome does not depend on how
         // the head was split across reads. Empty lines before the request line (RFC 9112 §2.2)
         // count against the request line's limit, so that a stream of CRLFs is bounded too.
@@ -369,6 +372,45 @@ impl HttpSession {
                 Some(self.refuse(out, env, c))
             }
         }
+    }
+
+    /// The common case, cheaply: a head that has arrived whole and breaks no rule. httparse
+    /// parses it in one pass and the strict request-line rules are checked on the slices it
+    /// returns (a token method, a visible-ASCII target, 1.0 or 1.1), within both limits and with
+    /// no bare LF. `None` for anything else, which [`Self::on_head`] then takes the careful way,
+    /// finding the first fault in the stream; a head accepted here is one it would accept too.
+    #[inline]
+    fn on_valid_head(
+        &mut self,
+        avail: &[u8],
+        out: &mut Vec<u8>,
+        env: &mut dyn Env,
+    ) -> Option<usize> {
+        let mut headers = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        let Ok(httparse::Status::Complete(n)) = req.parse_with_uninit_headers(avail, &mut headers)
+        else {
+            return None;
+        };
+        let (method, target, minor) = (req.method?, req.path?, req.version?);
+        // Where the field lines start: the request line (and any empty lines before it) ends
+        // there.
+        let fields = req.headers.first().map_or(n - 2, |h| {
+            h.name.as_ptr() as usize - avail.as_ptr() as usize
+        });
+        let valid = fields <= LINE_CAP
+            && n <= fields + FIELDS_CAP
+            && method.bytes().all(chunked::tchar)
+            && target
+                .bytes()
+                .fold(true, |ok, b| ok & (b.wrapping_sub(0x21) < 0x5e))
+            && !bare_lf(&avail[..n]);
+        if !valid {
+            return None;
+        }
+        self.scanned = 0;
+        self.on_request(&req, minor, out, env);
+        Some(n)
     }
 
     /// The head is incomplete: remember how much was seen and where its limit lies.
@@ -875,6 +917,17 @@ fn target_path(t: &str, method: Method) -> Option<&str> {
 /// authority of an absolute-form target. An empty value is valid (RFC 9112 §3.2: sent when the
 /// target URI has no authority).
 fn valid_authority(v: &[u8]) -> bool {
+    // The usual `name[:port]` of letters, digits, '.' and '-' passes in one pass that
+    // vectorises; anything else (IP-literal, percent-encoding, sub-delims) goes the long way.
+    let simple = v.iter().fold(true, |ok, &b| {
+        ok & (b.is_ascii_alphanumeric() | (b == b'.') | (b == b'-') | (b == b':'))
+    });
+    if simple {
+        return match v.iter().position(|&b| b == b':') {
+            None => true,
+            Some(c) => v[c + 1..].iter().all(u8::is_ascii_digit),
+        };
+    }
     let (host_ok, port) = match v.strip_prefix(b"[") {
         // IP-literal = "[" ( IPv6address / IPvFuture ) "]"
         Some(rest) => {

@@ -69,6 +69,17 @@ counter_struct! {
         pub spurious_wakeups: u64,
         /// Requests answered during shutdown (with `Connection: close`).
         pub shutdown_answered: u64,
+        /// pool: requests (HTTP) or chunks (echo) handed to the workers.
+        pub pool_jobs: u64,
+        /// pool: jobs with the workers, waiting for one or being run (a gauge, as of the last
+        /// hand-off or collection; a `/stats` request does not count itself).
+        pub pool_queue_depth: u64,
+        /// pool: the most jobs that were ever waiting or being run at once.
+        pub pool_queue_high_water: u64,
+        /// pool: requests refused because the workers had all they may hold (HTTP: 503).
+        pub pool_rejected: u64,
+        /// pool: time the workers spent running jobs, summed over the workers.
+        pub pool_worker_busy_ns: u64,
         @nested
         pub syscalls: Syscalls,
     }

@@ -159,13 +159,24 @@ pub fn stats_json(backend: &str, scope: &str, workers: usize, counters: &Counter
     .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
-/// The one-line summary logged when a loop ends.
+/// The one-line summary logged when a loop ends; the pool's figures only where it ran jobs.
 pub fn summary_line(backend: &str, c: &Counters) -> String {
     let s = &c.syscalls;
+    let pool = if c.pool_jobs > 0 {
+        format!(
+            " pool_jobs={} pool_rejected={} pool_queue_high_water={} pool_worker_busy_ms={}",
+            c.pool_jobs,
+            c.pool_rejected,
+            c.pool_queue_high_water,
+            c.pool_worker_busy_ns / 1_000_000
+        )
+    } else {
+        String::new()
+    };
     format!(
         "backend={backend} connections={} refused={} requests={} bytes_in={} bytes_out={} \
          waits={} ctl={} reads={} writes={} accepts={} signals={} overflow_scans={} completions={} \
-         uring_ops={} spurious_wakeups={}",
+         uring_ops={} spurious_wakeups={}{pool}",
         c.connections_total,
         c.connections_refused,
         c.requests,

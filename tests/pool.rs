@@ -104,14 +104,7 @@ fn answered_while_frozen(streams: &[TcpStream], expected: usize) -> Vec<usize> {
 /// returns the server, the connections, and which were answered while the worker was frozen
 /// (the refused ones).
 fn overfill(proto: &str, request: &[u8]) -> (Server, Vec<TcpStream>, Vec<usize>) {
-    let server = Server::start(&[
-        "--backend",
-        "pool",
-        "--pool-threads",
-        "1",
-        "--proto",
-        proto,
-    ]);
+    let server = Server::start(&["--backend", "pool", "--pool-threads", "1", "--proto", proto]);
     let streams: Vec<TcpStream> = (0..QUEUE_PER_THREAD + OVER)
         .map(|_| server.connect())
         .collect();
@@ -156,8 +149,16 @@ fn a_request_past_the_queue_gets_503_and_the_queued_ones_are_answered() {
         "{s}"
     );
     assert_eq!(counter(&s, "pool_jobs"), 2 * QUEUE_PER_THREAD as u64, "{s}");
-    assert_eq!(counter(&s, "connections_refused"), 0, "a request, not a connection: {s}");
-    assert_eq!(counter(&s, "requests"), 2 * QUEUE_PER_THREAD as u64 + 1, "{s}");
+    assert_eq!(
+        counter(&s, "connections_refused"),
+        0,
+        "a request, not a connection: {s}"
+    );
+    assert_eq!(
+        counter(&s, "requests"),
+        2 * QUEUE_PER_THREAD as u64 + 1,
+        "{s}"
+    );
 }
 
 #[test]
@@ -208,7 +209,11 @@ fn three_hundred_keep_alive_clients_on_four_workers_are_all_served() {
         }
     }
     let s = stats(&server);
-    assert_eq!(counter(&s, "connections_current"), CLIENTS as u64 + 1, "{s}");
+    assert_eq!(
+        counter(&s, "connections_current"),
+        CLIENTS as u64 + 1,
+        "{s}"
+    );
     assert_eq!(counter(&s, "connections_refused"), 0, "{s}");
     assert_eq!(counter(&s, "pool_rejected"), 0, "{s}");
     assert_eq!(counter(&s, "pool_jobs"), 2 * CLIENTS as u64, "{s}");

@@ -147,7 +147,7 @@ mod tests {
         )
         .run();
         let mut body = done.output.len();
-        assert!(body >= OUTPUT_HIGH_WATER && body < 2 * OUTPUT_HIGH_WATER);
+        assert!((OUTPUT_HIGH_WATER..2 * OUTPUT_HIGH_WATER).contains(&body));
         assert!(done.session.has_pending_output());
         // The session comes back with the stream in progress; the next job goes on with it.
         while done.session.has_pending_output() {

@@ -133,8 +133,8 @@ pub const BACKENDS: &[BackendInfo] = &[
             serve: driver::pool::run,
         },
         teaching: false,
-        model: "blocking I/O on a fixed pool of threads (--pool-threads), excess connections queued",
-        limits: "a connection holds a thread for its whole keep-alive life: beyond the pool, clients wait in a bounded queue, then get 503",
+        model: "half-sync/half-async: one epoll loop owns the sockets and reads each request; --pool-threads workers run the protocol",
+        limits: "at most 256 requests per worker waiting or being served: beyond, that request gets 503 and its connection closes (echo: closed)",
     },
     BackendInfo {
         kind: BackendKind::Coro,

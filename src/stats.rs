@@ -69,6 +69,17 @@ counter_struct! {
         pub spurious_wakeups: u64,
         /// Requests answered during shutdown (with `Connection: close`).
         pub shutdown_answered: u64,
+        /// pool: requests (HTTP) or chunks (echo) handed to the workers.
+        pub pool_jobs: u64,
+        /// pool: jobs with the workers, waiting for one or being run (a gauge, as of the last
+        /// hand-off or collection; a `/stats` request does not count itself).
+        pub pool_queue_depth: u64,
+        /// pool: the most jobs that were ever waiting or being run at once.
+        pub pool_queue_high_water: u64,
+        /// pool: requests refused because the workers had all they may hold (HTTP: 503).
+        pub pool_rejected: u64,
+        /// pool: time the workers spent running jobs, summed over the workers.
+        pub pool_worker_busy_ns: u64,
         @nested
         pub syscalls: Syscalls,
     }
@@ -148,13 +159,24 @@ pub fn stats_json(backend: &str, scope: &str, workers: usize, counters: &Counter
     .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
-/// The one-line summary logged when a loop ends.
+/// The one-line summary logged when a loop ends; the pool's figures only where it ran jobs.
 pub fn summary_line(backend: &str, c: &Counters) -> String {
     let s = &c.syscalls;
+    let pool = if c.pool_jobs > 0 {
+        format!(
+            " pool_jobs={} pool_rejected={} pool_queue_high_water={} pool_worker_busy_ms={}",
+            c.pool_jobs,
+            c.pool_rejected,
+            c.pool_queue_high_water,
+            c.pool_worker_busy_ns / 1_000_000
+        )
+    } else {
+        String::new()
+    };
     format!(
         "backend={backend} connections={} refused={} requests={} bytes_in={} bytes_out={} \
          waits={} ctl={} reads={} writes={} accepts={} signals={} overflow_scans={} completions={} \
-         uring_ops={} spurious_wakeups={}",
+         uring_ops={} spurious_wakeups={}{pool}",
         c.connections_total,
         c.connections_refused,
         c.requests,

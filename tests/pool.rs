@@ -1,161 +1,224 @@
-//! The pool backend's queue: connections beyond the busy threads wait (FIFO) and are served as
-//! soon as a thread frees up; past the queue (4 × threads) they get 503 at once; at the
-//! descriptor limit accepting pauses instead of spinning; SIGTERM answers the queued ones.
+//! The pool as half-sync/half-async: one loop holds every connection, `--pool-threads` workers
+//! run the protocol. Hundreds of keep-alive clients on a few workers are all served; when the
+//! workers are `QUEUE_PER_THREAD` × threads requests behind, the next request (not the next
+//! connection) is refused: HTTP with a 503 and `Connection: close`, echo by closing; the
+//! requests already queued are answered once the workers catch up. Counted in `/stats`.
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::os::fd::AsFd;
+use std::time::Instant;
 
 use common::*;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 
-/// Connections that may wait for a thread, per thread (`driver::pool::QUEUE_PER_THREAD`).
-const QUEUE_PER_THREAD: usize = 4;
+/// Jobs that may wait for a worker or be run, per worker (`driver::pool::QUEUE_PER_THREAD`).
+const QUEUE_PER_THREAD: usize = 256;
+/// Requests sent past what one frozen worker may hold.
+const OVER: usize = 44;
 
-fn get(stream: &TcpStream) -> Response {
-    let mut stream = stream;
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    HttpReader::new(stream).read_response(false).unwrap()
+fn counter(stats: &serde_json::Value, name: &str) -> u64 {
+    stats[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("/stats has no counter {name}: {stats}"))
 }
 
-/// Asserts that nothing arrives on `stream` within `wait`.
-fn assert_silent(stream: &TcpStream, wait: Duration, what: &str) {
-    stream.set_read_timeout(Some(wait)).unwrap();
-    let mut byte = [0u8; 1];
-    match (&*stream).read(&mut byte) {
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-        other => panic!("{what}: expected to wait, got {other:?}"),
+/// One thread of the server held in a ptrace stop: unlike SIGSTOP, which stops every thread of
+/// the process, this leaves the loop running while a worker takes no job. Released on drop.
+struct FrozenThread {
+    tid: Pid,
+}
+
+impl FrozenThread {
+    fn freeze(tid: Pid) -> FrozenThread {
+        // SAFETY: PTRACE_SEIZE and PTRACE_INTERRUPT read no memory of ours (addr and data are
+        // 0); the thread belongs to a child of this process.
+        let seized = unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid.as_raw(), 0, 0) };
+        assert_eq!(
+            seized,
+            0,
+            "ptrace(SEIZE) the worker: {}",
+            std::io::Error::last_os_error()
+        );
+        let frozen = FrozenThread { tid };
+        // SAFETY: as above.
+        let interrupted = unsafe { libc::ptrace(libc::PTRACE_INTERRUPT, tid.as_raw(), 0, 0) };
+        assert_eq!(interrupted, 0, "{}", std::io::Error::last_os_error());
+        match waitpid(tid, Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::PtraceEvent(..) | WaitStatus::Stopped(..)) => frozen,
+            other => panic!("the worker did not stop: {other:?}"),
+        }
     }
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
 }
 
-#[test]
-fn busy_threads_queue_the_next_connection_and_refuse_past_the_queue() {
-    let threads = 2;
-    let server = Server::start(&[
-        "--backend",
-        "pool",
-        "--pool-threads",
-        "2",
-        "--proto",
-        "http",
-    ]);
-    // Two idle keep-alive clients occupy both threads.
-    let a = server.connect();
-    let b = server.connect();
-    assert_eq!(get(&a).status, 200);
-    assert_eq!(get(&b).status, 200);
-    // A third waits in the queue: accepted, but no thread reads its request.
-    let c = server.connect();
-    (&c).write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    assert_silent(&c, Duration::from_millis(300), "queued connection");
-    // Fill the rest of the queue; the next connection is refused at once with a 503.
-    let queued: Vec<TcpStream> = (1..QUEUE_PER_THREAD * threads)
+impl Drop for FrozenThread {
+    fn drop(&mut self) {
+        // SAFETY: as in `freeze`; the thread is in the ptrace stop that PTRACE_INTERRUPT made.
+        unsafe { libc::ptrace(libc::PTRACE_DETACH, self.tid.as_raw(), 0, 0) };
+    }
+}
+
+/// The server's thread named `name` (std names its threads through prctl, shown in `comm`).
+fn thread_named(server: &Server, name: &str) -> Pid {
+    let pid = server.pid();
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|entry| {
+            let tid = entry.ok()?.file_name().to_str()?.parse::<i32>().ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
+            (comm.trim_end() == name).then_some(Pid::from_raw(tid))
+        })
+        .next()
+        .unwrap_or_else(|| panic!("the server has no thread {name}"))
+}
+
+/// Waits until exactly `expected` of `streams` have something to read (and no more, since with
+/// the worker frozen nothing else can be answered); returns their indices.
+fn answered_while_frozen(streams: &[TcpStream], expected: usize) -> Vec<usize> {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let mut fds: Vec<PollFd> = streams
+            .iter()
+            .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN))
+            .collect();
+        nix::poll::poll(&mut fds, PollTimeout::from(100u16)).unwrap();
+        let ready: Vec<usize> = fds
+            .iter()
+            .enumerate()
+            .filter(|(_, fd)| fd.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(i, _)| i)
+            .collect();
+        assert!(ready.len() <= expected, "{} answered", ready.len());
+        if ready.len() == expected {
+            return ready;
+        }
+        assert!(Instant::now() < deadline, "only {} answered", ready.len());
+    }
+}
+
+/// Freezes the one worker, sends one request on each of capacity + OVER connections, and
+/// returns the server, the connections, and which were answered while the worker was frozen
+/// (the refused ones).
+fn overfill(proto: &str, request: &[u8]) -> (Server, Vec<TcpStream>, Vec<usize>) {
+    let server = Server::start(&["--backend", "pool", "--pool-threads", "1", "--proto", proto]);
+    let streams: Vec<TcpStream> = (0..QUEUE_PER_THREAD + OVER)
         .map(|_| server.connect())
         .collect();
-    let refused = server.connect();
-    let r = get(&refused);
-    assert_eq!(r.status, 503);
-    assert_eq!(r.header("connection"), Some("close"));
-    // One of the first two leaves: the queued third is served at once, in order.
-    let left_at = Instant::now();
-    drop(a);
-    let r = HttpReader::new(&c).read_response(false).unwrap();
-    assert_eq!(r.status, 200);
-    assert!(
-        left_at.elapsed() < Duration::from_secs(2),
-        "served {:?} after a thread freed up",
-        left_at.elapsed()
-    );
-    // The refusal is counted.
-    drop((b, c, queued));
-    let s = stats(&server);
-    assert!(s["connections_refused"].as_u64().unwrap() >= 1, "{s}");
-    assert_eq!(s["backend"], "pool");
+    let worker = FrozenThread::freeze(thread_named(&server, "pool-0"));
+    for s in &streams {
+        (&*s).write_all(request).unwrap();
+    }
+    let refused = answered_while_frozen(&streams, OVER);
+    drop(worker);
+    (server, streams, refused)
 }
 
-/// With more threads + queue than descriptors, the pool meets EMFILE: it pauses accepting (no
-/// spin), keeps serving, and takes the waiting clients once descriptors free up.
 #[test]
-fn fd_exhaustion_pauses_accepting_without_spinning() {
-    let server = Server::start_with_fd_limit(
-        48,
-        &[
-            "--backend",
-            "pool",
-            "--pool-threads",
-            "16",
-            "--proto",
-            "http",
-            "--max-conns",
-            "10000",
-        ],
+fn a_request_past_the_queue_gets_503_and_the_queued_ones_are_answered() {
+    let request = b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n";
+    let (server, streams, refused) = overfill("http", request);
+    for &i in &refused {
+        let mut reader = HttpReader::new(&streams[i]);
+        let r = reader.read_response(false).unwrap();
+        assert_eq!(r.status, 503, "connection {i}");
+        assert_eq!(r.header("connection"), Some("close"));
+        assert!(reader.at_clean_eof().unwrap(), "connection {i} left open");
+    }
+    // The queued requests are answered once the worker runs again, and their connections stay
+    // usable: a second request on each.
+    for (i, s) in streams.iter().enumerate() {
+        if refused.contains(&i) {
+            continue;
+        }
+        let mut reader = HttpReader::new(s);
+        let r = reader.read_response(false).unwrap();
+        assert_eq!((r.status, &r.body[..]), (200, &b"Hello, World!"[..]));
+        reader.inner_mut().write_all(request).unwrap();
+        assert_eq!(reader.read_response(false).unwrap().status, 200);
+    }
+    let s = stats(&server);
+    assert_eq!(s["backend"], "pool");
+    assert_eq!(counter(&s, "pool_rejected"), OVER as u64, "{s}");
+    assert_eq!(
+        counter(&s, "pool_queue_high_water"),
+        QUEUE_PER_THREAD as u64,
+        "{s}"
     );
-    let keeper = server.connect();
-    let ask = |path: &str| {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
-        (&keeper).write_all(request.as_bytes()).unwrap();
-        HttpReader::new(&keeper).read_response(false).unwrap()
-    };
-    assert_eq!(ask("/").status, 200);
-    let mut crowd: Vec<TcpStream> = (0..100).map(|_| server.connect()).collect();
-    let accepts = |r: Response| -> u64 {
-        let s: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        s["syscalls"]["accepts"].as_u64().unwrap()
-    };
-    let first = accepts(ask("/stats"));
-    std::thread::sleep(Duration::from_secs(1));
-    let second = accepts(ask("/stats"));
-    assert!(
-        second - first < 500,
-        "{} accept calls in one second at the fd limit: spinning",
-        second - first
+    assert_eq!(counter(&s, "pool_jobs"), 2 * QUEUE_PER_THREAD as u64, "{s}");
+    assert_eq!(
+        counter(&s, "connections_refused"),
+        0,
+        "a request, not a connection: {s}"
     );
-    assert_eq!(ask("/plaintext").body, b"Hello, World!");
-    // The first 60 leave; each of the others is served in turn (and leaves, freeing its thread).
-    let staying = crowd.split_off(60);
-    drop(crowd);
-    for (i, s) in staying.into_iter().enumerate() {
-        let r = std::panic::catch_unwind(|| get(&s).status).ok();
-        assert_eq!(r, Some(200), "waiting client {i} was not served");
+    assert_eq!(
+        counter(&s, "requests"),
+        2 * QUEUE_PER_THREAD as u64 + 1,
+        "{s}"
+    );
+}
+
+#[test]
+fn an_echo_chunk_past_the_queue_closes_its_connection_only() {
+    let (_server, streams, refused) = overfill("echo", b"ping");
+    for &i in &refused {
+        let mut byte = [0u8; 1];
+        assert_eq!((&streams[i]).read(&mut byte).unwrap(), 0, "connection {i}");
+    }
+    for (i, s) in streams.iter().enumerate() {
+        if refused.contains(&i) {
+            continue;
+        }
+        let mut back = [0u8; 4];
+        (&*s)
+            .read_exact(&mut back)
+            .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        assert_eq!(&back, b"ping");
     }
 }
 
-/// SIGTERM (RFC 9112 §9.6): the queued connection's request, already sent, is answered — by the
-/// thread the idle connection frees at the end of the drain window — with `Connection: close`,
-/// rather than refused or dropped; the idle one is closed cleanly; the server exits 0.
+/// The cliff the old pool had (a connection held a thread: 20 of 300 served with 4 threads) is
+/// gone: 300 keep-alive clients with a request each in flight at once, on 4 workers.
 #[test]
-fn sigterm_answers_queued_connections() {
+fn three_hundred_keep_alive_clients_on_four_workers_are_all_served() {
+    const CLIENTS: usize = 300;
     let server = Server::start(&[
         "--backend",
         "pool",
         "--pool-threads",
-        "1",
+        "4",
         "--proto",
         "http",
     ]);
-    let busy = server.connect();
-    assert_eq!(get(&busy).status, 200);
-    let queued = server.connect();
-    (&queued)
-        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    assert_silent(&queued, Duration::from_millis(200), "queued connection");
-    server.signal(nix::sys::signal::Signal::SIGTERM);
-    let mut queued = HttpReader::new(&queued);
-    let r = queued.read_response(false).unwrap();
-    assert_eq!(r.status, 200);
-    assert_eq!(r.header("connection"), Some("close"));
-    assert!(
-        queued.at_clean_eof().unwrap(),
-        "queued connection left open"
+    let mut clients: Vec<HttpReader<TcpStream>> = (0..CLIENTS)
+        .map(|_| HttpReader::new(server.connect()))
+        .collect();
+    for round in 0..2 {
+        for (i, c) in clients.iter_mut().enumerate() {
+            let request = format!("GET /bytes/{} HTTP/1.1\r\nHost: t\r\n\r\n", i + round);
+            c.inner_mut().write_all(request.as_bytes()).unwrap();
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            let r = c
+                .read_response(false)
+                .unwrap_or_else(|e| panic!("client {i}, round {round}: {e}"));
+            assert_eq!((r.status, r.body.len()), (200, i + round), "client {i}");
+        }
+    }
+    let s = stats(&server);
+    assert_eq!(
+        counter(&s, "connections_current"),
+        CLIENTS as u64 + 1,
+        "{s}"
     );
-    let mut reader = HttpReader::new(&busy);
-    assert!(reader.at_clean_eof().unwrap(), "idle connection left open");
-    let status = server.stop_after_signal();
-    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(counter(&s, "connections_refused"), 0, "{s}");
+    assert_eq!(counter(&s, "pool_rejected"), 0, "{s}");
+    assert_eq!(counter(&s, "pool_jobs"), 2 * CLIENTS as u64, "{s}");
+    assert_eq!(counter(&s, "pool_queue_depth"), 0, "{s}");
+    let high_water = counter(&s, "pool_queue_high_water");
+    assert!((1..=CLIENTS as u64).contains(&high_water), "{s}");
+    assert!(counter(&s, "pool_worker_busy_ns") > 0, "{s}");
 }

@@ -56,10 +56,6 @@ pub fn echo_finishes_after_half_close(backend: &[&str]) {
 }
 
 pub fn echo_serves_500_concurrent_connections(backend: &[&str]) {
-    if backend[1] == "pool" {
-        eprintln!("pool: a connection holds one of the --pool-threads threads for its whole life, so 500 open at once cannot all be served: the excess waits in the bounded queue, then gets refused (tests/pool.rs checks exactly that)");
-        return;
-    }
     let server = start(backend, "echo");
     let streams: Vec<TcpStream> = (0..500).map(|_| server.connect()).collect();
     for (i, s) in streams.iter().enumerate() {
@@ -467,10 +463,6 @@ pub fn c10k_ten_thousand_connections_each_echo(backend: &[&str]) {
         eprintln!("busy-poll is a teaching backend: it tries every connection on every pass, so C10K is out of its scope");
         return;
     }
-    if backend[1] == "pool" {
-        eprintln!("pool: a connection holds a thread for its whole life, so 10,000 open connections on a handful of threads is the model's cliff by design: all but threads + queue are refused (tests/pool.rs)");
-        return;
-    }
     // This process holds 10,000 client sockets: two such tests at once would pass our own limit.
     let _one_at_a_time = C10K_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let (_, hard) =
@@ -515,10 +507,6 @@ static C10K_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// At the descriptor limit the server keeps serving its connections, does not spin on accept
 /// (EMFILE), and accepts the waiting clients as soon as descriptors free up.
 pub fn fd_exhaustion_neither_spins_nor_stops_serving(backend: &[&str]) {
-    if backend[1] == "pool" {
-        eprintln!("pool: 100 waiting clients exceed its threads + queue, so the excess is refused with 503 instead of waiting in the backlog (by design); its EMFILE pause is checked in tests/pool.rs");
-        return;
-    }
     let mut args = backend.to_vec();
     args.extend(["--proto", "http", "--max-conns", "10000"]);
     let server = Server::start_with_fd_limit(64, &args);

@@ -1,7 +1,7 @@
-//! Blocking I/O, as the threads and pool drivers do it: one connection on one thread from its
-//! first read to its close, the accept thread that feeds them, and the counters they share.
-//! What the two drivers differ in (a thread per connection, or a fixed pool and a queue) stays in
-//! `threads.rs` and `pool.rs`.
+//! Blocking I/O, as the threads driver does it: one connection on one thread from its first read
+//! to its close, the accept thread that feeds them, and the counters they share. What is
+//! particular to a thread per connection (the thread registry, its cap) stays in `threads.rs`.
+//! (The pool no longer blocks on sockets: it is half-sync/half-async on the reactor, `pool.rs`.)
 //!
 //! Invariants the connection loop keeps:
 //! - Output is bounded by the protocol's high-water mark: a thread writes what `advance` produced

@@ -31,7 +31,7 @@ pub struct DriverOptions {
     pub max_conns: usize,
     /// After SIGINT/SIGTERM, how long in-flight responses may take before the driver exits anyway.
     pub shutdown_grace: Duration,
-    /// Stack size of each connection's thread (threads and pool backends).
+    /// Stack size of each connection's thread (threads backend) or worker (pool backend).
     pub thread_stack_kib: usize,
     /// Threads of the pool backend.
     pub pool_threads: usize,

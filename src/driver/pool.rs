@@ -1,307 +1,216 @@
-//! A fixed pool of blocking threads fed by an accept loop through a bounded queue — the middle
-//! road of the classic texts between a thread per connection and an event loop.
+//! The pool: half-sync/half-async (Schmidt), as Tomcat's NIO connector, Jetty and Apache's event
+//! MPM do it. One event loop (the shared [`Reactor`] over epoll) owns every socket: it accepts,
+//! holds idle keep-alive connections at the cost of an event-loop connection, reads, writes and
+//! enforces the timeouts. Only the protocol runs on the `--pool-threads` workers: whenever a
+//! connection has new input, its session and that input go to a bounded queue as a job; a worker
+//! runs [`crate::proto::Session::advance`] on it and hands the output back, and the loop sends it.
 //!
 //! Invariants this driver keeps:
-//! - Exactly `--pool-threads` connection threads, started once; no thread is ever created per
-//!   connection. A connection holds its thread for its whole keep-alive life (blocking I/O):
-//!   that is the model, and the reason a pool cannot hold C10K.
-//! - Connections beyond the busy threads wait in a FIFO queue of `QUEUE_PER_THREAD` × threads.
-//!   When the queue is full (or `--max-conns` is reached, counting busy and queued), the next
-//!   connection is refused at once — HTTP 503, echo: closed — counted in `connections_refused`,
-//!   and logged at most once a second. A client is served, queued, or told: never left hanging.
-//! - The accept thread (the caller's) waits with poll(2) on the listener and the signalfd, so a
-//!   SIGTERM is seen even when no client connects; EMFILE pauses accepting for 100 ms instead of
-//!   spinning.
-//! - The connection loop, its timeouts and its counters are the blocking one in `blocking.rs`.
-//! - Shutdown (RFC 9112 §9.6), as in the threads backend: take what is already in the backlog,
-//!   close the listener, and raise the flag; every session is then drained ([`Session::drain`]):
-//!   the response in progress or the next one is the last, with `Connection: close`, followed by
-//!   shutdown of writing and a linger, so the client reads the response and not a reset. Queued
-//!   connections are still served (their request may already be here), each for that one last
-//!   request. Idle keep-alive connections get the drain window ([`super::KEEPALIVE_DRAIN_WINDOW`])
-//!   for a last request; when it is over, what has arrived is still served and a connection with
-//!   nothing pending is closed; threads idle since before the signal are woken then with
-//!   `shutdown(SHUT_RD)` on a descriptor their slot holds open. At the end of the grace period what
-//!   is still queued gets the refusal and what is still served is cut.
+//! - Exactly `--pool-threads` workers, started once; a worker never touches a socket, and a
+//!   socket never holds a worker: 10,000 idle connections cost the loop what they cost epoll.
+//! - A connection has at most one job out, and is not read again until it is back and its output
+//!   is flushed: requests on one connection are answered in order (see [`super::reactor::offload`]).
+//! - At most `QUEUE_PER_THREAD` × threads jobs wait for a worker or are being run. A request
+//!   that finds the workers that far behind is refused on its own: HTTP gets `503` with `Connection: close`
+//!   and that connection closes after it (the loop does not parse HTTP, so it cannot tell where
+//!   the refused request ends and the next begins); an echo connection is closed. Other
+//!   connections are untouched. Counted in `pool_rejected`, logged at most once a second.
+//! - Finished jobs wake the loop through an eventfd, written only when the finished list goes
+//!   from empty to not empty; the loop reads it before it takes the list, so no job is left
+//!   behind unannounced.
+//! - `/stats` shows `pool_queue_depth`, `pool_queue_high_water`, `pool_rejected`, `pool_jobs` and
+//!   `pool_worker_busy_ns`; the eventfd's reads and writes are counted with the other syscalls.
+//! - Accepting, EMFILE, deadlines, shutdown (RFC 9112 §9.6) are the reactor's, unchanged; a job
+//!   out when SIGTERM comes is drained when it is back.
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::thread::JoinHandle;
 
+use nix::errno::Errno;
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signalfd::SignalFd;
-use socket2::SockRef;
 
-use super::blocking::{self, Acceptor, ConnLimits, DriverState, ServerState, ThreadEnv};
-use super::kit::{self, RateLimitedLog};
+use super::reactor::offload::{Done, Job, Offload};
+use super::reactor::Reactor;
 use super::DriverOptions;
-use crate::stats::{self, Counters};
-use crate::sys;
+use crate::backend::epoll::Epoll;
+use crate::stats::Counters;
 
-/// Connections that may wait for a thread, per thread of the pool.
-pub const QUEUE_PER_THREAD: usize = 4;
+/// Jobs that may be out at once, per worker: past this the workers are far behind, and a
+/// request is better refused at once than answered after everything queued before it.
+pub const QUEUE_PER_THREAD: usize = 256;
 
-/// Connections waiting for a thread, and how many threads hold one.
 struct Queue {
-    waiting: VecDeque<OwnedFd>,
-    busy: usize,
-    /// Nothing more will be queued (shutdown): threads exit once the queue is empty.
+    jobs: VecDeque<Job>,
+    /// Workers waiting for a job: only then is one woken.
+    idle: usize,
+    /// The loop is gone: workers exit once the queue is empty.
     closed: bool,
 }
 
-/// One pool thread as the accept thread sees it.
 #[derive(Default)]
-struct WorkerSlot {
-    /// The connection it serves; the Arc keeps the descriptor open while the slot holds it.
-    current: Mutex<Option<Arc<OwnedFd>>>,
-    /// The thread is (about to be) blocked reading with nothing in flight.
-    idle: AtomicBool,
+struct Finished {
+    jobs: Vec<Done>,
+    /// Writes to the eventfd since the loop last collected.
+    wakes: u64,
 }
 
-struct PoolState {
-    server: ServerState,
+struct Shared {
     queue: Mutex<Queue>,
-    /// Signalled when a connection is queued, and at shutdown.
+    /// Signalled when a job is queued while a worker is idle, and at the end.
     work: Condvar,
-    /// Signalled when a thread finishes a connection.
-    left: Condvar,
-    slots: Vec<WorkerSlot>,
+    finished: Mutex<Finished>,
+    /// Jobs run to the end, ever: with the loop's count of jobs submitted, how far behind the
+    /// workers are, without taking the queue's lock.
+    jobs_run: AtomicU64,
+    /// Readable while finished jobs wait for the loop.
+    wake: EventFd,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl DriverState for PoolState {
-    const BACKEND: &'static str = "pool";
+/// The workers as the loop holds them; dropping it lets them finish what is queued and joins
+/// them.
+pub struct Workers {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    capacity: usize,
+    submitted: u64,
+}
 
-    fn server(&self) -> &ServerState {
-        &self.server
-    }
-
-    fn connections_ending(&self) -> u64 {
-        connections_ending(self)
+impl Workers {
+    pub fn start(threads: usize, stack_kib: usize) -> io::Result<Workers> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                idle: 0,
+                closed: false,
+            }),
+            work: Condvar::new(),
+            finished: Mutex::new(Finished::default()),
+            jobs_run: AtomicU64::new(0),
+            wake: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
+        });
+        let mut workers = Workers {
+            shared,
+            threads: Vec::with_capacity(threads),
+            capacity: QUEUE_PER_THREAD * threads,
+            submitted: 0,
+        };
+        for index in 0..threads {
+            let shared = Arc::clone(&workers.shared);
+            // On failure, the workers already started are joined by the drop.
+            let handle = std::thread::Builder::new()
+                .name(format!("pool-{index}"))
+                .stack_size(stack_kib * 1024)
+                .spawn(move || work(&shared))?;
+            workers.threads.push(handle);
+        }
+        Ok(workers)
     }
 }
 
-/// Connections whose threads are about to notice that they are over (reset, or idle with the
-/// peer gone): `/stats` does not count them as open, as a single event loop would already have
-/// seen their hang-up. One zero-timeout poll(2) over the busy threads' descriptors.
-fn connections_ending(shared: &PoolState) -> u64 {
-    let held: Vec<(Arc<OwnedFd>, bool)> = shared
-        .slots
-        .iter()
-        .filter_map(|slot| {
-            let fd = lock(&slot.current).clone()?;
-            Some((fd, slot.idle.load(Ordering::SeqCst)))
-        })
-        .collect();
-    let mut fds: Vec<libc::pollfd> = held
-        .iter()
-        .map(|(fd, _)| libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLRDHUP,
-            revents: 0,
-        })
-        .collect();
-    if fds.is_empty() || sys::poll(&mut fds, Some(Duration::ZERO)).is_err() {
-        return 0;
+impl Offload for Workers {
+    fn capacity(&self) -> usize {
+        self.capacity
     }
-    let reset = libc::POLLHUP | libc::POLLERR;
-    held.iter()
-        .zip(&fds)
-        .filter(|((_, idle), p)| {
-            p.revents & reset != 0 || (p.revents & libc::POLLRDHUP != 0 && *idle)
-        })
-        .count() as u64
+
+    fn outstanding(&self) -> usize {
+        (self.submitted - self.shared.jobs_run.load(Ordering::Acquire)) as usize
+    }
+
+    fn submit(&mut self, job: Job) {
+        self.submitted += 1;
+        let mut queue = lock(&self.shared.queue);
+        queue.jobs.push_back(job);
+        let someone_waits = queue.idle > 0;
+        drop(queue);
+        if someone_waits {
+            self.shared.work.notify_one();
+        }
+    }
+
+    fn wake_fd(&self) -> RawFd {
+        self.shared.wake.as_raw_fd()
+    }
+
+    fn collect(&mut self, done: &mut Vec<Done>) -> io::Result<u64> {
+        // Before taking the list: a job finished after this read announces itself again.
+        match self.shared.wake.read() {
+            Ok(_) | Err(Errno::EAGAIN) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let mut finished = lock(&self.shared.finished);
+        done.append(&mut finished.jobs);
+        Ok(std::mem::take(&mut finished.wakes))
+    }
 }
 
-/// Serves until SIGINT/SIGTERM and the end of the grace period; returns the counters.
-pub fn run(
-    listener: OwnedFd,
-    mut signals: SignalFd,
-    options: &DriverOptions,
-) -> io::Result<Counters> {
-    sys::set_nonblocking(listener.as_raw_fd(), true)?;
-    let threads = options.pool_threads.max(1);
-    let capacity = QUEUE_PER_THREAD * threads;
-    let state = Arc::new(PoolState {
-        server: ServerState::new(options.board.clone()),
-        queue: Mutex::new(Queue {
-            waiting: VecDeque::with_capacity(capacity),
-            busy: 0,
-            closed: false,
-        }),
-        work: Condvar::new(),
-        left: Condvar::new(),
-        slots: (0..threads).map(|_| WorkerSlot::default()).collect(),
-    });
-    let limits = ConnLimits::from_options(options);
-    let mut handles = Vec::with_capacity(threads);
-    for index in 0..threads {
-        let state = Arc::clone(&state);
-        let handle = std::thread::Builder::new()
-            .name(format!("pool-{index}"))
-            .stack_size(options.thread_stack_kib * 1024)
-            .spawn(move || worker(index, &state, limits))?;
-        handles.push(handle);
-    }
-    log::info!("pool: {threads} threads, a queue of {capacity} connections");
-    let mut acceptor = Enqueuer {
-        env: ThreadEnv::new(Arc::clone(&state)),
-        options: options.clone(),
-        capacity,
-        refusals: RateLimitedLog::default(),
-        exhaustions: RateLimitedLog::default(),
-    };
-    blocking::accept_until_stopped(&mut acceptor, listener.as_raw_fd(), &mut signals)?;
-    let window_and_grace = state.server.begin_shutdown(options);
-    // They are queued, and served drained.
-    blocking::take_backlog(&mut acceptor, listener.as_raw_fd());
-    drop(listener);
-    lock(&state.queue).closed = true;
-    state.work.notify_all();
-    acceptor.env.flush();
-    let done = finish(&state, window_and_grace);
-    if !done {
-        acceptor.refuse_queued();
-    }
-    acceptor.env.flush();
-    if done {
-        for handle in handles {
+impl Drop for Workers {
+    fn drop(&mut self) {
+        lock(&self.shared.queue).closed = true;
+        self.shared.work.notify_all();
+        for handle in self.threads.drain(..) {
             let _ = handle.join();
         }
     }
-    let counters = *state.server.totals();
-    log::info!("{}", stats::summary_line(PoolState::BACKEND, &counters));
-    Ok(counters)
 }
 
-/// Waits until every queued and served connection is done (see [`blocking::finish`]); at the
-/// end of the grace period the connections being served are cut. True when every connection
-/// has finished.
-fn finish(state: &PoolState, window_and_grace: (Instant, Instant)) -> bool {
-    let queue = lock(&state.queue);
-    blocking::finish(
-        queue,
-        &state.left,
-        window_and_grace,
-        |queue| queue.busy + queue.waiting.len(),
-        |_, how, only_idle| {
-            for slot in &state.slots {
-                if !only_idle || slot.idle.load(Ordering::SeqCst) {
-                    // The slot holds the descriptor open: still that connection's number.
-                    if let Some(fd) = lock(&slot.current).as_ref() {
-                        let _ = SockRef::from(&**fd).shutdown(how);
-                    }
-                }
-            }
-        },
-    )
-}
-
-/// The accept thread: connections queued for the pool.
-struct Enqueuer {
-    env: ThreadEnv<PoolState>,
-    options: DriverOptions,
-    capacity: usize,
-    /// Connections refused because the queue was full.
-    refusals: RateLimitedLog,
-    exhaustions: RateLimitedLog,
-}
-
-impl Acceptor for Enqueuer {
-    type State = PoolState;
-
-    fn env(&mut self) -> &mut ThreadEnv<PoolState> {
-        &mut self.env
-    }
-
-    fn failures(&mut self) -> &mut RateLimitedLog {
-        &mut self.exhaustions
-    }
-
-    /// Queues the connection for the next free thread, or refuses it.
-    fn admit(&mut self, fd: OwnedFd) -> bool {
-        let state = Arc::clone(&self.env.state);
-        let mut queue = lock(&state.queue);
-        let (busy, queued) = (queue.busy, queue.waiting.len());
-        if busy + queued < self.options.max_conns && queued < self.capacity {
-            // Counted before a thread can take it (and count it out).
-            {
-                let mut totals = state.server.totals();
-                totals.connections_current += 1;
-                state.server.publish(&totals);
-            }
-            queue.waiting.push_back(fd);
-            drop(queue);
-            state.work.notify_one();
-            return true;
-        }
-        drop(queue);
-        if busy + queued >= self.options.max_conns {
-            // As in the other backends: the operator asked for this limit.
-            log::debug!(
-                "refused a connection: --max-conns {}",
-                self.options.max_conns
-            );
-        } else {
-            self.refusals.warn(format_args!(
-                "refusing a connection: all {} pool threads busy and the queue of {} full",
-                state.slots.len(),
-                self.capacity,
-            ));
-        }
-        kit::refuse(fd.as_raw_fd(), self.options.proto, &mut self.env);
-        true
-    }
-}
-
-impl Enqueuer {
-    /// At the end of the grace period: connections still waiting for a thread get the refusal
-    /// and are closed.
-    fn refuse_queued(&mut self) {
-        let state = Arc::clone(&self.env.state);
-        let waiting: Vec<OwnedFd> = lock(&state.queue).waiting.drain(..).collect();
-        if !waiting.is_empty() {
-            log::info!("closing {} queued connections", waiting.len());
-        }
-        for fd in &waiting {
-            kit::refuse(fd.as_raw_fd(), self.options.proto, &mut self.env);
-        }
-        state.server.remove_connections(waiting.len() as u64);
-    }
-}
-
-/// A pool thread: takes the oldest queued connection, serves it to its end, takes the next.
-fn worker(index: usize, state: &Arc<PoolState>, limits: ConnLimits) {
-    let slot = &state.slots[index];
-    let mut env = ThreadEnv::new(Arc::clone(state));
+/// A worker: takes the oldest job, runs it, hands it back, waking the loop if it was not yet
+/// told of other finished jobs.
+fn work(shared: &Shared) {
     loop {
-        let fd = {
-            let mut queue = lock(&state.queue);
+        let job = {
+            let mut queue = lock(&shared.queue);
             loop {
-                if let Some(fd) = queue.waiting.pop_front() {
-                    queue.busy += 1;
-                    break Arc::new(fd);
+                if let Some(job) = queue.jobs.pop_front() {
+                    break job;
                 }
                 if queue.closed {
                     return;
                 }
-                queue = state.work.wait(queue).unwrap_or_else(|e| e.into_inner());
+                queue.idle += 1;
+                queue = shared.work.wait(queue).unwrap_or_else(|e| e.into_inner());
+                queue.idle -= 1;
             }
         };
-        *lock(&slot.current) = Some(Arc::clone(&fd));
-        blocking::serve(&fd, &slot.idle, limits, &mut env);
-        env.draining = false;
-        env.flush();
-        // Leave the slot first: the accept thread only shuts down descriptors that slots hold.
-        *lock(&slot.current) = None;
-        state.server.remove_connections(1);
-        drop(fd);
-        lock(&state.queue).busy -= 1;
-        state.left.notify_all();
+        let done = job.run();
+        shared.jobs_run.fetch_add(1, Ordering::Release);
+        let mut finished = lock(&shared.finished);
+        let first = finished.jobs.is_empty();
+        finished.jobs.push(done);
+        if first {
+            finished.wakes += 1;
+        }
+        drop(finished);
+        if first {
+            if let Err(e) = shared.wake.write(1) {
+                log::warn!("pool: cannot wake the loop: {e}");
+            }
+        }
     }
+}
+
+/// Serves until SIGINT/SIGTERM and the end of the grace period; returns the counters.
+pub fn run(listener: OwnedFd, signals: SignalFd, options: &DriverOptions) -> io::Result<Counters> {
+    let threads = options.pool_threads.max(1);
+    let workers = Workers::start(threads, options.thread_stack_kib)?;
+    log::info!(
+        "pool: {threads} workers behind one epoll loop; at most {} requests with them at once",
+        workers.capacity
+    );
+    Reactor::new(
+        Box::new(Epoll::new(false)?),
+        listener,
+        Some(signals),
+        options.clone(),
+    )?
+    .with_offload(Box::new(workers), "pool", options.proto)?
+    .run()
 }

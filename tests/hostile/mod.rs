@@ -241,10 +241,6 @@ pub fn half_closed_client_that_reads_nothing_does_not_spin(backend: &[&str]) {
 /// Item 3: connections that arrive in one burst while the server is busy are all accepted and
 /// served, though they are more than one turn's accept budget and bring a single readiness edge.
 pub fn burst_of_connections_is_all_served(backend: &[&str]) {
-    if backend[1] == "pool" {
-        eprintln!("pool: a connection holds one of its 4 threads for its whole life, so 600 at once are refused beyond the queue by design (issue 12 rebuilds the pool as half-sync/half-async)");
-        return;
-    }
     let server = start_with(backend, "echo", &[]);
     let pids = server_pids(&server);
     // Frozen, the server cannot accept: 600 connections complete in the kernel's backlog and
@@ -268,13 +264,7 @@ pub fn burst_of_connections_is_all_served(backend: &[&str]) {
 /// the client reads a clean EOF: no reset and no lost request. Idle keep-alive connections may
 /// bring one more request in the drain window: it is answered with `Connection: close`.
 pub fn sigterm_answers_requests_already_received(backend: &[&str]) {
-    // The pool holds a thread per keep-alive connection (until issue 12): give it one for each.
-    let extra: &[&str] = if backend[1] == "pool" {
-        &["--pool-threads", "32"]
-    } else {
-        &[]
-    };
-    let server = start_with(backend, "http", extra);
+    let server = start_with(backend, "http", &[]);
     let pids = server_pids(&server);
     let keep_alive = |n: usize| -> Vec<HttpReader<TcpStream>> {
         (0..n)

@@ -22,7 +22,11 @@
 //! - Shutdown (RFC 9112 §9.6) answers every request already received with `Connection: close`,
 //!   gives idle keep-alive connections a short window to bring one more, and then shuts down
 //!   writing and lingers, so that no client reads a reset instead of its response.
+//! - With workers ([`Reactor::with_offload`], the pool): the loop still owns every socket, reads,
+//!   writes and times; only the protocol runs on the workers, one job per connection at a time
+//!   (see [`offload`]).
 
+pub mod offload;
 mod turn;
 
 use std::io;
@@ -31,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signalfd::SignalFd;
 
+use self::offload::{Done, Hook, Offload};
 use self::turn::{
     give_back_buffers, start_lingering, turn, update_interest, Phase, Progress, ReadyConn,
     TurnContext, Verdict,
@@ -41,12 +46,14 @@ use super::kit::{
 };
 use super::{keepalive_drain_window, Clock, DriverOptions, LoopEnv, Timeouts, NEVER};
 use crate::backend::{Event, Features, Interest, Poller, Token};
-use crate::proto::{Session, Status, OUTPUT_HIGH_WATER};
+use crate::proto::{Proto, Session, Status, OUTPUT_HIGH_WATER};
 use crate::stats::{self, Counters};
 use crate::sys;
 
 const LISTENER: Token = u64::MAX;
 const SIGNALS: Token = u64::MAX - 1;
+/// The workers' wake descriptor: finished jobs are waiting.
+const WAKE: Token = u64::MAX - 2;
 
 pub struct Reactor {
     poller: Box<dyn Poller>,
@@ -68,6 +75,8 @@ pub struct Reactor {
     exhaustion: RateLimitedLog,
     /// The poller's `signals` already added to the counters (the signalfd's are counted apart).
     poller_signals: u64,
+    /// Finished jobs being taken back (kept for its allocation).
+    done: Vec<Done>,
 }
 
 impl Reactor {
@@ -95,6 +104,7 @@ impl Reactor {
                 edge_triggered: poller.features().edge_triggered,
                 scratch_in: Vec::with_capacity(READ_CHUNK),
                 scratch_out: Vec::with_capacity(OUTPUT_HIGH_WATER * 2),
+                offload: None,
             },
             poller,
             listener: Some(listener),
@@ -110,7 +120,28 @@ impl Reactor {
             shutdown_deadline: None,
             exhaustion: RateLimitedLog::default(),
             poller_signals: 0,
+            done: Vec::new(),
         })
+    }
+
+    /// Runs the protocol on `workers` instead of on the loop (half-sync/half-async): the loop
+    /// hands a connection's new input to them and writes what they give back.
+    /// `backend` names the model in `/stats` and the summary line.
+    pub fn with_offload(
+        mut self,
+        workers: Box<dyn Offload>,
+        backend: &'static str,
+        proto: Proto,
+    ) -> io::Result<Reactor> {
+        self.shared.env.backend = backend;
+        self.poller
+            .register(workers.wake_fd(), WAKE, Interest::READ)?;
+        self.shared.offload = Some(Hook {
+            workers,
+            proto,
+            rejections: RateLimitedLog::default(),
+        });
+        Ok(self)
     }
 
     /// Runs until SIGINT/SIGTERM and the end of the grace period; returns the counters.
@@ -134,6 +165,7 @@ impl Reactor {
                 match event.token {
                     LISTENER => self.accept_connections(ACCEPTS_PER_TURN),
                     SIGNALS => {}
+                    WAKE => self.take_back_jobs(),
                     token => self.on_event(token, event),
                 }
             }
@@ -195,7 +227,7 @@ impl Reactor {
             return;
         };
         let answered_before = self.shared.env.counters.requests;
-        let verdict = turn(conn, &mut self.shared);
+        let verdict = turn(conn, token, &mut self.shared);
         if self.shutdown_deadline.is_some() {
             let counters = &mut self.shared.env.counters;
             counters.shutdown_answered += counters.requests - answered_before;
@@ -217,10 +249,67 @@ impl Reactor {
         }
         let deadline = conn.deadline(&self.timeouts);
         self.timers.arm(&mut conn.stamps, deadline, token);
-        if let Err(e) = update_interest(&mut *self.poller, self.features, conn, token) {
+        let offloading = self.shared.offload.is_some();
+        if let Err(e) = update_interest(&mut *self.poller, self.features, offloading, conn, token) {
             log::warn!("cannot update interest for fd {}: {e}", conn.fd.as_raw_fd());
             self.close(token);
         }
+    }
+
+    /// The workers finished some jobs: each connection gets its session back, and its output is
+    /// sent at once.
+    fn take_back_jobs(&mut self) {
+        let Some(hook) = self.shared.offload.as_mut() else {
+            return;
+        };
+        let mut done = std::mem::take(&mut self.done);
+        match hook.workers.collect(&mut done) {
+            Ok(wakes) => {
+                let syscalls = &mut self.shared.env.counters.syscalls;
+                syscalls.reads += 1;
+                syscalls.writes += wakes;
+            }
+            Err(e) => log::warn!("reading the workers' wake descriptor: {e}"),
+        }
+        self.shared.env.counters.pool_queue_depth = hook.workers.outstanding() as u64;
+        for job in done.drain(..) {
+            self.take_back(job);
+        }
+        self.done = done;
+    }
+
+    fn take_back(&mut self, job: Done) {
+        let shutting_down = self.shutdown_deadline.is_some();
+        let counters = &mut self.shared.env.counters;
+        counters.pool_worker_busy_ns += job.busy_ns;
+        counters.requests += job.requests;
+        if shutting_down {
+            counters.shutdown_answered += job.requests;
+        }
+        let Some(conn) = self.conns.get_mut(job.token) else {
+            return; // closed at the end of the grace period
+        };
+        conn.away = false;
+        conn.session = job.session;
+        if shutting_down {
+            // The signal came while the session was away (a no-op if it left drained).
+            conn.session.drain();
+        }
+        if job.consumed > 0 {
+            // A request head ended; if another has begun behind it, its clock starts now.
+            conn.stamps.head_started = NEVER;
+        }
+        // Stopped at the high-water mark with input left: offered again once the output drains.
+        conn.fresh_input = job.output.len() >= OUTPUT_HIGH_WATER && !job.input.is_empty();
+        conn.input = job.input;
+        debug_assert_eq!(
+            conn.pending_output(),
+            0,
+            "a job is handed off with the output flushed"
+        );
+        conn.output = job.output;
+        conn.sent = 0;
+        self.drive(job.token);
     }
 
     /// The poller counts its own waits and registrations; `/stats` shows them with the rest.
@@ -377,6 +466,9 @@ impl Reactor {
             write_ready: true,
             peer_eof: false,
             phase: Phase::Serving,
+            away: false,
+            fresh_input: false,
+            refused: false,
             lingered_bytes: 0,
         };
         let token = self.conns.insert(conn);
@@ -462,6 +554,8 @@ impl Reactor {
         for token in self.conns.tokens() {
             if let Some(conn) = self.conns.get_mut(token) {
                 conn.session.drain();
+                // With workers: what is buffered goes to one again, now that the session drains.
+                conn.fresh_input = !conn.input.is_empty();
                 // Echo turns to CloseAfterFlush at once; an HTTP request already buffered is
                 // answered now rather than at the next event.
                 conn.read_ready = true;

@@ -1,11 +1,17 @@
 //! One connection of the reactor and its turn: flush, let the protocol produce, read, until
 //! nothing more can be done now; and lingering after the last response.
+//!
+//! With workers ([`super::offload`]), "let the protocol produce" is handing the session and the
+//! new input to a worker instead; the connection is then away until the job is back, and is
+//! neither read nor timed meanwhile. It reads again only once its output is flushed, so a
+//! connection has one job, and at most one window of output, at a time.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::super::kit::{Stamps, Timed, LINGER_BYTES, LINGER_TIME, MAX_BUFFERED_INPUT, READ_CHUNK};
 use super::super::{Clock, LoopEnv, Timeouts, NEVER};
+use super::offload::{Hook, Job};
 use crate::backend::{Features, Interest, Poller, Token};
 use crate::proto::{Session, Status, OUTPUT_HIGH_WATER};
 use crate::stats::Counters;
@@ -36,6 +42,12 @@ pub(super) struct ReadyConn {
     pub(super) write_ready: bool,
     pub(super) peer_eof: bool,
     pub(super) phase: Phase,
+    /// With workers: the session is with a worker (this one holds a placeholder).
+    pub(super) away: bool,
+    /// With workers: input has arrived (or output has drained) that no worker has seen yet.
+    pub(super) fresh_input: bool,
+    /// With workers: a request was refused (queue full); close once the refusal is sent.
+    pub(super) refused: bool,
     pub(super) lingered_bytes: usize,
     pub(super) stamps: Stamps,
 }
@@ -46,6 +58,10 @@ impl Timed for ReadyConn {
     }
 
     fn deadline(&self, timeouts: &Timeouts) -> u64 {
+        if self.away {
+            // The request is being answered; its deadline is set again when the job is back.
+            return NEVER;
+        }
         self.stamps.deadline(timeouts, self.pending_output() > 0)
     }
 }
@@ -56,7 +72,25 @@ impl ReadyConn {
     }
 
     pub(super) fn is_idle(&self) -> bool {
-        self.input.is_empty() && self.pending_output() == 0 && !self.session.has_pending_output()
+        !self.away
+            && self.input.is_empty()
+            && self.pending_output() == 0
+            && !self.session.has_pending_output()
+    }
+
+    /// Whether the protocol may produce (and so input be read) now. With workers, only once the
+    /// output is flushed: the job's output becomes the connection's whole output.
+    fn has_room(&self, offloading: bool) -> bool {
+        if offloading {
+            self.pending_output() == 0
+        } else {
+            self.pending_output() < OUTPUT_HIGH_WATER
+        }
+    }
+
+    /// The connection is to flush, shut down writing and linger.
+    fn closing(&self) -> bool {
+        self.refused || self.session.status() == Status::CloseAfterFlush
     }
 }
 
@@ -68,6 +102,8 @@ pub(super) struct TurnContext {
     pub(super) edge_triggered: bool,
     pub(super) scratch_in: Vec<u8>,
     pub(super) scratch_out: Vec<u8>,
+    /// The workers that run the protocol, if this loop hands it off (the pool).
+    pub(super) offload: Option<Hook>,
 }
 
 /// What a connection's turn decided.
@@ -108,12 +144,16 @@ impl Progress {
 
 /// One connection's turn: flush, produce, read, until nothing more can be done now or the turn's
 /// budget is spent.
-pub(super) fn turn(conn: &mut ReadyConn, shared: &mut TurnContext) -> Verdict {
+pub(super) fn turn(conn: &mut ReadyConn, token: Token, shared: &mut TurnContext) -> Verdict {
     let mut budget = READ_BUDGET_PER_TURN;
     let fd = conn.fd.as_raw_fd();
     if conn.phase == Phase::Lingering {
         return linger(conn, shared);
     }
+    if conn.away {
+        return Verdict::Keep; // nothing to do until its job is back
+    }
+    let offloading = shared.offload.is_some();
     loop {
         // 1. Send what is pending.
         if conn.pending_output() > 0 && conn.write_ready {
@@ -137,9 +177,17 @@ pub(super) fn turn(conn: &mut ReadyConn, shared: &mut TurnContext) -> Verdict {
             }
             continue;
         }
-        // 2. Let the protocol turn buffered input (or a streamed body) into output.
-        let room = conn.pending_output() < OUTPUT_HIGH_WATER;
-        if room && (!conn.input.is_empty() || conn.session.has_pending_output()) {
+        // 2. Let the protocol turn buffered input (or a streamed body) into output: here, or
+        // (with workers) on a worker, when something new has come since the last job.
+        let room = conn.has_room(offloading);
+        if offloading {
+            if room && (conn.fresh_input || conn.session.has_pending_output()) {
+                if hand_off(conn, token, shared) {
+                    return finish_turn(conn, shared, Verdict::Keep);
+                }
+                continue; // refused: send the refusal
+            }
+        } else if room && (!conn.input.is_empty() || conn.session.has_pending_output()) {
             if conn.output.capacity() == 0 {
                 std::mem::swap(&mut conn.output, &mut shared.scratch_out);
             } else if conn.sent > 0 {
@@ -161,7 +209,7 @@ pub(super) fn turn(conn: &mut ReadyConn, shared: &mut TurnContext) -> Verdict {
                 continue;
             }
         }
-        if conn.session.status() == Status::CloseAfterFlush {
+        if conn.closing() {
             if conn.pending_output() > 0 {
                 break; // wait for writability
             }
@@ -189,6 +237,7 @@ pub(super) fn turn(conn: &mut ReadyConn, shared: &mut TurnContext) -> Verdict {
                 Ok(n) => {
                     shared.env.counters.bytes_in += n as u64;
                     conn.stamps.last_activity = shared.clock.now_ms;
+                    conn.fresh_input = true;
                     budget = budget.saturating_sub(n);
                     // Level-triggered: a short read emptied the socket buffer, so skip the read
                     // that would only say EAGAIN; if more (or a FIN) is there, the next wait
@@ -210,6 +259,62 @@ pub(super) fn turn(conn: &mut ReadyConn, shared: &mut TurnContext) -> Verdict {
         return Verdict::Close;
     }
     finish_turn(conn, shared, Verdict::Keep)
+}
+
+/// Hands the connection's session and input to a worker; false when the workers already have
+/// as many jobs as they may, and the request is refused instead (HTTP: a 503 with
+/// `Connection: close`, and the connection closes after it, since the loop does not know where
+/// the refused request ends; echo: closed).
+fn hand_off(conn: &mut ReadyConn, token: Token, shared: &mut TurnContext) -> bool {
+    let Some(hook) = shared.offload.as_mut() else {
+        return false;
+    };
+    conn.fresh_input = false;
+    let outstanding = hook.workers.outstanding() as u64;
+    if outstanding >= hook.workers.capacity() as u64 {
+        shared.env.counters.pool_rejected += 1;
+        hook.rejections.warn(format_args!(
+            "refusing a request: the workers are {outstanding} requests behind"
+        ));
+        conn.input.clear();
+        conn.refused = true;
+        if conn.output.capacity() == 0 {
+            std::mem::swap(&mut conn.output, &mut shared.scratch_out);
+        }
+        conn.output
+            .extend_from_slice(&Session::refusal(hook.proto, &shared.env));
+        return false;
+    }
+    // The job gets the input at its size; a big read buffer stays with the loop.
+    let input = if conn.input.capacity() >= READ_CHUNK && shared.scratch_in.capacity() == 0 {
+        let exact = conn.input.clone();
+        conn.input.clear();
+        std::mem::swap(&mut conn.input, &mut shared.scratch_in);
+        exact
+    } else {
+        std::mem::take(&mut conn.input)
+    };
+    // The copy of the counters is taken before this job is counted: a `/stats` it answers
+    // shows what was with the workers besides itself.
+    let env = LoopEnv {
+        backend: shared.env.backend,
+        date: shared.env.date.clone(),
+        counters: shared.env.counters,
+        board: shared.env.board.clone(),
+    };
+    let counters = &mut shared.env.counters;
+    counters.pool_jobs += 1;
+    counters.pool_queue_depth = outstanding + 1;
+    counters.pool_queue_high_water = counters.pool_queue_high_water.max(outstanding + 1);
+    let session = std::mem::replace(&mut conn.session, Session::new(hook.proto));
+    hook.workers.submit(Job {
+        token,
+        session,
+        input,
+        env,
+    });
+    conn.away = true;
+    true
 }
 
 /// Gives lent buffers back to the loop when the connection no longer needs them.
@@ -278,9 +383,13 @@ pub(super) fn linger(conn: &mut ReadyConn, shared: &mut TurnContext) -> Verdict 
 
 /// Level-triggered backends are told exactly what the connection can act on now (asking for
 /// readability while the output is full would spin); edge-triggered ones keep both interests.
+/// With workers, a connection whose job is out keeps its read interest until the peer sends
+/// more (usually it waits for the response): one `epoll_ctl` per request saved, and one paid only
+/// by a client that pipelines.
 pub(super) fn update_interest(
     poller: &mut dyn Poller,
     features: Features,
+    offloading: bool,
     conn: &mut ReadyConn,
     token: Token,
 ) -> io::Result<()> {
@@ -290,13 +399,16 @@ pub(super) fn update_interest(
     let can_read = match conn.phase {
         Phase::Lingering => true,
         Phase::Serving => {
-            !conn.peer_eof
-                && conn.session.status() == Status::Open
-                && conn.pending_output() < OUTPUT_HIGH_WATER
+            !conn.away && !conn.peer_eof && !conn.closing() && conn.has_room(offloading)
         }
     };
+    let read = if conn.away && !conn.read_ready {
+        conn.registered.read
+    } else {
+        can_read && !conn.read_ready
+    };
     let wanted = Interest {
-        read: can_read && !conn.read_ready,
+        read,
         write: conn.pending_output() > 0,
     };
     if wanted != conn.registered {

@@ -43,8 +43,6 @@ const DEFAULT_CONNS: &[u64] = &[100, 1000, 10000];
 const QUICK_CONNS: &[u64] = &[100];
 const DEFAULT_IDLE: &[u64] = &[0, 1000, 10000, 50000];
 const QUICK_IDLE: &[u64] = &[0, 1000];
-/// The pool backend's queue, per thread (c10k::driver::pool::QUEUE_PER_THREAD).
-const POOL_QUEUE_PER_THREAD: usize = c10k::driver::pool::QUEUE_PER_THREAD;
 /// Descriptors a process keeps for itself (listener, stdio, epoll, /proc reads).
 const SPARE_FDS: u64 = 64;
 /// How long idle connections may take to open.
@@ -712,14 +710,6 @@ struct Started {
 }
 
 impl Runner<'_> {
-    fn pool_threads(&self, workers: Option<usize>) -> usize {
-        let cores = self.p.placement.server.as_ref().map_or_else(
-            || std::thread::available_parallelism().map_or(1, |n| n.get()),
-            Vec::len,
-        );
-        2 * cores * workers.unwrap_or(1)
-    }
-
     /// Why `subject` cannot serve `conns` connections, by design or on this machine.
     fn cannot(&self, subject: &Subject, conns: u64, workers: Option<usize>) -> Option<String> {
         if let Subject::Backend(backend) = subject {
@@ -727,13 +717,6 @@ impl Runner<'_> {
                 return Some(format!(
                     "busy-poll is a teaching backend that tries every connection in turn: skipped above {} conns",
                     self.a.busy_poll_max
-                ));
-            }
-            let threads = self.pool_threads(workers);
-            if *backend == "pool" && conns as usize > threads {
-                return Some(format!(
-                    "pool: {conns} conns > {threads} threads: a connection holds its thread for its keep-alive life, the rest queue ({} places) then get 503, by design",
-                    threads * POOL_QUEUE_PER_THREAD
                 ));
             }
         }
@@ -765,8 +748,9 @@ impl Runner<'_> {
             })?,
             Subject::Peer(peer) => Server::start_command(peer.command(), cpus)?,
         };
-        // Pool threads answer `/stats` only while one is free.
-        let ask_stats = matches!(subject, Subject::Backend(b) if *b != "pool");
+        // Every backend's loop answers `/stats` (the pool's too: its event loop owns the
+        // sockets, its workers only run requests).
+        let ask_stats = matches!(subject, Subject::Backend(_));
         let pid = server.pid;
         Ok(Started {
             target: Target {

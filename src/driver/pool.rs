@@ -144,7 +144,7 @@ pub fn run(
         let state = Arc::clone(&state);
         let handle = std::thread::Builder::new()
             .name(format!("pool-{index}"))
-            .stack_size(options.thread_stack_kib * 1024)
+            .stack_size(options.config.thread_stack_kib * 1024)
             .spawn(move || worker(index, &state, limits))?;
         handles.push(handle);
     }
@@ -254,7 +254,7 @@ impl Acceptor for Enqueuer {
                 self.capacity,
             ));
         }
-        kit::refuse(fd.as_raw_fd(), self.options.proto, &mut self.env);
+        kit::refuse(fd.as_raw_fd(), self.options.config.proto, &mut self.env);
         true
     }
 }
@@ -269,7 +269,7 @@ impl Enqueuer {
             log::info!("closing {} queued connections", waiting.len());
         }
         for fd in &waiting {
-            kit::refuse(fd.as_raw_fd(), self.options.proto, &mut self.env);
+            kit::refuse(fd.as_raw_fd(), self.options.config.proto, &mut self.env);
         }
         state.server.remove_connections(waiting.len() as u64);
     }

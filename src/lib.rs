@@ -11,6 +11,7 @@
 
 pub mod backend;
 pub mod board;
+pub mod config;
 pub mod date;
 pub mod driver;
 pub mod models;

@@ -182,7 +182,7 @@ impl BackendKind {
     ) -> io::Result<Counters> {
         match self.info().run {
             Run::Reactor(new_poller) => {
-                let poller = new_poller(options.edge)?;
+                let poller = new_poller(options.config.edge)?;
                 Reactor::new(poller, listener, Some(signals), options.clone())?.run()
             }
             Run::Own { serve, .. } => serve(listener, signals, options),

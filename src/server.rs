@@ -3,72 +3,45 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::Duration;
 
+use serde::Serialize;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::board::StatsBoard;
+use crate::config::{self, Config};
 use crate::driver::kit;
 use crate::driver::DriverOptions;
-use crate::models::BackendKind;
-use crate::proto::Proto;
+use crate::models::{BackendKind, BACKENDS};
 use crate::stats::Counters;
 use crate::sys;
 use crate::workers::{self, WorkerPlan};
 use nix::sys::signalfd::SignalFd;
 
-/// Everything `c10k serve` was asked to do.
-#[derive(Clone, Debug)]
-pub struct ServeConfig {
+/// Everything `c10k serve` was asked to do: the I/O model, and the [`Config`] its driver
+/// serves with.
+#[derive(clap::Args, Clone, Debug, Serialize)]
+pub struct ServeArgs {
+    /// I/O model: threads, busy-poll, select, poll, epoll, sigio, uring, pool or coro
+    /// (`c10k backends` says which this kernel supports).
+    #[arg(long, default_value = "epoll", value_parser = parse_backend)]
+    #[serde(serialize_with = "backend_name")]
     pub backend: BackendKind,
-    pub proto: Proto,
-    pub listen: SocketAddr,
-    pub edge: bool,
-    /// None: as many as the descriptor limit allows.
-    pub max_conns: Option<usize>,
-    pub backlog: i32,
-    pub shutdown_grace: Duration,
-    /// Stack of each connection thread (threads backend).
-    pub thread_stack_kib: usize,
-    /// Lowers RLIMIT_SIGPENDING to this many queued signals (sigio backend), to force overflow.
-    pub sigio_queue_limit: Option<u64>,
-    pub header_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub write_timeout: Duration,
-    /// Threads of the pool backend (None: 2 × cores).
-    pub pool_threads: Option<usize>,
-    /// Processes serving the port, each with its own SO_REUSEPORT listener.
-    pub workers: usize,
-    /// Set in a worker process: its index among `workers`.
-    pub worker_index: Option<usize>,
-    /// Set in a worker process: the descriptor (inherited from the master) of the stats board,
-    /// where it publishes its counters.
-    pub stats_board_fd: Option<RawFd>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub config: Config,
 }
 
-impl Default for ServeConfig {
-    fn default() -> Self {
-        ServeConfig {
-            backend: BackendKind::Epoll,
-            proto: Proto::Http,
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            edge: false,
-            max_conns: None,
-            backlog: 4096,
-            shutdown_grace: Duration::from_secs(10),
-            thread_stack_kib: 64,
-            sigio_queue_limit: None,
-            pool_threads: None,
-            header_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(60),
-            write_timeout: Duration::from_secs(60),
-            workers: 1,
-            worker_index: None,
-            stats_board_fd: None,
-        }
-    }
+fn parse_backend(name: &str) -> Result<BackendKind, String> {
+    BackendKind::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = BACKENDS.iter().map(|b| b.name).collect();
+        format!("unknown backend '{name}' (one of: {})", names.join(", "))
+    })
+}
+
+fn backend_name<S: serde::Serializer>(b: &BackendKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(b.name())
 }
 
 /// A start-up failure, said in one line; the CLI exits 2 with it.
@@ -87,7 +60,7 @@ const RESERVED_FDS: u64 = 32;
 
 /// A server that is bound and ready to run.
 pub struct Server {
-    config: ServeConfig,
+    args: ServeArgs,
     listener: OwnedFd,
     local_addr: SocketAddr,
     max_conns: usize,
@@ -99,14 +72,15 @@ pub struct Server {
 
 impl Server {
     /// Checks the configuration, raises the descriptor limit and binds the listener.
-    pub fn bind(config: ServeConfig) -> Result<Server, StartError> {
-        if config.edge && !matches!(config.backend, BackendKind::Epoll) {
+    pub fn bind(args: ServeArgs) -> Result<Server, StartError> {
+        let (backend, config) = (args.backend, &args.config);
+        if config.edge && !matches!(backend, BackendKind::Epoll) {
             return Err(StartError(format!(
                 "--edge applies to epoll only; backend {} is level-triggered",
-                config.backend.name()
+                backend.name()
             )));
         }
-        if config.sigio_queue_limit.is_some() && config.backend != BackendKind::Sigio {
+        if config.sigio_queue_limit.is_some() && backend != BackendKind::Sigio {
             return Err(StartError(
                 "--sigio-queue-limit applies to the sigio backend only".into(),
             ));
@@ -114,7 +88,7 @@ impl Server {
         if config.pool_threads == Some(0) {
             return Err(StartError("--pool-threads must be at least 1".into()));
         }
-        if config.pool_threads.is_some() && config.backend != BackendKind::Pool {
+        if config.pool_threads.is_some() && backend != BackendKind::Pool {
             return Err(StartError(
                 "--pool-threads applies to the pool backend only".into(),
             ));
@@ -122,16 +96,16 @@ impl Server {
         if config.thread_stack_kib < 16 {
             return Err(StartError("--thread-stack must be at least 16 KiB".into()));
         }
-        if config.workers == 0 {
+        if config.worker_processes() == 0 {
             return Err(StartError("--workers must be at least 1".into()));
         }
         if config.backlog < 1 {
             return Err(StartError("--backlog must be at least 1".into()));
         }
-        if let Err(reason) = config.backend.probe() {
+        if let Err(reason) = backend.probe() {
             return Err(StartError(format!(
                 "backend {} is not available on this kernel: {reason}",
-                config.backend.name()
+                backend.name()
             )));
         }
         sys::ignore_sigpipe().map_err(|e| StartError(format!("cannot ignore SIGPIPE: {e}")))?;
@@ -154,15 +128,14 @@ impl Server {
                 .map_err(|e| StartError(format!("cannot set RLIMIT_SIGPENDING to {limit}: {e}")))?;
         }
         // Before the ready line, so that a worker that cannot use its board never claims to serve.
-        let board = open_board(&config)
+        let board = open_board(config)
             .map_err(|e| StartError(format!("cannot open the workers' stats board: {e}")))?;
-        let reuse_port = config.workers > 1;
+        let reuse_port = config.worker_processes() > 1;
         let (listener, local_addr) = bind_listener(config.listen, config.backlog, reuse_port)
             .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;
         // Blocked before anyone can read the ready line, so that a SIGTERM sent right after
         // it is an orderly shutdown rather than the default action. (A master blocks its own.)
-        let is_master = config.workers > 1 && config.worker_index.is_none();
-        let signals = if is_master {
+        let signals = if config.is_master() {
             None
         } else {
             Some(
@@ -171,7 +144,7 @@ impl Server {
             )
         };
         Ok(Server {
-            config,
+            args,
             listener,
             local_addr,
             max_conns,
@@ -186,65 +159,36 @@ impl Server {
 
     /// The line printed on stdout once the server accepts connections.
     pub fn ready_line(&self) -> String {
+        let config = &self.args.config;
         let mut line = format!(
             "listening on {} backend={} proto={}",
             self.local_addr,
-            self.config.backend.name(),
-            self.config.proto.name()
+            self.args.backend.name(),
+            config.proto.name()
         );
-        if self.config.edge {
+        if config.edge {
             line.push_str(" trigger=edge");
         }
-        if self.config.workers > 1 {
-            line.push_str(&format!(" workers={}", self.config.workers));
+        if config.worker_processes() > 1 {
+            line.push_str(&format!(" workers={}", config.worker_processes()));
         }
         line
     }
 
     /// Whether this process is the master of worker processes rather than a server itself.
     pub fn is_master(&self) -> bool {
-        self.config.workers > 1 && self.config.worker_index.is_none()
+        self.args.config.is_master()
     }
 
     /// Master of `--workers N`: starts N workers on this server's port (each binds its own
     /// SO_REUSEPORT listener), calls `ready` once all listen, supervises until SIGTERM/SIGINT.
     pub fn supervise_workers(self, ready: impl FnOnce()) -> Result<(), String> {
-        let c = &self.config;
-        let mut serve_args: Vec<String> = vec![
-            "--backend".into(),
-            c.backend.name().into(),
-            "--proto".into(),
-            c.proto.name().into(),
-            "--backlog".into(),
-            c.backlog.to_string(),
-            "--shutdown-grace".into(),
-            c.shutdown_grace.as_secs_f64().to_string(),
-            "--thread-stack".into(),
-            c.thread_stack_kib.to_string(),
-            "--header-timeout".into(),
-            c.header_timeout.as_secs_f64().to_string(),
-            "--idle-timeout".into(),
-            c.idle_timeout.as_secs_f64().to_string(),
-            "--write-timeout".into(),
-            c.write_timeout.as_secs_f64().to_string(),
-        ];
-        if c.edge {
-            serve_args.push("--edge".into());
-        }
-        if let Some(n) = c.max_conns {
-            serve_args.extend(["--max-conns".into(), n.to_string()]);
-        }
-        if let Some(n) = c.pool_threads {
-            serve_args.extend(["--pool-threads".into(), n.to_string()]);
-        }
-        if let Some(n) = c.sigio_queue_limit {
-            serve_args.extend(["--sigio-queue-limit".into(), n.to_string()]);
-        }
         let plan = WorkerPlan {
             listen: self.local_addr,
-            count: c.workers,
-            serve_args,
-            stop_grace: c.shutdown_grace,
+            count: self.args.config.worker_processes(),
+            // This process's own arguments, made from what it parsed.
+            serve_args: config::to_args(&self.args),
+            stop_grace: self.args.config.shutdown_grace,
         };
         // The master's own listener only reserved the port; workers bind theirs beside it.
         // It is closed once they listen, before anyone is told the server is ready.
@@ -267,30 +211,25 @@ impl Server {
             }
         };
         let options = DriverOptions {
-            proto: self.config.proto,
-            edge: self.config.edge,
-            max_conns: self.max_conns,
-            shutdown_grace: self.config.shutdown_grace,
-            thread_stack_kib: self.config.thread_stack_kib,
             pool_threads: self
+                .args
                 .config
                 .pool_threads
                 .unwrap_or_else(default_pool_threads),
-            header_timeout: self.config.header_timeout,
-            idle_timeout: self.config.idle_timeout,
-            write_timeout: self.config.write_timeout,
+            config: self.args.config,
+            max_conns: self.max_conns,
             board: self.board.take().map(Arc::new),
         };
-        self.config.backend.serve(self.listener, signals, &options)
+        self.args.backend.serve(self.listener, signals, &options)
     }
 }
 
 /// In a worker of `--workers N`: maps the board whose descriptor the master passed.
-fn open_board(config: &ServeConfig) -> io::Result<Option<StatsBoard>> {
+fn open_board(config: &Config) -> io::Result<Option<StatsBoard>> {
     match (config.stats_board_fd, config.worker_index) {
         (Some(fd), Some(index)) => {
             let file = std::fs::File::from(sys::adopt_inherited_fd(fd)?);
-            StatsBoard::open(file, config.workers, index).map(Some)
+            StatsBoard::open(file, config.worker_processes(), index).map(Some)
         }
         _ => Ok(None),
     }
@@ -324,4 +263,39 @@ pub fn bind_listener(
         .as_socket()
         .ok_or_else(|| io::Error::other("listener has no IP address"))?;
     Ok((socket.into(), local))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn a_worker_is_given_the_masters_backend_and_configuration() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("c10k").chain(args.iter().copied()))
+                .unwrap()
+                .serve
+        };
+        let master = parse(&["--backend", "poll", "--workers", "3", "--idle-timeout", "7"]);
+        let args = config::to_args(&master);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert!(
+            args.windows(2).any(|w| w == ["--backend", "poll"]),
+            "{args:?}"
+        );
+        let worker = parse(&args);
+        assert_eq!(worker.backend, BackendKind::Poll);
+        assert_eq!(worker.config.idle_timeout, master.config.idle_timeout);
+        assert_eq!(
+            worker.config.workers, 1,
+            "the master passes --worker-count instead"
+        );
+    }
 }

@@ -106,10 +106,6 @@ pub struct PollerCounters {
     pub overflow_scans: u64,
 }
 
-// The table of I/O models lived here; loadgen still names it by this path until it moves to
-// `c10k::models` (kept as a re-export only, so that this folder of pollers imports no driver).
-pub use crate::models::{BackendKind, BACKENDS};
-
 /// A table indexed by descriptor number, grown on demand: select and poll map fds back to tokens.
 #[derive(Debug, Default)]
 pub(crate) struct FdTable<T> {

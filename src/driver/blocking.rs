@@ -98,10 +98,10 @@ impl ServerState {
     /// Raises the shutdown flag; returns when the drain window and the grace period end. Echo
     /// has no next request to wait for: its idle connections get no drain window.
     pub fn begin_shutdown(&self, options: &DriverOptions) -> (Instant, Instant) {
-        let grace_end = Instant::now() + options.shutdown_grace;
-        let window = match options.proto {
+        let grace_end = Instant::now() + options.config.shutdown_grace;
+        let window = match options.config.proto {
             Proto::Echo => Duration::ZERO,
-            Proto::Http => super::keepalive_drain_window(options.shutdown_grace),
+            Proto::Http => super::keepalive_drain_window(options.config.shutdown_grace),
         };
         let window_end = Instant::now() + window;
         let _ = self.drain_until.set(window_end);
@@ -335,10 +335,10 @@ pub struct ConnLimits {
 impl ConnLimits {
     pub fn from_options(options: &DriverOptions) -> ConnLimits {
         ConnLimits {
-            proto: options.proto,
-            header_timeout: options.header_timeout,
-            idle_timeout: options.idle_timeout,
-            write_timeout: options.write_timeout,
+            proto: options.config.proto,
+            header_timeout: options.config.header_timeout,
+            idle_timeout: options.config.idle_timeout,
+            write_timeout: options.config.write_timeout,
         }
     }
 }

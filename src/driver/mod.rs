@@ -17,49 +17,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::board::StatsBoard;
+use crate::config::Config;
 use crate::date::HttpDate;
-use crate::proto::{Env, Proto};
+use crate::proto::Env;
 use crate::stats::{self, Counters};
 
-/// How a driver serves, whatever its I/O model.
+/// How a driver serves, whatever its I/O model: the configuration as `c10k serve` parsed it, and
+/// what start-up resolved from it.
 #[derive(Clone, Debug)]
 pub struct DriverOptions {
-    pub proto: Proto,
-    /// Edge-triggered where the poller supports it (epoll with `--edge`).
-    pub edge: bool,
-    /// Connections beyond this are refused at once (HTTP: 503 first).
+    pub config: Config,
+    /// Connections beyond this are refused at once (HTTP: 503 first): `--max-conns`, or what the
+    /// descriptor limit allows.
     pub max_conns: usize,
-    /// After SIGINT/SIGTERM, how long in-flight responses may take before the driver exits anyway.
-    pub shutdown_grace: Duration,
-    /// Stack size of each connection's thread (threads backend) or worker (pool backend).
-    pub thread_stack_kib: usize,
-    /// Threads of the pool backend.
+    /// Threads of the pool backend: `--pool-threads`, or two per core.
     pub pool_threads: usize,
-    /// A request head must arrive whole within this (HTTP: 408, then close).
-    pub header_timeout: Duration,
-    /// A keep-alive connection with nothing in progress is closed after this.
-    pub idle_timeout: Duration,
-    /// A connection whose pending output makes no progress for this long is closed.
-    pub write_timeout: Duration,
     /// With `--workers N`: this worker's slot on the shared stats board.
     pub board: Option<Arc<StatsBoard>>,
-}
-
-impl Default for DriverOptions {
-    fn default() -> Self {
-        DriverOptions {
-            proto: Proto::Http,
-            edge: false,
-            max_conns: usize::MAX,
-            shutdown_grace: Duration::from_secs(10),
-            thread_stack_kib: 64,
-            pool_threads: 4,
-            header_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(60),
-            write_timeout: Duration::from_secs(60),
-            board: None,
-        }
-    }
 }
 
 /// No deadline (loop-clock milliseconds).
@@ -137,9 +111,9 @@ impl Timeouts {
 
     pub fn from_options(options: &DriverOptions) -> Timeouts {
         Timeouts {
-            header_ms: options.header_timeout.as_millis() as u64,
-            idle_ms: options.idle_timeout.as_millis() as u64,
-            write_ms: options.write_timeout.as_millis() as u64,
+            header_ms: options.config.header_timeout.as_millis() as u64,
+            idle_ms: options.config.idle_timeout.as_millis() as u64,
+            write_ms: options.config.write_timeout.as_millis() as u64,
         }
     }
 }

@@ -200,7 +200,7 @@ fn work(shared: &Shared) {
 /// Serves until SIGINT/SIGTERM and the end of the grace period; returns the counters.
 pub fn run(listener: OwnedFd, signals: SignalFd, options: &DriverOptions) -> io::Result<Counters> {
     let threads = options.pool_threads.max(1);
-    let workers = Workers::start(threads, options.thread_stack_kib)?;
+    let workers = Workers::start(threads, options.config.thread_stack_kib)?;
     log::info!(
         "pool: {threads} workers behind one epoll loop; at most {} requests with them at once",
         workers.capacity
@@ -211,6 +211,6 @@ pub fn run(listener: OwnedFd, signals: SignalFd, options: &DriverOptions) -> io:
         Some(signals),
         options.clone(),
     )?
-    .with_offload(Box::new(workers), "pool", options.proto)?
+    .with_offload(Box::new(workers), "pool", options.config.proto)?
     .run()
 }

@@ -231,7 +231,7 @@ pub fn run(
         registry: Mutex::new(HashMap::new()),
         left: Condvar::new(),
     });
-    let cap = HostLimits::read().cap(options.thread_stack_kib);
+    let cap = HostLimits::read().cap(options.config.thread_stack_kib);
     let max_conns = options.max_conns.min(cap.threads);
     if max_conns < options.max_conns {
         log::info!(
@@ -319,7 +319,7 @@ impl Acceptor for ThreadSpawner {
                     )),
                     None => log::debug!("refused a connection: --max-conns {}", self.max_conns),
                 }
-                kit::refuse(fd.as_raw_fd(), self.options.proto, &mut self.env);
+                kit::refuse(fd.as_raw_fd(), self.options.config.proto, &mut self.env);
                 return true;
             }
             let slot = Arc::new(Slot {
@@ -335,7 +335,7 @@ impl Acceptor for ThreadSpawner {
         let theirs = Arc::clone(&fd);
         let thread_state = Arc::clone(&state);
         let spawned = std::thread::Builder::new()
-            .stack_size(self.options.thread_stack_kib * 1024)
+            .stack_size(self.options.config.thread_stack_kib * 1024)
             .spawn(move || connection_thread(id, theirs, limits, thread_state));
         match spawned {
             Ok(_) => true,
@@ -344,7 +344,7 @@ impl Acceptor for ThreadSpawner {
                 self.failures.warn(format_args!(
                     "cannot create a thread for a connection: {e}; refusing it"
                 ));
-                kit::refuse(fd.as_raw_fd(), self.options.proto, &mut self.env);
+                kit::refuse(fd.as_raw_fd(), self.options.config.proto, &mut self.env);
                 false
             }
         }

@@ -26,7 +26,7 @@ const COLOURS: &[(u8, u8, u8)] = &[
 
 fn colour(backend: &str) -> RGBColor {
     // Backends by their place in c10k's table, peers and the rest after them.
-    let i = c10k::backend::BACKENDS
+    let i = c10k::models::BACKENDS
         .iter()
         .position(|b| b.name == backend)
         .unwrap_or(match backend {

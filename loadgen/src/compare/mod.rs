@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::{parse_count, parse_duration, parse_rate};
 use crate::Error;
-use c10k::backend::{BackendKind, BACKENDS};
+use c10k::models::{BackendKind, BACKENDS};
 use pin::{CpuMask, Placement};
 use probe::{Bound, Probe, ProbeOpts, Search, SearchOpts, Target};
 use server::{Server, Spec};

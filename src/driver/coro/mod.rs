@@ -248,7 +248,7 @@ fn admit(ctx: &Rc<Ctx>, fd: OwnedFd) {
         let mut env = ctx.env.borrow_mut();
         env.counters.connections_total += 1;
         if ctx.conns.get() >= ctx.options.max_conns {
-            kit::refuse(fd.as_raw_fd(), ctx.options.proto, &mut *env);
+            kit::refuse(fd.as_raw_fd(), ctx.options.config.proto, &mut *env);
             log::debug!(
                 "refused a connection: {} open, --max-conns {}",
                 ctx.conns.get(),
@@ -327,11 +327,11 @@ async fn serve(ctx: Rc<Ctx>, socket: Socket) {
     let _guard = ConnGuard(Rc::clone(&ctx));
     let reg = &socket.reg;
     let timeouts = (
-        ctx.options.header_timeout,
-        ctx.options.idle_timeout,
-        ctx.options.write_timeout,
+        ctx.options.config.header_timeout,
+        ctx.options.config.idle_timeout,
+        ctx.options.config.write_timeout,
     );
-    let mut session = Session::new(ctx.options.proto);
+    let mut session = Session::new(ctx.options.config.proto);
     let mut input: Vec<u8> = Vec::new();
     let mut output: Vec<u8> = Vec::new();
     let mut peer_eof = false;
@@ -605,8 +605,8 @@ async fn signal_task(ctx: Rc<Ctx>, mut signals: SignalFd, reg: Registration) {
     }
     drop(reg);
     let now = Instant::now();
-    let deadline = now + ctx.options.shutdown_grace;
-    let drain_until = now + keepalive_drain_window(ctx.options.shutdown_grace);
+    let deadline = now + ctx.options.config.shutdown_grace;
+    let drain_until = now + keepalive_drain_window(ctx.options.config.shutdown_grace);
     ctx.shutdown_deadline.set(Some(deadline));
     ctx.keepalive_drain_until.set(Some(drain_until));
     if let Some(w) = ctx.acceptor.borrow().as_ref() {

@@ -443,7 +443,11 @@ impl Reactor {
         let counters = &mut self.shared.env.counters;
         counters.connections_total += 1;
         if self.conns.len() >= self.options.max_conns {
-            kit::refuse(fd.as_raw_fd(), self.options.proto, &mut self.shared.env);
+            kit::refuse(
+                fd.as_raw_fd(),
+                self.options.config.proto,
+                &mut self.shared.env,
+            );
             log::debug!(
                 "refused a connection: {} open, --max-conns {}",
                 self.conns.len(),
@@ -452,7 +456,7 @@ impl Reactor {
             return;
         }
         let raw = fd.as_raw_fd();
-        let session = Session::new(self.options.proto);
+        let session = Session::new(self.options.config.proto);
         let now = self.shared.clock.now_ms;
         let conn = ReadyConn {
             fd,
@@ -537,9 +541,9 @@ impl Reactor {
             return;
         }
         let now = Instant::now();
-        self.shutdown_deadline = Some(now + self.options.shutdown_grace);
+        self.shutdown_deadline = Some(now + self.options.config.shutdown_grace);
         self.keepalive_drain_until =
-            Some(now + keepalive_drain_window(self.options.shutdown_grace));
+            Some(now + keepalive_drain_window(self.options.config.shutdown_grace));
         // A client whose handshake the kernel completed may already have sent its request:
         // closing the listener would reset it. Take the backlog in, and drain it with the rest.
         if let Some(listener) = self.listener.as_ref().map(AsRawFd::as_raw_fd) {

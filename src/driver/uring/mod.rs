@@ -284,7 +284,7 @@ impl Uring {
     fn admit(&mut self, fd: OwnedFd) {
         self.env.counters.connections_total += 1;
         if self.conns.len() >= self.options.max_conns {
-            kit::refuse(fd.as_raw_fd(), self.options.proto, &mut self.env);
+            kit::refuse(fd.as_raw_fd(), self.options.config.proto, &mut self.env);
             log::debug!(
                 "refused a connection: {} open, --max-conns {}",
                 self.conns.len(),
@@ -292,7 +292,7 @@ impl Uring {
             );
             return;
         }
-        let mut session = Session::new(self.options.proto);
+        let mut session = Session::new(self.options.config.proto);
         let drained = self.shutdown_deadline.is_some();
         if drained {
             session.drain();
@@ -625,8 +625,9 @@ impl Uring {
             return;
         }
         let now = Instant::now();
-        self.shutdown_deadline = Some(now + self.options.shutdown_grace);
-        self.drain_until = Some(now + super::keepalive_drain_window(self.options.shutdown_grace));
+        self.shutdown_deadline = Some(now + self.options.config.shutdown_grace);
+        self.drain_until =
+            Some(now + super::keepalive_drain_window(self.options.config.shutdown_grace));
         self.accept_paused_until = None;
         if let Some(listener) = &self.listener {
             // Stop listening now, before any drained connection is told `Connection: close`:

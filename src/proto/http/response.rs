@@ -24,46 +24,27 @@ pub struct Canned {
     pub body: &'static [u8],
 }
 
-pub const NOT_FOUND: Canned = Canned {
-    status: b"404 Not Found",
-    body: b"Not Found\n",
-};
-pub const METHOD_NOT_ALLOWED: Canned = Canned {
-    status: b"405 Method Not Allowed",
-    body: b"Method Not Allowed\n",
-};
-pub const BAD_REQUEST: Canned = Canned {
-    status: b"400 Bad Request",
-    body: b"Bad Request\n",
-};
-pub const REQUEST_TIMEOUT: Canned = Canned {
-    status: b"408 Request Timeout",
-    body: b"Request Timeout\n",
-};
-pub const CONTENT_TOO_LARGE: Canned = Canned {
-    status: b"413 Content Too Large",
-    body: b"Content Too Large\n",
-};
-pub const URI_TOO_LONG: Canned = Canned {
-    status: b"414 URI Too Long",
-    body: b"URI Too Long\n",
-};
-pub const FIELDS_TOO_LARGE: Canned = Canned {
-    status: b"431 Request Header Fields Too Large",
-    body: b"Request Header Fields Too Large\n",
-};
-pub const NOT_IMPLEMENTED: Canned = Canned {
-    status: b"501 Not Implemented",
-    body: b"Not Implemented\n",
-};
-pub const VERSION_NOT_SUPPORTED: Canned = Canned {
-    status: b"505 HTTP Version Not Supported",
-    body: b"HTTP Version Not Supported\n",
-};
-pub const SERVICE_UNAVAILABLE: Canned = Canned {
-    status: b"503 Service Unavailable",
-    body: b"Service Unavailable\n",
-};
+/// A [`Canned`] whose body is its reason phrase on a line: the text is written once, and the
+/// status line and the body are both made from it at compile time.
+macro_rules! canned {
+    ($code:literal, $reason:literal) => {
+        Canned {
+            status: concat!($code, " ", $reason).as_bytes(),
+            body: concat!($reason, "\n").as_bytes(),
+        }
+    };
+}
+
+pub const NOT_FOUND: Canned = canned!(404, "Not Found");
+pub const METHOD_NOT_ALLOWED: Canned = canned!(405, "Method Not Allowed");
+pub const BAD_REQUEST: Canned = canned!(400, "Bad Request");
+pub const REQUEST_TIMEOUT: Canned = canned!(408, "Request Timeout");
+pub const CONTENT_TOO_LARGE: Canned = canned!(413, "Content Too Large");
+pub const URI_TOO_LONG: Canned = canned!(414, "URI Too Long");
+pub const FIELDS_TOO_LARGE: Canned = canned!(431, "Request Header Fields Too Large");
+pub const NOT_IMPLEMENTED: Canned = canned!(501, "Not Implemented");
+pub const VERSION_NOT_SUPPORTED: Canned = canned!(505, "HTTP Version Not Supported");
+pub const SERVICE_UNAVAILABLE: Canned = canned!(503, "Service Unavailable");
 
 pub const TEXT: &[u8] = b"text/plain";
 pub const OCTETS: &[u8] = b"application/octet-stream";
@@ -71,6 +52,14 @@ pub const JSON: &[u8] = b"application/json";
 
 /// The interim response sent before reading a body the client is holding back for.
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Appends each piece in turn: one `extend_from_slice` per piece, unrolled, so that the constant
+/// pieces are copied inline (a loop over an array of slices calls memcpy for each).
+macro_rules! append {
+    ($out:expr, $($piece:expr),+ $(,)?) => {
+        $($out.extend_from_slice($piece);)+
+    };
+}
 
 /// Append a complete response head (status line through the blank line).
 #[allow(clippy::too_many_arguments)]
@@ -103,22 +92,23 @@ pub fn head(
             + conn_line.len()
             + allow.len(),
     );
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status);
-    out.extend_from_slice(b"\r\nServer: ");
-    out.extend_from_slice(server);
-    out.extend_from_slice(b"\r\nDate: ");
-    out.extend_from_slice(date);
-    out.extend_from_slice(b"\r\nContent-Type: ");
-    out.extend_from_slice(content_type);
-    out.extend_from_slice(b"\r\nContent-Length: ");
-    out.extend_from_slice(len);
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(conn_line);
+    append!(
+        out,
+        b"HTTP/1.1 ",
+        status,
+        b"\r\nServer: ",
+        server,
+        b"\r\nDate: ",
+        date,
+        b"\r\nContent-Type: ",
+        content_type,
+        b"\r\nContent-Length: ",
+        len,
+        b"\r\n",
+        conn_line,
+    );
     if !allow.is_empty() {
-        out.extend_from_slice(b"Allow: ");
-        out.extend_from_slice(allow);
-        out.extend_from_slice(b"\r\n");
+        append!(out, b"Allow: ", allow, b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
 }

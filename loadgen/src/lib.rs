@@ -18,6 +18,7 @@ mod engine;
 pub mod hdrlog;
 pub mod interval;
 pub mod merge;
+pub mod parse;
 pub mod preflight;
 pub mod report;
 mod run;

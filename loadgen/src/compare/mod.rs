@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{parse_count, parse_duration, parse_rate};
+use crate::parse::{parse_count, parse_duration, parse_rate};
 use crate::Error;
 use c10k::models::{BackendKind, BACKENDS};
 use pin::{CpuMask, Placement};

@@ -7,7 +7,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use super::probe::Bound;
-use super::{Results, Status};
+use super::results::{Results, Status};
 use crate::Error;
 
 /// Colours by position in c10k's backend table (Tableau 10).

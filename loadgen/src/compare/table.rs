@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::probe::{Bound, Probe};
-use super::{CapacityStep, Results, Status};
+use super::results::{CapacityStep, Results, Status};
 
 /// 12345.6 → "12,346".
 pub fn thousands(v: f64) -> String {

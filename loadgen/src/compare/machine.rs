@@ -1,6 +1,6 @@
 //! The machine a comparison ran on, from /proc: CPU, memory, kernel, load, and the date.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::results::Machine;
 
@@ -44,26 +44,44 @@ pub(super) fn machine(nofile: u64) -> Machine {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ`.
 fn utc_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as i64;
-    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    utc(SystemTime::now())
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ`, written by the `humantime` crate: no calendar arithmetic here.
+fn utc(time: SystemTime) -> String {
+    // humantime writes the years 1970 to 9999 only (and panics outside them): a clock outside
+    // that range is written as the nearest end of it.
+    let last_second_of_9999 = UNIX_EPOCH + Duration::from_secs(253_402_300_799);
+    let time = time.clamp(UNIX_EPOCH, last_second_of_9999);
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_utc_iso_8601_to_the_second() {
+        let at = |secs: u64| utc(UNIX_EPOCH + Duration::from_secs(secs));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        // A leap day of a year divisible by 400, and the last second of a year.
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_767_225_599), "2025-12-31T23:59:59Z");
+        // Fractions of a second are dropped, not rounded.
+        assert_eq!(
+            utc(UNIX_EPOCH + Duration::from_millis(1_700_000_000_999)),
+            "2023-11-14T22:13:20Z"
+        );
+        // A clock before 1970 is written as 1970.
+        assert_eq!(
+            utc(UNIX_EPOCH - Duration::from_secs(5)),
+            "1970-01-01T00:00:00Z"
+        );
+        // And one past 9999 as 9999's last second (humantime writes four-digit years only).
+        assert_eq!(
+            utc(UNIX_EPOCH + Duration::from_secs(400_000_000_000)),
+            "9999-12-31T23:59:59Z"
+        );
+    }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{default_threads, Config, HoldOpts, HttpOpts, Mode, Share};
+use crate::error::Error;
 use crate::parse::{parse_count, parse_duration, parse_rate};
-use crate::Error;
 
 #[derive(Parser, Debug)]
 #[command(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use crate::error::Error;
 
 /// The default `--schedule-tick`, µs: short beside the latencies an open-loop sweep bounds
 /// (milliseconds), long enough to send several requests per wakeup at tens of thousands of

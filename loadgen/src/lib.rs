@@ -15,6 +15,7 @@ pub mod client;
 pub mod compare;
 pub mod config;
 mod engine;
+mod error;
 pub mod hdrlog;
 pub mod interval;
 pub mod merge;
@@ -26,34 +27,16 @@ pub mod stats;
 pub mod sys;
 mod worker;
 
-use std::fmt;
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use interval::WireSnapshot;
+use worker::WorkerMsg;
 
 pub use config::{Config, HoldOpts, HttpOpts, Mode, Share};
+pub use error::Error;
 pub use interval::{IntervalLine, Snapshot};
 pub use report::Report;
-pub use worker::worker_main;
-
-/// Why a run could not be made.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Error {
-    /// The configuration asks for something impossible.
-    Config(String),
-    /// This machine cannot give what was asked; the message says what to change.
-    Preflight(String),
-    /// Files, processes, the event loop.
-    Io(String),
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Config(m) | Error::Io(m) => f.write_str(m),
-            Error::Preflight(m) => write!(f, "preflight: {m}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
 
 /// Runs `cfg` to its end, calling `on_interval` with each interval snapshot (merged over threads
 /// and processes), and returns the report.
@@ -91,4 +74,37 @@ pub fn run_echo(cfg: &Config) -> Result<Report, Error> {
 /// [`run`] for a hold configuration.
 pub fn run_hold(cfg: &Config) -> Result<Report, Error> {
     run_mode(cfg, "hold")
+}
+
+/// `loadgen __worker`: the configuration on stdin, JSON lines on stdout.
+pub fn worker_main() -> ExitCode {
+    let out = |msg: &WorkerMsg| {
+        let mut stdout = std::io::stdout().lock();
+        let _ = serde_json::to_writer(&mut stdout, msg);
+        let _ = stdout.write_all(b"\n");
+        let _ = stdout.flush();
+    };
+    let cfg: Config = match serde_json::from_reader(std::io::stdin().lock()) {
+        Ok(c) => c,
+        Err(e) => {
+            out(&WorkerMsg::Error(format!("bad worker configuration: {e}")));
+            return ExitCode::from(2);
+        }
+    };
+    if cfg.worker.is_none() {
+        out(&WorkerMsg::Error("a worker needs its share".into()));
+        return ExitCode::from(2);
+    }
+    match crate::run(&cfg, &mut |s| {
+        out(&WorkerMsg::Interval(WireSnapshot::from(s)))
+    }) {
+        Ok(r) => {
+            out(&WorkerMsg::Report(Box::new(r)));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            out(&WorkerMsg::Error(e.to_string()));
+            ExitCode::from(2)
+        }
+    }
 }

@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
+use crate::error::Error;
 use crate::hdrlog;
 use crate::report::{percentiles, Report};
 use crate::stats::new_histogram;
-use crate::Error;
 
 /// What the files merged into.
 pub enum Merged {

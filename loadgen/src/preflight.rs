@@ -3,7 +3,7 @@
 //! refusing with a message that says what to change.
 
 use crate::config::Config;
-use crate::Error;
+use crate::error::Error;
 
 /// Descriptors a process needs besides its connections (epoll, stdio, pipes, files).
 pub const SPARE_FDS: u64 = 64;

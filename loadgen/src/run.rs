@@ -9,10 +9,10 @@ use crate::client::echo::Echo;
 use crate::client::http::Http;
 use crate::config::{split, Config, Mode};
 use crate::engine::{run_thread, ConnPlan, Schedule, ThreadPlan};
+use crate::error::Error;
 use crate::interval::{Aggregator, Feed, Snapshot};
 use crate::report::{Report, Setup};
 use crate::stats::Stats;
-use crate::Error;
 
 pub(crate) fn run_local(
     cfg: &Config,

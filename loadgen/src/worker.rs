@@ -1,21 +1,22 @@
 //! `--procs N`: N worker processes of this executable (`loadgen __worker`), each given the run's
 //! configuration with its share on stdin, each answering on stdout with one JSON line per
-//! interval and a final report line; the parent merges both.
+//! interval and a final report line; the parent merges both. The worker's side,
+//! [`crate::worker_main`], sits beside [`crate::run`], which it calls: this file is the parent's.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Share};
+use crate::error::Error;
 use crate::interval::{Aggregator, Feed, Snapshot, WireSnapshot};
 use crate::report::Report;
-use crate::Error;
 
 /// One line from a worker.
 #[derive(Serialize, Deserialize)]
-enum WorkerMsg {
+pub(crate) enum WorkerMsg {
     Interval(WireSnapshot),
     Report(Box<Report>),
     Error(String),
@@ -112,39 +113,6 @@ fn worker_share(cfg: &Config, index: usize) -> Share {
     Share {
         of: part.of * cfg.procs,
         index: part.index * cfg.procs + index,
-    }
-}
-
-/// `loadgen __worker`: the configuration on stdin, JSON lines on stdout.
-pub fn worker_main() -> ExitCode {
-    let out = |msg: &WorkerMsg| {
-        let mut stdout = std::io::stdout().lock();
-        let _ = serde_json::to_writer(&mut stdout, msg);
-        let _ = stdout.write_all(b"\n");
-        let _ = stdout.flush();
-    };
-    let cfg: Config = match serde_json::from_reader(std::io::stdin().lock()) {
-        Ok(c) => c,
-        Err(e) => {
-            out(&WorkerMsg::Error(format!("bad worker configuration: {e}")));
-            return ExitCode::from(2);
-        }
-    };
-    if cfg.worker.is_none() {
-        out(&WorkerMsg::Error("a worker needs its share".into()));
-        return ExitCode::from(2);
-    }
-    match crate::run(&cfg, &mut |s| {
-        out(&WorkerMsg::Interval(WireSnapshot::from(s)))
-    }) {
-        Ok(r) => {
-            out(&WorkerMsg::Report(Box::new(r)));
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            out(&WorkerMsg::Error(e.to_string()));
-            ExitCode::from(2)
-        }
     }
 }
 

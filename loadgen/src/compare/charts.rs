@@ -8,7 +8,7 @@ use plotters::prelude::*;
 
 use super::probe::Bound;
 use super::results::{Results, Status};
-use crate::Error;
+use crate::error::Error;
 
 /// Colours by position in c10k's backend table (Tableau 10).
 const COLOURS: &[(u8, u8, u8)] = &[

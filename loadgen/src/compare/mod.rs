@@ -34,7 +34,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use crate::Error;
+use crate::error::Error;
 use c10k::models::BACKENDS;
 use machine::{loadavg, machine};
 use pin::CpuMask;

@@ -11,7 +11,7 @@ use super::peers;
 use super::pin::{self, Placement};
 use super::probe::{ProbeOpts, SearchOpts};
 use super::results::Skipped;
-use crate::Error;
+use crate::error::Error;
 
 const DEFAULT_CONNS: &[u64] = &[100, 1000, 10000];
 const QUICK_CONNS: &[u64] = &[100];

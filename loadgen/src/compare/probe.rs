@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::server;
 use crate::config::{Config, HttpOpts, Mode};
-use crate::{Error, Snapshot};
+use crate::error::Error;
+use crate::interval::Snapshot;
 
 /// Share of the offered rate a probe must achieve.
 pub const ACHIEVED_SHARE: f64 = 0.99;

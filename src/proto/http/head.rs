@@ -248,16 +248,16 @@ pub(super) fn target_path(t: &str, method: Method) -> Option<&str> {
 /// target URI has no authority).
 #[inline]
 fn valid_authority(v: &[u8]) -> bool {
-    // The usual `name[:port]` of letters, digits, '.' and '-' passes in one pass that
-    // vectorises; anything else (IP-literal, percent-encoding, sub-delims) goes the long way.
-    let simple = v.iter().fold(true, |ok, &b| {
-        ok & (b.is_ascii_alphanumeric() | (b == b'.') | (b == b'-') | (b == b':'))
-    });
-    if simple {
-        return match v.iter().position(|&b| b == b':') {
-            None => true,
-            Some(c) => v[c + 1..].iter().all(u8::is_ascii_digit),
-        };
+    // The usual `name[:port]` (letters, digits, '.', '-', then digits) in one table-driven
+    // pass; anything else (IP-literal, percent-encoding, sub-delims) goes the long way.
+    let name = v
+        .iter()
+        .take_while(|&&b| HOST_NAME_CHAR[usize::from(b)])
+        .count();
+    match v.get(name) {
+        None => return true,
+        Some(b':') if v[name + 1..].iter().all(u8::is_ascii_digit) => return true,
+        _ => {}
     }
     let (host_ok, port) = match v.strip_prefix(b"[") {
         // IP-literal = "[" ( IPv6address / IPvFuture ) "]"
@@ -280,6 +280,9 @@ fn valid_authority(v: &[u8]) -> bool {
     };
     host_ok && port.iter().all(u8::is_ascii_digit)
 }
+
+/// Letters, digits, '.' and '-': the characters of almost every Host value's name.
+const HOST_NAME_CHAR: [bool; 256] = chunked::byte_class(b".-");
 
 /// `unreserved / sub-delims` (RFC 3986 §2.2-2.3).
 const REG_NAME_CHAR: [bool; 256] = chunked::byte_class(b"-._~!$&'()*+,;=");

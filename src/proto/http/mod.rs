@@ -408,7 +408,7 @@ impl HttpSession {
             && target
                 .bytes()
                 .fold(true, |ok, b| ok & (b.wrapping_sub(0x21) < 0x5e))
-            && !bare_lf(&avail[..n]);
+            && lines_end_in_crlf(avail, n, fields, req.headers);
         if !valid {
             return None;
         }
@@ -718,4 +718,33 @@ fn route(target: &str) -> Route {
             None => Route::NotFound,
         },
     }
+}
+
+/// No bare LF in a head httparse accepted whole (RFC 9112 §2.2), checked at its line ends only:
+/// httparse admits no CR that is not followed by LF, and ends a line at its first LF, so the
+/// head is CRLF-only exactly when the byte before each line's LF is a CR. Those are the request
+/// line's end (just before `fields`, where the field lines start), each field line's end (after
+/// its value and the trailing SP/HTAB that httparse trims off it) and the final empty line. A
+/// head that starts with an empty line is left to [`head::bare_lf`] (the caller falls back).
+#[inline]
+fn lines_end_in_crlf(
+    avail: &[u8],
+    n: usize,
+    fields: usize,
+    headers: &[httparse::Header<'_>],
+) -> bool {
+    if fields < 2 || n < 2 || matches!(avail[0], b'\r' | b'\n') {
+        return false;
+    }
+    if avail[fields - 2] != b'\r' || avail[n - 2] != b'\r' {
+        return false;
+    }
+    let base = avail.as_ptr() as usize;
+    headers.iter().all(|h| {
+        let mut end = h.value.as_ptr() as usize - base + h.value.len();
+        while matches!(avail.get(end), Some(b' ' | b'\t')) {
+            end += 1;
+        }
+        avail.get(end) == Some(&b'\r')
+    })
 }

@@ -611,6 +611,15 @@ impl Uring {
                     return self.pump(token);
                 }
             }
+            Phase::Serving if conn.stamps.head_started != NEVER => {
+                // Connected and never sent a byte of its (first or next) request head: counted
+                // as the reactor and coro count it.
+                self.env.counters.timeouts_header += 1;
+                log::debug!(
+                    "fd {fd}: no request within {} ms; closing",
+                    self.timeouts.header_ms
+                )
+            }
             Phase::Serving => {
                 self.env.counters.timeouts_idle += 1;
                 log::debug!("fd {fd}: idle; closing")

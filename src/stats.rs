@@ -78,6 +78,9 @@ counter_struct! {
         pub pool_queue_high_water: u64,
         /// pool: requests refused because the workers had all they may hold (HTTP: 503).
         pub pool_rejected: u64,
+        /// pool: times echo input waited in line for a worker because the workers had all they
+        /// may hold (echo has no refusal: the connection stops reading until a worker is free).
+        pub pool_parked: u64,
         /// pool: time the workers spent running jobs, summed over the workers.
         pub pool_worker_busy_ns: u64,
         @nested
@@ -164,9 +167,11 @@ pub fn summary_line(backend: &str, c: &Counters) -> String {
     let s = &c.syscalls;
     let pool = if c.pool_jobs > 0 {
         format!(
-            " pool_jobs={} pool_rejected={} pool_queue_high_water={} pool_worker_busy_ms={}",
+            " pool_jobs={} pool_rejected={} pool_parked={} pool_queue_high_water={} \
+             pool_worker_busy_ms={}",
             c.pool_jobs,
             c.pool_rejected,
+            c.pool_parked,
             c.pool_queue_high_water,
             c.pool_worker_busy_ns / 1_000_000
         )

@@ -1,8 +1,9 @@
 //! The pool as half-sync/half-async: one loop holds every connection, `--pool-threads` workers
 //! run the protocol. Hundreds of keep-alive clients on a few workers are all served; when the
 //! workers are `QUEUE_PER_THREAD` × threads requests behind, the next request (not the next
-//! connection) is refused: HTTP with a 503 and `Connection: close`, echo by closing; the
-//! requests already queued are answered once the workers catch up. Counted in `/stats`.
+//! connection) is refused with a 503 and `Connection: close`; echo, which has no refusal, waits in
+//! line and stops reading instead. The requests already queued are answered once the workers
+//! catch up. Counted in `/stats`.
 
 mod common;
 
@@ -161,22 +162,65 @@ fn a_request_past_the_queue_gets_503_and_the_queued_ones_are_answered() {
     );
 }
 
+/// Bytes that have reached the server's sockets on `port` and that it has not read yet, summed
+/// over its established connections (the `rx_queue` column of /proc/net/tcp).
+fn unread_by_server(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = u16::from_str_radix(fields[1].rsplit(':').next()?, 16).ok()?;
+            let established = fields[3] == "01";
+            let rx_queue = u64::from_str_radix(fields[4].rsplit(':').next()?, 16).ok()?;
+            (local_port == port && established).then_some(rx_queue)
+        })
+        .sum()
+}
+
+/// Echo has no refusal to send: input past the queue waits in line, its connection stops
+/// reading, and every chunk is echoed once the workers catch up. None is closed or lost.
 #[test]
-fn an_echo_chunk_past_the_queue_closes_its_connection_only() {
-    let (_server, streams, refused) = overfill("echo", b"ping");
-    for &i in &refused {
-        let mut byte = [0u8; 1];
-        assert_eq!((&streams[i]).read(&mut byte).unwrap(), 0, "connection {i}");
-    }
+fn an_echo_chunk_past_the_queue_waits_for_a_worker_and_nothing_is_lost() {
+    let server = Server::start(&[
+        "--backend",
+        "pool",
+        "--pool-threads",
+        "1",
+        "--proto",
+        "echo",
+    ]);
+    let streams: Vec<TcpStream> = (0..QUEUE_PER_THREAD + OVER)
+        .map(|_| server.connect())
+        .collect();
+    let worker = FrozenThread::freeze(thread_named(&server, "pool-0"));
     for (i, s) in streams.iter().enumerate() {
-        if refused.contains(&i) {
-            continue;
-        }
+        (&*s).write_all(&(i as u32).to_le_bytes()).unwrap();
+    }
+    // The loop has read every chunk: the queue is full and OVER of them are parked.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while unread_by_server(server.addr.port()) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the loop did not read the chunks"
+        );
+        std::thread::yield_now();
+    }
+    // Nothing can be answered with the worker frozen, and nothing was closed (an EOF would be
+    // readable).
+    assert_eq!(answered_while_frozen(&streams, 0), Vec::<usize>::new());
+    drop(worker);
+    for (i, s) in streams.iter().enumerate() {
         let mut back = [0u8; 4];
         (&*s)
             .read_exact(&mut back)
             .unwrap_or_else(|e| panic!("connection {i}: {e}"));
-        assert_eq!(&back, b"ping");
+        assert_eq!(u32::from_le_bytes(back), i as u32, "connection {i}");
+        // Still open and served: a second chunk.
+        (&*s).write_all(b"more").unwrap();
+        (&*s).read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"more", "connection {i}");
     }
 }
 

@@ -10,11 +10,14 @@
 //!   socket never holds a worker: 10,000 idle connections cost the loop what they cost epoll.
 //! - A connection has at most one job out, and is not read again until it is back and its output
 //!   is flushed: requests on one connection are answered in order (see [`super::reactor::offload`]).
-//! - At most `QUEUE_PER_THREAD` × threads jobs wait for a worker or are being run. A request
-//!   that finds the workers that far behind is refused on its own: HTTP gets `503` with `Connection: close`
-//!   and that connection closes after it (the loop does not parse HTTP, so it cannot tell where
-//!   the refused request ends and the next begins); an echo connection is closed. Other
-//!   connections are untouched. Counted in `pool_rejected`, logged at most once a second.
+//! - At most `QUEUE_PER_THREAD` × threads jobs wait for a worker or are being run. An HTTP
+//!   request that finds the workers that far behind is refused on its own: `503` with
+//!   `Connection: close`, and that connection closes after it (the loop does not parse HTTP, so
+//!   it cannot tell where the refused request ends and the next begins). Other connections are
+//!   untouched. Counted in `pool_rejected`, logged at most once a second. Echo has no refusal to
+//!   send, and a burst of chunks is no reason to drop bytes: its input waits in line (oldest
+//!   first, counted in `pool_parked`) and the connection stops reading, so TCP's window holds the
+//!   client back until a worker is free.
 //! - Finished jobs wake the loop through an eventfd, written only when the finished list goes
 //!   from empty to not empty; the loop reads it before it takes the list, so no job is left
 //!   behind unannounced.

@@ -29,6 +29,7 @@
 pub mod offload;
 mod turn;
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -140,6 +141,7 @@ impl Reactor {
             workers,
             proto,
             rejections: RateLimitedLog::default(),
+            parked: VecDeque::new(),
         });
         Ok(self)
     }
@@ -276,6 +278,27 @@ impl Reactor {
             self.take_back(job);
         }
         self.done = done;
+        self.offer_to_free_workers();
+    }
+
+    /// Parked echo connections, oldest first, get the workers freed since they parked.
+    fn offer_to_free_workers(&mut self) {
+        loop {
+            let Some(hook) = self.shared.offload.as_mut() else {
+                return;
+            };
+            if hook.workers.outstanding() >= hook.workers.capacity() {
+                return;
+            }
+            let Some(token) = hook.parked.pop_front() else {
+                return;
+            };
+            let Some(conn) = self.conns.get_mut(token).filter(|c| c.parked) else {
+                continue;
+            };
+            conn.parked = false;
+            self.drive(token);
+        }
     }
 
     fn take_back(&mut self, job: Done) {
@@ -473,6 +496,7 @@ impl Reactor {
             away: false,
             fresh_input: false,
             refused: false,
+            parked: false,
             lingered_bytes: 0,
         };
         let token = self.conns.insert(conn);

@@ -13,6 +13,7 @@
 //!   answered in this job; the loop adds the job's requests to its own counters when it takes the
 //!   job back, before any of its output is sent.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 use std::time::Instant;
@@ -108,6 +109,10 @@ pub(super) struct Hook {
     /// the refusal.
     pub(super) proto: Proto,
     pub(super) rejections: RateLimitedLog,
+    /// Echo connections waiting for a worker, oldest first; each is offered again, in order, as
+    /// jobs come back. (A token may be stale, its connection closed meanwhile or its slot reused:
+    /// only a connection still marked parked is taken.)
+    pub(super) parked: VecDeque<Token>,
 }
 
 #[cfg(test)]

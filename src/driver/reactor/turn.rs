@@ -13,7 +13,7 @@ use super::super::kit::{Stamps, Timed, LINGER_BYTES, LINGER_TIME, MAX_BUFFERED_I
 use super::super::{Clock, LoopEnv, Timeouts, NEVER};
 use super::offload::{Hook, Job};
 use crate::backend::{Features, Interest, Poller, Token};
-use crate::proto::{Session, Status, OUTPUT_HIGH_WATER};
+use crate::proto::{Proto, Session, Status, OUTPUT_HIGH_WATER};
 use crate::stats::Counters;
 use crate::sys;
 
@@ -48,6 +48,10 @@ pub(super) struct ReadyConn {
     pub(super) fresh_input: bool,
     /// With workers: a request was refused (queue full); close once the refusal is sent.
     pub(super) refused: bool,
+    /// With workers: echo input is waiting for a worker (the queue was full). Echo has no
+    /// refusal to send, so the connection stops reading instead: the kernel's buffers and TCP's
+    /// window hold the client back until a worker is free.
+    pub(super) parked: bool,
     pub(super) lingered_bytes: usize,
     pub(super) stamps: Stamps,
 }
@@ -58,8 +62,9 @@ impl Timed for ReadyConn {
     }
 
     fn deadline(&self, timeouts: &Timeouts) -> u64 {
-        if self.away {
-            // The request is being answered; its deadline is set again when the job is back.
+        if self.away || self.parked {
+            // The request is being answered (or waits for us, not for the peer); its deadline
+            // is set again when the job is back.
             return NEVER;
         }
         self.stamps.deadline(timeouts, self.pending_output() > 0)
@@ -82,7 +87,7 @@ impl ReadyConn {
     /// output is flushed: the job's output becomes the connection's whole output.
     fn has_room(&self, offloading: bool) -> bool {
         if offloading {
-            self.pending_output() == 0
+            self.pending_output() == 0 && !self.parked
         } else {
             self.pending_output() < OUTPUT_HIGH_WATER
         }
@@ -182,10 +187,12 @@ pub(super) fn turn(conn: &mut ReadyConn, token: Token, shared: &mut TurnContext)
         let room = conn.has_room(offloading);
         if offloading {
             if room && (conn.fresh_input || conn.session.has_pending_output()) {
-                if hand_off(conn, token, shared) {
-                    return finish_turn(conn, shared, Verdict::Keep);
+                match hand_off(conn, token, shared) {
+                    HandOff::Taken | HandOff::Parked => {
+                        return finish_turn(conn, shared, Verdict::Keep)
+                    }
+                    HandOff::Refused => continue, // send the refusal
                 }
-                continue; // refused: send the refusal
             }
         } else if room && (!conn.input.is_empty() || conn.session.has_pending_output()) {
             if conn.output.capacity() == 0 {
@@ -254,23 +261,44 @@ pub(super) fn turn(conn: &mut ReadyConn, token: Token, shared: &mut TurnContext)
         }
         break;
     }
-    if conn.peer_eof && conn.pending_output() == 0 && !conn.session.has_pending_output() {
+    if conn.peer_eof
+        && conn.pending_output() == 0
+        && !conn.session.has_pending_output()
+        && !conn.parked
+    {
         // Everything the peer sent before its half-close has been answered.
         return Verdict::Close;
     }
     finish_turn(conn, shared, Verdict::Keep)
 }
 
-/// Hands the connection's session and input to a worker; false when the workers already have
-/// as many jobs as they may, and the request is refused instead (HTTP: a 503 with
-/// `Connection: close`, and the connection closes after it, since the loop does not know where
-/// the refused request ends; echo: closed).
-fn hand_off(conn: &mut ReadyConn, token: Token, shared: &mut TurnContext) -> bool {
+/// What became of a connection's new input at the hand-off.
+#[derive(Debug, PartialEq, Eq)]
+enum HandOff {
+    /// A worker has it.
+    Taken,
+    /// The workers were full: a refusal is in the output.
+    Refused,
+    /// The workers were full and there is no refusal to send (echo): it waits for a worker.
+    Parked,
+}
+
+/// Hands the connection's session and input to a worker. When the workers already have as many
+/// jobs as they may, an HTTP request is refused instead (a 503 with `Connection: close`, and the
+/// connection closes after it, since the loop does not know where the refused request ends);
+/// echo input waits in line for a worker ([`Hook::parked`]), every byte kept.
+fn hand_off(conn: &mut ReadyConn, token: Token, shared: &mut TurnContext) -> HandOff {
     let Some(hook) = shared.offload.as_mut() else {
-        return false;
+        unreachable!("hand_off is called only with workers");
     };
-    conn.fresh_input = false;
     let outstanding = hook.workers.outstanding() as u64;
+    if outstanding >= hook.workers.capacity() as u64 && hook.proto == Proto::Echo {
+        conn.parked = true;
+        hook.parked.push_back(token);
+        shared.env.counters.pool_parked += 1;
+        return HandOff::Parked;
+    }
+    conn.fresh_input = false;
     if outstanding >= hook.workers.capacity() as u64 {
         shared.env.counters.pool_rejected += 1;
         hook.rejections.warn(format_args!(
@@ -283,7 +311,7 @@ fn hand_off(conn: &mut ReadyConn, token: Token, shared: &mut TurnContext) -> boo
         }
         conn.output
             .extend_from_slice(&Session::refusal(hook.proto, &shared.env));
-        return false;
+        return HandOff::Refused;
     }
     // The job gets the input at its size; a big read buffer stays with the loop.
     let input = if conn.input.capacity() >= READ_CHUNK && shared.scratch_in.capacity() == 0 {
@@ -314,7 +342,7 @@ fn hand_off(conn: &mut ReadyConn, token: Token, shared: &mut TurnContext) -> boo
         env,
     });
     conn.away = true;
-    true
+    HandOff::Taken
 }
 
 /// Gives lent buffers back to the loop when the connection no longer needs them.

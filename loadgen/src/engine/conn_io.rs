@@ -298,7 +298,9 @@ impl<C: Client, K: Clock> Engine<C, K> {
             };
             self.unresolved -= 1;
             self.iv.completed += 1;
-            record_ns(&mut self.iv_latency, now - req.intended);
+            if self.in_interval_latency(req.intended, now) {
+                record_ns(&mut self.iv_latency, now - req.intended);
+            }
             if !self.in_window(req.intended) {
                 continue;
             }

@@ -2,14 +2,15 @@
 # loadgen vs wrk against the cepoll peer: one thread each, same connections, interleaved rounds.
 # Prints req/s and CPU per request (user+sys of the generator process, from /usr/bin/time).
 #   loadgen/scripts/bench-vs-wrk.sh [ROUNDS] [CONNS] [SECONDS] [PORT]
-# Needs: cargo build -p loadgen --release; wrk (apt-get install -y wrk); /usr/bin/time.
+# Needs: cargo build -p loadgen --release; the cepoll peer built (benches/peers/README.md);
+# wrk (apt-get install -y wrk); /usr/bin/time.
 set -euo pipefail
 rounds=${1:-3}; conns=${2:-100}; secs=${3:-10}; port=${4:-18391}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 loadgen=$root/target/release/loadgen
-peer=/work/shared/baselines/peer
+peer=$root/benches/peers/cepoll/cepoll
 out=$(mktemp -d)
-"$peer" cepoll --port "$port" > "$out/peer.txt" 2>&1 &
+"$peer" --port "$port" > "$out/peer.txt" 2>&1 &
 peer_pid=$!
 trap 'kill $peer_pid 2>/dev/null || true' EXIT
 for _ in $(seq 100); do grep -q listening "$out/peer.txt" 2>/dev/null && break; sleep 0.1; done

@@ -159,8 +159,12 @@ fn resolve<'a>(root: &'a Value, path: &str) -> Result<&'a Value, String> {
     Ok(here)
 }
 
+/// Rounds half away from zero, as `f64::round` and loadgen's report tables do (`format!`
+/// alone would round an exact half to even: 41,994.5 would print as 41,994, the table 41,995).
 fn format_number(value: f64, decimals: usize, group_thousands: bool) -> String {
-    let text = format!("{value:.decimals$}");
+    let factor = 10f64.powi(decimals as i32);
+    let rounded = (value * factor).round() / factor;
+    let text = format!("{rounded:.decimals$}");
     if !group_thousands {
         return text;
     }
@@ -316,6 +320,8 @@ fn numbers_format_as_the_docs_write_them() {
     assert_eq!(format_number(999.6, 0, true), "1,000");
     assert_eq!(format_number(2.484, 2, false), "2.48");
     assert_eq!(format_number(-1234.0, 0, true), "-1,234");
+    assert_eq!(format_number(41994.5, 0, true), "41,995");
+    assert_eq!(format_number(0.25, 1, false), "0.3");
 }
 
 #[test]

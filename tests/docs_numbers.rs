@@ -277,7 +277,11 @@ fn every_quoted_figure_matches_its_results_file() {
         let doc = std::fs::read_to_string(&file).expect("a readable markdown file");
         let (rewritten, found, count) = check_doc(&doc, &mut results, &results_dir, regenerate);
         checked += count;
-        let name = file.strip_prefix(root).unwrap_or(&file).display().to_string();
+        let name = file
+            .strip_prefix(root)
+            .unwrap_or(&file)
+            .display()
+            .to_string();
         problems.extend(found.into_iter().map(|p| format!("{name}: {p}")));
         if regenerate && rewritten != doc {
             std::fs::write(&file, rewritten).expect("rewrite a markdown file");

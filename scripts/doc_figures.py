@@ -235,9 +235,9 @@ def epoll_oready():
     svg.box(x - 10, 362, 160, 36, "", lines=["epoll_wait: copy out", "the ready list only"])
     svg.text(x, 418, "Cost per wait: O(ready). Idle sockets cost nothing until they fire.", size=12,
              colour=GREEN)
-    svg.text(30, 360, "c10k's counter `examined_per_req` shows it:", size=12)
-    svg.text(30, 376, "select/poll examine ~100 descriptors per request", size=12)
-    svg.text(30, 392, "with 10,000 idle; epoll 1.0 (docs/results.md).", size=12)
+    svg.text(30, 360, "c10k's counter examined_per_req shows it", size=12)
+    svg.text(30, 376, "(docs/results.md): select and poll look at every", size=12)
+    svg.text(30, 392, "registered descriptor, epoll at the ready ones.", size=12)
     svg.write("epoll-oready.svg")
 
 

@@ -156,10 +156,7 @@ pub fn run(
     let rt = Runtime::new(IoDriver::new()?);
     let ctx = Rc::new(Ctx {
         rt: Rc::clone(&rt),
-        env: RefCell::new(LoopEnv {
-            board: options.board.clone(),
-            ..LoopEnv::new(BACKEND)
-        }),
+        env: RefCell::new(LoopEnv::configured(BACKEND, options)),
         options: options.clone(),
         buffers: RefCell::new(Vec::new()),
         conns: Cell::new(0),
@@ -357,6 +354,12 @@ async fn serve(ctx: Rc<Ctx>, socket: Socket) {
             let before = output.len();
             let consumed = ctx.advance(&mut session, &input, &mut output);
             input.drain(..consumed);
+            if session.blocking_work().is_some() {
+                // `/sleep`, `/work`: on the loop's thread, stalling every task on it.
+                let mut env = ctx.env.borrow_mut();
+                kit::run_blocking_inline(&mut session, &mut output, &mut *env);
+                env.publish();
+            }
             if consumed > 0 {
                 // A request head ended; if another has begun behind it, its clock starts now.
                 head_started = None;

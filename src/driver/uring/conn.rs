@@ -2,7 +2,7 @@
 
 use std::os::fd::OwnedFd;
 
-use crate::driver::kit::{Stamps, Timed};
+use crate::driver::kit::{self, Stamps, Timed};
 use crate::driver::{LoopEnv, Timeouts, NEVER};
 use crate::proto::{Session, OUTPUT_HIGH_WATER};
 
@@ -103,6 +103,8 @@ pub(super) fn produce(conn: &mut UringConn, env: &mut LoopEnv, spare: &mut Vec<V
         let requests_before = env.counters.requests;
         let consumed = conn.session.advance(&conn.input, &mut conn.output, env);
         conn.input.drain(..consumed);
+        // Blocking work (`/sleep`, `/work`): run here, stalling the whole ring.
+        kit::run_blocking_inline(&mut conn.session, &mut conn.output, env);
         if conn.drained {
             env.counters.shutdown_answered += env.counters.requests - requests_before;
         }

@@ -88,10 +88,7 @@ pub fn run(listener: OwnedFd, signals: SignalFd, options: &DriverOptions) -> io:
         ring,
         bufs,
         conns: Slab::default(),
-        env: LoopEnv {
-            board: options.board.clone(),
-            ..LoopEnv::new("uring")
-        },
+        env: LoopEnv::configured("uring", options),
         options: options.clone(),
         listener: Some(listener),
         signals,

@@ -162,23 +162,6 @@ fn a_request_past_the_queue_gets_503_and_the_queued_ones_are_answered() {
     );
 }
 
-/// Bytes that have reached the server's sockets on `port` and that it has not read yet, summed
-/// over its established connections (the `rx_queue` column of /proc/net/tcp).
-fn unread_by_server(port: u16) -> u64 {
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let local_port = u16::from_str_radix(fields[1].rsplit(':').next()?, 16).ok()?;
-            let established = fields[3] == "01";
-            let rx_queue = u64::from_str_radix(fields[4].rsplit(':').next()?, 16).ok()?;
-            (local_port == port && established).then_some(rx_queue)
-        })
-        .sum()
-}
-
 /// Echo has no refusal to send: input past the queue waits in line, its connection stops
 /// reading, and every chunk is echoed once the workers catch up. None is closed or lost.
 #[test]

@@ -391,3 +391,30 @@ pub fn rss_kib_with_children(pid: i32) -> u64 {
             .map(rss_kib)
             .sum::<u64>()
 }
+
+/// Bytes that have reached the server's sockets on `port` and that it has not read yet, summed
+/// over its established connections (the `rx_queue` column of /proc/net/tcp).
+pub fn unread_by_server(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = u16::from_str_radix(fields[1].rsplit(':').next()?, 16).ok()?;
+            let established = fields[3] == "01";
+            let rx_queue = u64::from_str_radix(fields[4].rsplit(':').next()?, 16).ok()?;
+            (local_port == port && established).then_some(rx_queue)
+        })
+        .sum()
+}
+
+/// Waits until the server has read everything sent to it on `port` (no sleeping: polls
+/// /proc/net/tcp), or panics after `IO_TIMEOUT`.
+pub fn wait_until_server_has_read(port: u16) {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while unread_by_server(port) > 0 {
+        assert!(Instant::now() < deadline, "the server did not read what was sent");
+        std::thread::yield_now();
+    }
+}

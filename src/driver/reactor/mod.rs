@@ -345,7 +345,9 @@ impl Reactor {
             // On the worker that serves the request: the pool's own way, not an offload.
             counters.blocking_inline += job.blocking;
         } else {
-            counters.blocking_offloaded += job.blocking;
+            // The work the job was sent with was counted at the hand-off; any more it met in
+            // requests pipelined behind it ran on the helper too.
+            counters.blocking_offloaded += job.blocking.saturating_sub(1);
         }
         counters.requests += job.requests;
         if shutting_down {

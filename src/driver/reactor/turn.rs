@@ -360,8 +360,12 @@ fn hand_off(conn: &mut ReadyConn, token: Token, shared: &mut TurnContext) -> Han
         counters.pool_queue_depth = outstanding + 1;
         counters.pool_queue_high_water = counters.pool_queue_high_water.max(outstanding + 1);
     } else {
+        counters.blocking_offloaded += 1;
         counters.offload_queue_depth = outstanding + 1;
         counters.offload_queue_high_water = counters.offload_queue_high_water.max(outstanding + 1);
+        // With --workers: the hand-off shows in `/stats` on the other workers now, not when
+        // this connection next sends something.
+        shared.env.publish();
     }
     let session = std::mem::replace(&mut conn.session, Session::new(hook.proto));
     hook.workers.submit(Job {

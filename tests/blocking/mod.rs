@@ -77,7 +77,10 @@ fn a_blocks_then_b_asks(server: &Server, a_path: &str) -> (HttpReader<TcpStream>
     let mut b = HttpReader::new(server.connect());
     b.inner_mut().write_all(&get("/plaintext")).unwrap();
     let answer = b.read_response(false).unwrap();
-    assert_eq!((answer.status, &answer.body[..]), (200, &b"Hello, World!"[..]));
+    assert_eq!(
+        (answer.status, &answer.body[..]),
+        (200, &b"Hello, World!"[..])
+    );
     let a_first = has_data(a.inner_mut());
     (a, a_first)
 }
@@ -95,7 +98,10 @@ pub fn blocking_work_stalls_only_a_loop_that_runs_it_itself(backend: &[&str]) {
             );
         }
         let answer = a.read_response(false).unwrap();
-        assert_eq!((answer.status, &answer.body[..]), (200, &b"slept 300 ms\n"[..]));
+        assert_eq!(
+            (answer.status, &answer.body[..]),
+            (200, &b"slept 300 ms\n"[..])
+        );
         let s = stats(&server);
         assert_eq!(counter(&s, "blocking_inline"), 1, "{s}");
         assert_eq!(counter(&s, "blocking_offloaded"), 0, "{s}");
@@ -127,7 +133,10 @@ pub fn blocking_routes_are_off_by_default_and_bounded(backend: &[&str]) {
         assert_eq!(http_once(&server, &get(path)).status, 404, "{path}");
     }
     let s = stats(&server);
-    assert_eq!(counter(&s, "blocking_inline") + counter(&s, "blocking_offloaded"), 0);
+    assert_eq!(
+        counter(&s, "blocking_inline") + counter(&s, "blocking_offloaded"),
+        0
+    );
     drop(server);
 
     let server = start_with(backend, &["--blocking-routes"]);
@@ -172,6 +181,9 @@ pub fn sigterm_answers_a_blocking_request_in_flight(backend: &[&str]) {
     wait_until_server_has_read(server.addr.port());
     server.signal(nix::sys::signal::Signal::SIGTERM);
     let answer = a.read_response(false).unwrap();
-    assert_eq!((answer.status, &answer.body[..]), (200, &b"slept 500 ms\n"[..]));
+    assert_eq!(
+        (answer.status, &answer.body[..]),
+        (200, &b"slept 500 ms\n"[..])
+    );
     assert!(server.stop_after_signal().success());
 }

@@ -414,7 +414,10 @@ pub fn unread_by_server(port: u16) -> u64 {
 pub fn wait_until_server_has_read(port: u16) {
     let deadline = Instant::now() + IO_TIMEOUT;
     while unread_by_server(port) > 0 {
-        assert!(Instant::now() < deadline, "the server did not read what was sent");
+        assert!(
+            Instant::now() < deadline,
+            "the server did not read what was sent"
+        );
         std::thread::yield_now();
     }
 }

@@ -13,9 +13,9 @@ use std::time::Duration;
 /// Longest `GET /sleep/MS`, in milliseconds; longer: 400.
 pub const MAX_SLEEP_MS: u32 = 10_000;
 /// Most iterations of `GET /work/N`; more: 400. One iteration is one round of [`mix`]: about
-/// 1.3 ns on this project's test machine (a 2-core VM; `cargo test --release --lib
-/// iteration_cost -- --ignored --nocapture` measures it), so the largest request burns about
-/// 13 ms of CPU... see docs/backends.md for the figure measured.
+/// 6 ns (0.006 µs) on this project's machine (2-core AMD EPYC VM, release build, best of four
+/// runs of `cargo test --release --lib iteration_cost -- --ignored --nocapture`; 6.0–13 ns
+/// while other jobs shared it), so the largest request burns about 60 ms of CPU.
 pub const MAX_WORK_ITERATIONS: u32 = 10_000_000;
 
 /// Work a request asked for. Small (8 bytes): it waits in the session of the connection.

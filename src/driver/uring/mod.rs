@@ -496,8 +496,9 @@ impl Uring {
             if conn.pending_output() > 0 {
                 self.env.counters.syscalls.writes += 1;
                 // SAFETY: the send reads `output[sent..]`, which is neither changed nor freed while
-                // `send_armed` is set: `produce` runs only without a send in flight, and the
-                // connection is freed only once its send has completed.
+                // `send_armed` is set: `produce` (and, with `--offload`, taking a job's output
+                // back) runs only without a send in flight, and the connection is freed only once
+                // its send has completed.
                 unsafe {
                     ring::push_send(
                         &mut self.ring,

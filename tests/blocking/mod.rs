@@ -7,15 +7,21 @@
 //! How order is seen without timing: connection A's blocking request is sent and the test waits
 //! until the server has read it (its socket's receive queue is empty, /proc/net/tcp); then B's
 //! `/plaintext` is sent and its response read. Whether A's response is already waiting in A's
-//! socket at that moment says which was answered first.
+//! socket at that moment says which was answered first. Where B must come first, the thread that
+//! runs A's sleep is found (blocked in nanosleep, /proc) and frozen (ptrace) before B asks, so A
+//! cannot be answered first however slow the machine: B is answered only if something other
+//! than that thread serves it.
 
 use std::io::{ErrorKind, Write};
 use std::net::TcpStream;
+use std::time::Instant;
+
+use nix::unistd::Pid;
 
 use crate::common::*;
 
-/// A `/sleep` long enough that nothing else the test does could outlast it; the tests that use
-/// it never wait for its end (the server is killed).
+/// A `/sleep` long enough that the test finds and freezes the thread running it before it ends;
+/// the tests that use it never wait for its end (the server is killed).
 const LONG_SLEEP_MS: u32 = 10_000;
 
 fn start_with(backend: &[&str], extra: &[&str]) -> Server {
@@ -85,6 +91,62 @@ fn a_blocks_then_b_asks(server: &Server, a_path: &str) -> (HttpReader<TcpStream>
     (a, a_first)
 }
 
+/// The server's thread (in any of its processes) blocked in a sleep: A's `/sleep`, once it has
+/// begun. Polls /proc, never sleeps; panics after `IO_TIMEOUT`.
+fn sleeping_thread(server: &Server) -> Pid {
+    let sleeps = [libc::SYS_nanosleep, libc::SYS_clock_nanosleep];
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let pid = server.pid();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let pids =
+            std::iter::once(pid).chain(children.split_whitespace().filter_map(|c| c.parse().ok()));
+        for p in pids {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+                continue;
+            };
+            for tid in tasks.filter_map(|t| t.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+                let syscall = std::fs::read_to_string(format!("/proc/{p}/task/{tid}/syscall"))
+                    .unwrap_or_default();
+                let number = syscall
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<i64>().ok());
+                if number.is_some_and(|n| sleeps.contains(&n)) {
+                    return Pid::from_raw(tid);
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no server thread sleeps: A's /sleep did not begin"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// A's long `/sleep` is sent; once a server thread sleeps in it, that thread is frozen and B's
+/// `/plaintext` must be answered anyway. Returns A's connection (and the frozen thread, released
+/// on drop).
+fn b_is_answered_while_a_sleeps(server: &Server) -> (TcpStream, FrozenThread) {
+    let mut a = server.connect();
+    a.write_all(&get(&format!("/sleep/{LONG_SLEEP_MS}")))
+        .unwrap();
+    let sleeper = FrozenThread::freeze(sleeping_thread(server));
+    let mut b = HttpReader::new(server.connect());
+    b.inner_mut().write_all(&get("/plaintext")).unwrap();
+    let answer = b.read_response(false).unwrap_or_else(|e| {
+        panic!("B was not answered while the thread running A's /sleep was stopped: {e}")
+    });
+    assert_eq!(
+        (answer.status, &answer.body[..]),
+        (200, &b"Hello, World!"[..])
+    );
+    assert!(!has_data(&a), "A answered while its /sleep could not end");
+    (a, sleeper)
+}
+
 /// (a) and (b) without `--offload`: a single-threaded loop answers B only after A's sleep (the
 /// stall is the lesson); threads, the pool and coro answer B while A's sleep goes on.
 pub fn blocking_work_stalls_only_a_loop_that_runs_it_itself(backend: &[&str]) {
@@ -106,8 +168,7 @@ pub fn blocking_work_stalls_only_a_loop_that_runs_it_itself(backend: &[&str]) {
         assert_eq!(counter(&s, "blocking_inline"), 1, "{s}");
         assert_eq!(counter(&s, "blocking_offloaded"), 0, "{s}");
     } else {
-        let (_a, a_first) = a_blocks_then_b_asks(&server, &format!("/sleep/{LONG_SLEEP_MS}"));
-        assert!(!a_first, "A's /sleep ended before B was answered");
+        b_is_answered_while_a_sleeps(&server);
     }
 }
 
@@ -115,8 +176,7 @@ pub fn blocking_work_stalls_only_a_loop_that_runs_it_itself(backend: &[&str]) {
 /// while A's sleep is still running, and the hand-off is counted at once.
 pub fn offloaded_blocking_work_does_not_stall_other_connections(backend: &[&str]) {
     let server = start_with(backend, offload(backend));
-    let (_a, a_first) = a_blocks_then_b_asks(&server, &format!("/sleep/{LONG_SLEEP_MS}"));
-    assert!(!a_first, "A's /sleep ended before B was answered");
+    let _a_and_its_sleeper = b_is_answered_while_a_sleeps(&server);
     if runs_blocking_work_on_its_loop(backend) || backend[1] == "coro" {
         let s = stats(&server);
         assert_eq!(counter(&s, "blocking_offloaded"), 1, "{s}");

@@ -105,6 +105,9 @@ impl Server {
                 backend.name()
             )));
         }
+        if config.offload.is_some() && !config.blocking_routes {
+            log::warn!("--offload: no work to hand off without --blocking-routes");
+        }
         if config.thread_stack_kib < 16 {
             return Err(StartError("--thread-stack must be at least 16 KiB".into()));
         }

@@ -60,6 +60,15 @@ pub struct Config {
     /// Lower RLIMIT_SIGPENDING to N queued signals (sigio backend), e.g. to force queue overflow.
     #[arg(long, value_name = "N")]
     pub sigio_queue_limit: Option<u64>,
+    /// Serve `GET /sleep/MS` (MS ≤ 10000) and `GET /work/N` (N ≤ 10,000,000 hash iterations):
+    /// blocking work that stalls a single-threaded loop on purpose. Off: they are 404.
+    #[arg(long)]
+    pub blocking_routes: bool,
+    /// Single-threaded loops (select, poll, epoll, sigio, busy-poll, uring, coro): run the
+    /// blocking routes' work on N helper threads instead of on the loop (like asyncio's
+    /// run_in_executor). threads and pool run it on their own threads and refuse this flag.
+    #[arg(long, value_name = "N")]
+    pub offload: Option<usize>,
     /// Threads of the pool backend (default: 2 × cores).
     #[arg(long, value_name = "N")]
     pub pool_threads: Option<usize>,
@@ -195,6 +204,9 @@ mod tests {
             "11",
             "--pool-threads",
             "5",
+            "--blocking-routes",
+            "--offload",
+            "3",
         ]);
         let args = to_args(&given);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -183,7 +183,9 @@ impl BackendKind {
         match self.info().run {
             Run::Reactor(new_poller) => {
                 let poller = new_poller(options.config.edge)?;
-                Reactor::new(poller, listener, Some(signals), options.clone())?.run()
+                Reactor::new(poller, listener, Some(signals), options.clone())?
+                    .with_blocking_offload(options.config.offload)?
+                    .run()
             }
             Run::Own { serve, .. } => serve(listener, signals, options),
         }

@@ -93,6 +93,21 @@ impl Server {
                 "--pool-threads applies to the pool backend only".into(),
             ));
         }
+        if config.offload == Some(0) {
+            return Err(StartError(
+                "--offload must be at least 1 helper thread".into(),
+            ));
+        }
+        if config.offload.is_some() && matches!(backend, BackendKind::Threads | BackendKind::Pool) {
+            return Err(StartError(format!(
+                "--offload applies to the single-threaded loops; {} already runs blocking work \
+                 off the loop, on the thread that serves the request",
+                backend.name()
+            )));
+        }
+        if config.offload.is_some() && !config.blocking_routes {
+            log::warn!("--offload: no work to hand off without --blocking-routes");
+        }
         if config.thread_stack_kib < 16 {
             return Err(StartError("--thread-stack must be at least 16 KiB".into()));
         }

@@ -83,6 +83,17 @@ counter_struct! {
         pub pool_parked: u64,
         /// pool: time the workers spent running jobs, summed over the workers.
         pub pool_worker_busy_ns: u64,
+        /// Blocking work (`/sleep`, `/work`) run on the thread that serves the connection: the
+        /// loop itself on a single-threaded backend (stalling every connection on it), the
+        /// connection's thread (threads) or the worker running its job (pool).
+        pub blocking_inline: u64,
+        /// Blocking work handed to the `--offload` helper threads (or coro's `offload`) while the
+        /// loop went on serving other connections.
+        pub blocking_offloaded: u64,
+        /// Blocking work with the helpers now, waiting for one or being run (a gauge).
+        pub offload_queue_depth: u64,
+        /// The most blocking work that was ever with the helpers at once.
+        pub offload_queue_high_water: u64,
         @nested
         pub syscalls: Syscalls,
     }

@@ -14,7 +14,6 @@ use std::time::Instant;
 
 use common::*;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 /// Jobs that may wait for a worker or be run, per worker (`driver::pool::QUEUE_PER_THREAD`).
@@ -26,41 +25,6 @@ fn counter(stats: &serde_json::Value, name: &str) -> u64 {
     stats[name]
         .as_u64()
         .unwrap_or_else(|| panic!("/stats has no counter {name}: {stats}"))
-}
-
-/// One thread of the server held in a ptrace stop: unlike SIGSTOP, which stops every thread of
-/// the process, this leaves the loop running while a worker takes no job. Released on drop.
-struct FrozenThread {
-    tid: Pid,
-}
-
-impl FrozenThread {
-    fn freeze(tid: Pid) -> FrozenThread {
-        // SAFETY: PTRACE_SEIZE and PTRACE_INTERRUPT read no memory of ours (addr and data are
-        // 0); the thread belongs to a child of this process.
-        let seized = unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid.as_raw(), 0, 0) };
-        assert_eq!(
-            seized,
-            0,
-            "ptrace(SEIZE) the worker: {}",
-            std::io::Error::last_os_error()
-        );
-        let frozen = FrozenThread { tid };
-        // SAFETY: as above.
-        let interrupted = unsafe { libc::ptrace(libc::PTRACE_INTERRUPT, tid.as_raw(), 0, 0) };
-        assert_eq!(interrupted, 0, "{}", std::io::Error::last_os_error());
-        match waitpid(tid, Some(WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::PtraceEvent(..) | WaitStatus::Stopped(..)) => frozen,
-            other => panic!("the worker did not stop: {other:?}"),
-        }
-    }
-}
-
-impl Drop for FrozenThread {
-    fn drop(&mut self) {
-        // SAFETY: as in `freeze`; the thread is in the ptrace stop that PTRACE_INTERRUPT made.
-        unsafe { libc::ptrace(libc::PTRACE_DETACH, self.tid.as_raw(), 0, 0) };
-    }
 }
 
 /// The server's thread named `name` (std names its threads through prctl, shown in `comm`).
@@ -160,23 +124,6 @@ fn a_request_past_the_queue_gets_503_and_the_queued_ones_are_answered() {
         2 * QUEUE_PER_THREAD as u64 + 1,
         "{s}"
     );
-}
-
-/// Bytes that have reached the server's sockets on `port` and that it has not read yet, summed
-/// over its established connections (the `rx_queue` column of /proc/net/tcp).
-fn unread_by_server(port: u16) -> u64 {
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let local_port = u16::from_str_radix(fields[1].rsplit(':').next()?, 16).ok()?;
-            let established = fields[3] == "01";
-            let rx_queue = u64::from_str_radix(fields[4].rsplit(':').next()?, 16).ok()?;
-            (local_port == port && established).then_some(rx_queue)
-        })
-        .sum()
 }
 
 /// Echo has no refusal to send: input past the queue waits in line, its connection stops

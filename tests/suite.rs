@@ -1,6 +1,7 @@
 //! The integration suite: the real binary, over TCP, once per backend. A new backend is tested by
 //! adding one line to the `suite!` invocation at the bottom.
 
+mod blocking;
 mod common;
 mod hostile;
 
@@ -8,6 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use blocking::*;
 use common::*;
 use hostile::*;
 
@@ -818,6 +820,11 @@ macro_rules! suite {
             // thrur block (items 6, 7)
             #[test] fn thread_cap_refuses_beyond_what_the_host_allows() { super::thread_cap_refuses_beyond_what_the_host_allows(ARGS) }
             #[test] fn stats_count_io_uring_submissions() { super::stats_count_io_uring_submissions(ARGS) }
+            // Blocking work (tests/blocking/mod.rs).
+            #[test] fn blocking_work_stalls_only_a_loop_that_runs_it_itself() { super::blocking_work_stalls_only_a_loop_that_runs_it_itself(ARGS) }
+            #[test] fn offloaded_blocking_work_does_not_stall_other_connections() { super::offloaded_blocking_work_does_not_stall_other_connections(ARGS) }
+            #[test] fn blocking_routes_are_off_by_default_and_bounded() { super::blocking_routes_are_off_by_default_and_bounded(ARGS) }
+            #[test] fn sigterm_answers_a_blocking_request_in_flight() { super::sigterm_answers_a_blocking_request_in_flight(ARGS) }
         }
     )*};
 }

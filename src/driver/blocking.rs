@@ -58,11 +58,14 @@ pub struct ServerState {
     drain_until: OnceLock<Instant>,
     /// With `--workers N`: where this process publishes its totals for the other workers.
     board: Option<Arc<StatsBoard>>,
+    /// `--blocking-routes`: `/sleep` and `/work` are served.
+    blocking_routes: bool,
 }
 
 impl ServerState {
-    pub fn new(board: Option<Arc<StatsBoard>>) -> ServerState {
+    pub fn new(board: Option<Arc<StatsBoard>>, blocking_routes: bool) -> ServerState {
         ServerState {
+            blocking_routes,
             totals: Mutex::new(Counters::default()),
             shutting_down: AtomicBool::new(false),
             drain_until: OnceLock::new(),
@@ -182,6 +185,10 @@ impl<S: DriverState> Env for ThreadEnv<S> {
             self.local.shutdown_answered += 1;
         }
     }
+
+    fn blocking_routes(&self) -> bool {
+        self.state.server().blocking_routes
+    }
 }
 
 impl<S: DriverState> CountingEnv for ThreadEnv<S> {
@@ -191,6 +198,10 @@ impl<S: DriverState> CountingEnv for ThreadEnv<S> {
 
     fn publish_now(&mut self) {
         self.flush();
+    }
+
+    fn refresh_date(&mut self) {
+        self.date.refresh();
     }
 }
 
@@ -419,11 +430,12 @@ impl BlockingConn<'_> {
                 let before = self.output.len();
                 let consumed = self.session.advance(&self.input, &mut self.output, env);
                 self.input.drain(..consumed);
+                progressed = kit::run_blocking_inline(&mut self.session, &mut self.output, env);
                 if consumed > 0 {
                     // A request head ended; if another has begun behind it, its clock starts now.
                     self.head_started = None;
                 }
-                progressed = consumed > 0 || self.output.len() > before;
+                progressed |= consumed > 0 || self.output.len() > before;
             }
             if !self.output.is_empty() {
                 if let Err(e) = self.write_output(env) {

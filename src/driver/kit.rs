@@ -297,6 +297,8 @@ pub trait CountingEnv: Env {
     fn counters(&mut self) -> &mut Counters;
     /// Makes what is counted so far visible to `/stats`, on any connection or worker.
     fn publish_now(&mut self);
+    /// Brings the cached `Date` up to now (after blocking work, which may take seconds).
+    fn refresh_date(&mut self);
 }
 
 impl CountingEnv for LoopEnv {
@@ -307,6 +309,29 @@ impl CountingEnv for LoopEnv {
     fn publish_now(&mut self) {
         self.publish();
     }
+
+    fn refresh_date(&mut self) {
+        self.date.refresh();
+    }
+}
+
+/// Runs the blocking work the session is paused on (`/sleep`, `/work`), here, on the calling
+/// thread, and resumes the session with it, which appends the response to `out`. On a
+/// single-threaded loop this is the stall the blocking routes exist to show: no other connection
+/// is served meanwhile. Returns whether there was work.
+pub fn run_blocking_inline(
+    session: &mut Session,
+    out: &mut Vec<u8>,
+    env: &mut impl CountingEnv,
+) -> bool {
+    let Some(work) = session.blocking_work() else {
+        return false;
+    };
+    env.counters().blocking_inline += 1;
+    let done = work.run();
+    env.refresh_date();
+    session.resume(done, out, env);
+    true
 }
 
 /// Answers a connection the server will not serve (HTTP: 503; echo: nothing) and shuts down

@@ -127,6 +127,8 @@ pub struct LoopEnv {
     /// With `--workers N`: the shared board where each worker publishes its counters, so that
     /// `/stats` gives totals.
     pub board: Option<Arc<StatsBoard>>,
+    /// `--blocking-routes`: `/sleep` and `/work` are served.
+    pub blocking_routes: bool,
 }
 
 impl LoopEnv {
@@ -136,6 +138,16 @@ impl LoopEnv {
             date: HttpDate::default(),
             counters: Counters::default(),
             board: None,
+            blocking_routes: false,
+        }
+    }
+
+    /// A loop's environment as `options` configure it.
+    pub fn configured(backend: &'static str, options: &DriverOptions) -> LoopEnv {
+        LoopEnv {
+            board: options.board.clone(),
+            blocking_routes: options.config.blocking_routes,
+            ..LoopEnv::new(backend)
         }
     }
 
@@ -165,5 +177,9 @@ impl Env for LoopEnv {
 
     fn count_request(&mut self) {
         self.counters.requests += 1;
+    }
+
+    fn blocking_routes(&self) -> bool {
+        self.blocking_routes
     }
 }

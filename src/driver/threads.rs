@@ -227,7 +227,7 @@ pub fn run(
 ) -> io::Result<Counters> {
     sys::set_nonblocking(listener.as_raw_fd(), true)?;
     let state = Arc::new(ThreadsState {
-        server: ServerState::new(options.board.clone()),
+        server: ServerState::new(options.board.clone(), options.config.blocking_routes),
         registry: Mutex::new(HashMap::new()),
         left: Condvar::new(),
     });

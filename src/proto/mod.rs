@@ -15,7 +15,12 @@
 //!   output is flushed, then closes: echo finishes echoing what was sent before the half-close.
 //! - [`Session::status`] says whether to keep reading, or to flush, shut down writing and drain
 //!   (after an HTTP error or `Connection: close`), so the client reads the response, not a reset.
+//! - When [`Session::blocking_work`] shows work (a `/sleep` or `/work` request, with
+//!   `--blocking-routes`), the session is paused: `advance` consumes and produces nothing until
+//!   the driver has run the work, here or elsewhere, and handed its result to
+//!   [`Session::resume`]. Requests behind it wait in the input, so responses stay in order.
 
+pub mod blocking;
 pub mod echo;
 pub mod http;
 
@@ -59,6 +64,11 @@ pub trait Env {
     fn stats_json(&self) -> String;
     /// Called once per complete HTTP request (echo has no message boundaries and never calls it).
     fn count_request(&mut self);
+    /// Whether `GET /sleep/MS` and `GET /work/N` are served (`--blocking-routes`); otherwise
+    /// they are 404 like any unknown path.
+    fn blocking_routes(&self) -> bool {
+        false
+    }
 }
 
 /// One connection's protocol state. An enum rather than a trait object: no allocation per
@@ -111,6 +121,24 @@ impl Session {
         match self {
             Session::Echo(_) => false,
             Session::Http(s) => s.has_pending_output(),
+        }
+    }
+
+    /// Blocking work the session is paused on: the driver runs it (`BlockingWork::run`), on
+    /// this thread or another, and gives the result to [`Session::resume`]. Until then the
+    /// session consumes and produces nothing. Echo never asks for any.
+    pub fn blocking_work(&self) -> Option<blocking::BlockingWork> {
+        match self {
+            Session::Echo(_) => None,
+            Session::Http(s) => s.blocking_work(),
+        }
+    }
+
+    /// The blocking work shown by [`Session::blocking_work`] is done: writes its response to
+    /// `out` and un-pauses the session. Does nothing if no work was waiting.
+    pub fn resume(&mut self, done: blocking::WorkDone, out: &mut Vec<u8>, env: &mut dyn Env) {
+        if let Session::Http(s) = self {
+            s.resume(done, out, env);
         }
     }
 

@@ -8,6 +8,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -390,4 +393,69 @@ pub fn rss_kib_with_children(pid: i32) -> u64 {
             .filter_map(|c| c.parse().ok())
             .map(rss_kib)
             .sum::<u64>()
+}
+
+/// Bytes that have reached the server's sockets on `port` and that it has not read yet, summed
+/// over its established connections (the `rx_queue` column of /proc/net/tcp).
+pub fn unread_by_server(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = u16::from_str_radix(fields[1].rsplit(':').next()?, 16).ok()?;
+            let established = fields[3] == "01";
+            let rx_queue = u64::from_str_radix(fields[4].rsplit(':').next()?, 16).ok()?;
+            (local_port == port && established).then_some(rx_queue)
+        })
+        .sum()
+}
+
+/// Waits until the server has read everything sent to it on `port` (no sleeping: polls
+/// /proc/net/tcp), or panics after `IO_TIMEOUT`.
+pub fn wait_until_server_has_read(port: u16) {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while unread_by_server(port) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the server did not read what was sent"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// One thread of the server held in a ptrace stop: unlike SIGSTOP, which stops every thread of
+/// the process, this leaves the loop running while a worker takes no job. Released on drop.
+pub struct FrozenThread {
+    tid: Pid,
+}
+
+impl FrozenThread {
+    pub fn freeze(tid: Pid) -> FrozenThread {
+        // SAFETY: PTRACE_SEIZE and PTRACE_INTERRUPT read no memory of ours (addr and data are
+        // 0); the thread belongs to a child of this process.
+        let seized = unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid.as_raw(), 0, 0) };
+        assert_eq!(
+            seized,
+            0,
+            "ptrace(SEIZE) the thread: {}",
+            std::io::Error::last_os_error()
+        );
+        let frozen = FrozenThread { tid };
+        // SAFETY: as above.
+        let interrupted = unsafe { libc::ptrace(libc::PTRACE_INTERRUPT, tid.as_raw(), 0, 0) };
+        assert_eq!(interrupted, 0, "{}", std::io::Error::last_os_error());
+        match waitpid(tid, Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::PtraceEvent(..) | WaitStatus::Stopped(..)) => frozen,
+            other => panic!("the thread did not stop: {other:?}"),
+        }
+    }
+}
+
+impl Drop for FrozenThread {
+    fn drop(&mut self) {
+        // SAFETY: as in `freeze`; the thread is in the ptrace stop that PTRACE_INTERRUPT made.
+        unsafe { libc::ptrace(libc::PTRACE_DETACH, self.tid.as_raw(), 0, 0) };
+    }
 }

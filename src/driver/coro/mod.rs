@@ -26,9 +26,13 @@
 //!   next request, within the keep-alive drain window) with `Connection: close`; idle ones are
 //!   then shut down and lingered rather than closed under a request on its way; busy ones finish
 //!   within `--shutdown-grace`, then the loop exits.
+//! - Blocking work (`/sleep`, `/work`, with `--blocking-routes`) is never run on the loop: the
+//!   task awaits it on helper threads (`offload.rs`; `--offload N` of them, default 4), as
+//!   async code uses `spawn_blocking`, and the other tasks run meanwhile.
 
 mod executor;
 mod io;
+mod offload;
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -79,6 +83,8 @@ struct Ctx {
     /// The signal task's waker while it waits for connections to drain.
     drainer: RefCell<Option<Waker>>,
     exhaustion: RefCell<RateLimitedLog>,
+    /// With `--blocking-routes`: the threads that run blocking work.
+    helpers: Option<offload::Helpers>,
 }
 
 impl Ctx {
@@ -154,12 +160,20 @@ pub fn run(
 ) -> stdio::Result<Counters> {
     sys::set_nonblocking(listener.as_raw_fd(), true)?;
     let rt = Runtime::new(IoDriver::new()?);
+    let helpers = if options.config.blocking_routes {
+        let threads = options.config.offload.unwrap_or(offload::DEFAULT_HELPERS);
+        log::info!("coro: blocking work is awaited on {threads} helper threads");
+        Some(offload::Helpers::start(
+            threads,
+            options.config.thread_stack_kib,
+        )?)
+    } else {
+        None
+    };
     let ctx = Rc::new(Ctx {
+        helpers,
         rt: Rc::clone(&rt),
-        env: RefCell::new(LoopEnv {
-            board: options.board.clone(),
-            ..LoopEnv::new(BACKEND)
-        }),
+        env: RefCell::new(LoopEnv::configured(BACKEND, options)),
         options: options.clone(),
         buffers: RefCell::new(Vec::new()),
         conns: Cell::new(0),
@@ -175,6 +189,15 @@ pub fn run(
     let signal_reg = Registration::new(&rt.io, signals.as_raw_fd())?;
     rt.spawn(accept_loop(Rc::clone(&ctx), listener));
     rt.spawn(signal_task(Rc::clone(&ctx), signals, signal_reg));
+    if let Some(helpers) = &ctx.helpers {
+        let reg = helpers.register(&rt.io)?;
+        let ctx = Rc::clone(&ctx);
+        rt.spawn(async move {
+            if let Some(helpers) = &ctx.helpers {
+                helpers.collect(reg, &ctx.env).await;
+            }
+        });
+    }
     let mut executor = Executor::new(Rc::clone(&rt));
     executor.run(|| ctx.env.borrow_mut().date.refresh(), || ctx.done.get())?;
     log::debug!("executor stopped with {} tasks", executor.live());
@@ -357,6 +380,17 @@ async fn serve(ctx: Rc<Ctx>, socket: Socket) {
             let before = output.len();
             let consumed = ctx.advance(&mut session, &input, &mut output);
             input.drain(..consumed);
+            if session.blocking_work().is_some() {
+                // `/sleep`, `/work`: awaited on a helper thread, never run on the loop's.
+                if let Some(helpers) = &ctx.helpers {
+                    let paused =
+                        std::mem::replace(&mut session, Session::new(ctx.options.config.proto));
+                    session = helpers.offload(paused, &mut output, &ctx.env).await;
+                } else {
+                    // No helpers without --blocking-routes, and so no such work: never taken.
+                    kit::run_blocking_inline(&mut session, &mut output, &mut *ctx.env.borrow_mut());
+                }
+            }
             if consumed > 0 {
                 // A request head ended; if another has begun behind it, its clock starts now.
                 head_started = None;

@@ -97,10 +97,7 @@ impl Reactor {
         Ok(Reactor {
             features: poller.features(),
             shared: TurnContext {
-                env: LoopEnv {
-                    board: options.board.clone(),
-                    ..LoopEnv::new(poller.name())
-                },
+                env: LoopEnv::configured(poller.name(), &options),
                 clock: Clock::new(),
                 edge_triggered: poller.features().edge_triggered,
                 scratch_in: Vec::with_capacity(READ_CHUNK),
@@ -138,8 +135,33 @@ impl Reactor {
         self.poller
             .register(workers.wake_fd(), WAKE, Interest::READ)?;
         self.shared.offload = Some(Hook {
+            every_request: true,
             workers,
             proto,
+            rejections: RateLimitedLog::default(),
+            parked: VecDeque::new(),
+        });
+        Ok(self)
+    }
+
+    /// `--offload N`: blocking work (`/sleep`, `/work`) goes to N helper threads, the pool's
+    /// workers, while the loop goes on serving every other connection; the rest of the protocol
+    /// stays on the loop. Without it (`None`), the loop runs that work itself and stalls.
+    pub fn with_blocking_offload(mut self, helpers: Option<usize>) -> io::Result<Reactor> {
+        let Some(helpers) = helpers else {
+            return Ok(self);
+        };
+        let workers = super::pool::Workers::start(helpers, self.options.config.thread_stack_kib)?;
+        log::info!(
+            "{}: blocking work goes to {helpers} helper threads",
+            self.shared.env.backend
+        );
+        self.poller
+            .register(workers.wake_fd(), WAKE, Interest::READ)?;
+        self.shared.offload = Some(Hook {
+            every_request: false,
+            workers: Box::new(workers),
+            proto: self.options.config.proto,
             rejections: RateLimitedLog::default(),
             parked: VecDeque::new(),
         });
@@ -251,7 +273,11 @@ impl Reactor {
         }
         let deadline = conn.deadline(&self.timeouts);
         self.timers.arm(&mut conn.stamps, deadline, token);
-        let offloading = self.shared.offload.is_some();
+        let offloading = self
+            .shared
+            .offload
+            .as_ref()
+            .is_some_and(|h| h.every_request);
         if let Err(e) = update_interest(&mut *self.poller, self.features, offloading, conn, token) {
             log::warn!("cannot update interest for fd {}: {e}", conn.fd.as_raw_fd());
             self.close(token);
@@ -273,7 +299,12 @@ impl Reactor {
             }
             Err(e) => log::warn!("reading the workers' wake descriptor: {e}"),
         }
-        self.shared.env.counters.pool_queue_depth = hook.workers.outstanding() as u64;
+        let depth = hook.workers.outstanding() as u64;
+        if hook.every_request {
+            self.shared.env.counters.pool_queue_depth = depth;
+        } else {
+            self.shared.env.counters.offload_queue_depth = depth;
+        }
         for job in done.drain(..) {
             self.take_back(job);
         }
@@ -303,8 +334,21 @@ impl Reactor {
 
     fn take_back(&mut self, job: Done) {
         let shutting_down = self.shutdown_deadline.is_some();
+        let every_request = self
+            .shared
+            .offload
+            .as_ref()
+            .is_some_and(|h| h.every_request);
         let counters = &mut self.shared.env.counters;
-        counters.pool_worker_busy_ns += job.busy_ns;
+        if every_request {
+            counters.pool_worker_busy_ns += job.busy_ns;
+            // On the worker that serves the request: the pool's own way, not an offload.
+            counters.blocking_inline += job.blocking;
+        } else {
+            // The work the job was sent with was counted at the hand-off; any more it met in
+            // requests pipelined behind it ran on the helper too.
+            counters.blocking_offloaded += job.blocking.saturating_sub(1);
+        }
         counters.requests += job.requests;
         if shutting_down {
             counters.shutdown_answered += job.requests;
@@ -325,13 +369,15 @@ impl Reactor {
         // Stopped at the high-water mark with input left: offered again once the output drains.
         conn.fresh_input = job.output.len() >= OUTPUT_HIGH_WATER && !job.input.is_empty();
         conn.input = job.input;
-        debug_assert_eq!(
-            conn.pending_output(),
-            0,
-            "a job is handed off with the output flushed"
-        );
-        conn.output = job.output;
-        conn.sent = 0;
+        if conn.pending_output() == 0 {
+            conn.output = job.output;
+            conn.sent = 0;
+        } else {
+            // `--offload`: responses to requests before the blocking one may still be going
+            // out; the job's come after them.
+            debug_assert!(!every_request, "the pool hands off with the output flushed");
+            conn.output.extend_from_slice(&job.output);
+        }
         self.drive(job.token);
     }
 

@@ -2,6 +2,10 @@
 //! loop owns the sockets and reads; a connection's session and the input it has not consumed go to
 //! a worker as a [`Job`], and come back as [`Done`] with the output to write.
 //!
+//! The same hook serves `--offload N` on the single-threaded loops: there the loop runs the
+//! protocol, and a connection goes to a helper only when its session is paused on blocking work
+//! (`/sleep`, `/work`), as asyncio's `run_in_executor` does; the loop serves the others meanwhile.
+//!
 //! Invariants:
 //! - A connection has at most one job out at a time, and the loop neither reads from it nor lets
 //!   its deadline fire until the job is back: its requests are answered in order, and only one
@@ -19,7 +23,7 @@ use std::os::fd::RawFd;
 use std::time::Instant;
 
 use crate::backend::Token;
-use crate::driver::kit::RateLimitedLog;
+use crate::driver::kit::{self, RateLimitedLog};
 use crate::driver::LoopEnv;
 use crate::proto::{Proto, Session, OUTPUT_HIGH_WATER};
 
@@ -47,6 +51,8 @@ pub struct Done {
     pub requests: u64,
     /// Time the worker spent on it.
     pub busy_ns: u64,
+    /// Blocking work (`/sleep`, `/work`) run in this job.
+    pub blocking: u64,
 }
 
 impl Job {
@@ -60,15 +66,21 @@ impl Job {
             mut env,
         } = self;
         let requests_before = env.counters.requests;
+        let blocking_before = env.counters.blocking_inline;
         let mut output = Vec::new();
         let mut consumed = 0;
-        while output.len() < OUTPUT_HIGH_WATER
-            && (consumed < input.len() || session.has_pending_output())
-        {
+        loop {
+            // Blocking work runs here, on the worker (it may be what the job was sent for).
+            kit::run_blocking_inline(&mut session, &mut output, &mut env);
+            if output.len() >= OUTPUT_HIGH_WATER
+                || (consumed == input.len() && !session.has_pending_output())
+            {
+                break;
+            }
             let produced_before = output.len();
             let n = session.advance(&input[consumed..], &mut output, &mut env);
             consumed += n;
-            if n == 0 && output.len() == produced_before {
+            if n == 0 && output.len() == produced_before && session.blocking_work().is_none() {
                 break; // a partial request: the loop brings more input
             }
         }
@@ -81,6 +93,7 @@ impl Job {
             output,
             requests: env.counters.requests - requests_before,
             busy_ns: started.elapsed().as_nanos() as u64,
+            blocking: env.counters.blocking_inline - blocking_before,
         }
     }
 }
@@ -105,6 +118,11 @@ pub trait Offload {
 /// The workers as the loop holds them.
 pub(super) struct Hook {
     pub(super) workers: Box<dyn Offload>,
+    /// The pool: every request goes to the workers. Otherwise (`--offload N` on a
+    /// single-threaded loop) the loop runs the protocol itself and hands a connection to the
+    /// helpers only when its session is paused on blocking work; the job runs that work, then
+    /// answers whatever complete requests were pipelined behind it.
+    pub(super) every_request: bool,
     /// For the placeholder session a connection holds while its own is with a worker, and for
     /// the refusal.
     pub(super) proto: Proto,
@@ -169,6 +187,38 @@ mod tests {
             body > 200_000 && body < 200_000 + 300,
             "{body} bytes in all"
         );
+    }
+
+    #[test]
+    fn a_job_runs_the_blocking_work_it_was_sent_with_then_the_requests_behind_it() {
+        let mut session = Session::new(Proto::Http);
+        let mut env = LoopEnv {
+            blocking_routes: true,
+            ..LoopEnv::new("epoll")
+        };
+        let mut out = Vec::new();
+        let first = b"GET /work/3 HTTP/1.1\r\nHost: t\r\n\r\n";
+        let rest = b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\nGET /w";
+        let mut input = first.to_vec();
+        input.extend_from_slice(rest);
+        // The loop's turn stops at the blocking request; the job takes it from there.
+        let n = session.advance(&input, &mut out, &mut env);
+        assert_eq!((n, out.len()), (first.len(), 0));
+        assert!(session.blocking_work().is_some());
+        let done = Job {
+            token: 1,
+            session,
+            input: rest.to_vec(),
+            env,
+        }
+        .run();
+        let text = String::from_utf8_lossy(&done.output);
+        let hash = text.find(&format!("{:016x}", crate::proto::blocking::hash(3)));
+        let hello = text.find("Hello, World!");
+        assert!(hash.is_some() && hash < hello, "{text}");
+        assert_eq!((done.blocking, done.requests), (1, 1));
+        assert_eq!(done.input, b"GET /w");
+        assert!(done.session.blocking_work().is_none());
     }
 
     #[test]

@@ -9,7 +9,9 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use super::super::kit::{Stamps, Timed, LINGER_BYTES, LINGER_TIME, MAX_BUFFERED_INPUT, READ_CHUNK};
+use super::super::kit::{
+    self, Stamps, Timed, LINGER_BYTES, LINGER_TIME, MAX_BUFFERED_INPUT, READ_CHUNK,
+};
 use super::super::{Clock, LoopEnv, Timeouts, NEVER};
 use super::offload::{Hook, Job};
 use crate::backend::{Features, Interest, Poller, Token};
@@ -83,10 +85,13 @@ impl ReadyConn {
             && !self.session.has_pending_output()
     }
 
-    /// Whether the protocol may produce (and so input be read) now. With workers, only once the
-    /// output is flushed: the job's output becomes the connection's whole output.
+    /// Whether the protocol may produce (and so input be read) now: never while the session is
+    /// with a worker. With workers for every request, only once the output is flushed: the
+    /// job's output becomes the connection's whole output.
     fn has_room(&self, offloading: bool) -> bool {
-        if offloading {
+        if self.away {
+            false
+        } else if offloading {
             self.pending_output() == 0 && !self.parked
         } else {
             self.pending_output() < OUTPUT_HIGH_WATER
@@ -155,10 +160,11 @@ pub(super) fn turn(conn: &mut ReadyConn, token: Token, shared: &mut TurnContext)
     if conn.phase == Phase::Lingering {
         return linger(conn, shared);
     }
-    if conn.away {
+    if conn.away && conn.pending_output() == 0 {
         return Verdict::Keep; // nothing to do until its job is back
     }
-    let offloading = shared.offload.is_some();
+    // The pool: every request goes to the workers. (With `--offload`, only blocking work does.)
+    let offloading = shared.offload.as_ref().is_some_and(|h| h.every_request);
     loop {
         // 1. Send what is pending.
         if conn.pending_output() > 0 && conn.write_ready {
@@ -212,6 +218,21 @@ pub(super) fn turn(conn: &mut ReadyConn, token: Token, shared: &mut TurnContext)
                 // A request head ended; if another has begun behind it, its clock starts now.
                 conn.stamps.head_started = NEVER;
             }
+            // Blocking work (`/sleep`, `/work`): run here, stalling every connection of the
+            // loop, unless helpers take it (`--offload`).
+            if conn.session.blocking_work().is_some() {
+                if shared.offload.is_some() {
+                    match hand_off(conn, token, shared) {
+                        HandOff::Taken | HandOff::Parked => {
+                            return finish_turn(conn, shared, Verdict::Keep)
+                        }
+                        HandOff::Refused => continue, // send the refusal
+                    }
+                }
+                kit::run_blocking_inline(&mut conn.session, &mut conn.output, &mut shared.env);
+                // The loop stood still meanwhile: what it stamps next is stamped now.
+                shared.clock.tick();
+            }
             if consumed > 0 || conn.output.len() > produced_before {
                 continue;
             }
@@ -262,6 +283,7 @@ pub(super) fn turn(conn: &mut ReadyConn, token: Token, shared: &mut TurnContext)
         break;
     }
     if conn.peer_eof
+        && !conn.away
         && conn.pending_output() == 0
         && !conn.session.has_pending_output()
         && !conn.parked
@@ -283,7 +305,8 @@ enum HandOff {
     Parked,
 }
 
-/// Hands the connection's session and input to a worker. When the workers already have as many
+/// Hands the connection's session and input to a worker (with `--offload`: a session paused on
+/// blocking work, and the input behind it). When the workers already have as many
 /// jobs as they may, an HTTP request is refused instead (a 503 with `Connection: close`, and the
 /// connection closes after it, since the loop does not know where the refused request ends);
 /// echo input waits in line for a worker ([`Hook::parked`]), every byte kept.
@@ -329,11 +352,21 @@ fn hand_off(conn: &mut ReadyConn, token: Token, shared: &mut TurnContext) -> Han
         date: shared.env.date.clone(),
         counters: shared.env.counters,
         board: shared.env.board.clone(),
+        blocking_routes: shared.env.blocking_routes,
     };
     let counters = &mut shared.env.counters;
-    counters.pool_jobs += 1;
-    counters.pool_queue_depth = outstanding + 1;
-    counters.pool_queue_high_water = counters.pool_queue_high_water.max(outstanding + 1);
+    if hook.every_request {
+        counters.pool_jobs += 1;
+        counters.pool_queue_depth = outstanding + 1;
+        counters.pool_queue_high_water = counters.pool_queue_high_water.max(outstanding + 1);
+    } else {
+        counters.blocking_offloaded += 1;
+        counters.offload_queue_depth = outstanding + 1;
+        counters.offload_queue_high_water = counters.offload_queue_high_water.max(outstanding + 1);
+        // With --workers: the hand-off shows in `/stats` on the other workers now, not when
+        // this connection next sends something.
+        shared.env.publish();
+    }
     let session = std::mem::replace(&mut conn.session, Session::new(hook.proto));
     hook.workers.submit(Job {
         token,

@@ -2,7 +2,7 @@
 
 use std::os::fd::OwnedFd;
 
-use crate::driver::kit::{Stamps, Timed};
+use crate::driver::kit::{self, Stamps, Timed};
 use crate::driver::{LoopEnv, Timeouts, NEVER};
 use crate::proto::{Session, OUTPUT_HIGH_WATER};
 
@@ -34,6 +34,8 @@ pub(super) struct UringConn {
     pub(super) closing: bool,
     /// The session has been told that the server is shutting down.
     pub(super) drained: bool,
+    /// `--offload`: the session is with a helper (blocking work); this one is a placeholder.
+    pub(super) away: bool,
     pub(super) lingered: usize,
     pub(super) stamps: Stamps,
 }
@@ -44,6 +46,9 @@ impl Timed for UringConn {
     }
 
     fn deadline(&self, timeouts: &Timeouts) -> u64 {
+        if self.away {
+            return NEVER; // being answered; set again when the session is back
+        }
         self.stamps.deadline(timeouts, self.pending_output() > 0)
     }
 
@@ -69,6 +74,7 @@ impl UringConn {
             closing: false,
             lingered: 0,
             drained,
+            away: false,
         }
     }
 
@@ -77,7 +83,8 @@ impl UringConn {
     }
 
     pub(super) fn is_idle(&self) -> bool {
-        self.input.is_empty()
+        !self.away
+            && self.input.is_empty()
             && self.pending_output() == 0
             && !self.send_armed
             && !self.session.has_pending_output()
@@ -85,8 +92,15 @@ impl UringConn {
 }
 
 /// Lets the protocol turn buffered input (or a streamed body) into output while there is room.
-/// Called only while no send is in flight: `advance` may move the output buffer.
-pub(super) fn produce(conn: &mut UringConn, env: &mut LoopEnv, spare: &mut Vec<Vec<u8>>) {
+/// Called only while no send is in flight: `advance` may move the output buffer. Blocking work
+/// runs here, stalling the ring, unless `offloading` (then it stops there, for the caller to
+/// hand off).
+pub(super) fn produce(
+    conn: &mut UringConn,
+    env: &mut LoopEnv,
+    spare: &mut Vec<Vec<u8>>,
+    offloading: bool,
+) {
     loop {
         let room = conn.pending_output() < OUTPUT_HIGH_WATER;
         if !room || (conn.input.is_empty() && !conn.session.has_pending_output()) {
@@ -103,6 +117,13 @@ pub(super) fn produce(conn: &mut UringConn, env: &mut LoopEnv, spare: &mut Vec<V
         let requests_before = env.counters.requests;
         let consumed = conn.session.advance(&conn.input, &mut conn.output, env);
         conn.input.drain(..consumed);
+        if conn.session.blocking_work().is_some() {
+            if offloading {
+                env.publish();
+                return;
+            }
+            kit::run_blocking_inline(&mut conn.session, &mut conn.output, env);
+        }
         if conn.drained {
             env.counters.shutdown_answered += env.counters.requests - requests_before;
         }

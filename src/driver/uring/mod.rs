@@ -44,6 +44,7 @@
 //!   the grace period is cancelled.
 
 mod conn;
+mod offload;
 mod ring;
 
 use std::io;
@@ -88,10 +89,7 @@ pub fn run(listener: OwnedFd, signals: SignalFd, options: &DriverOptions) -> io:
         ring,
         bufs,
         conns: Slab::default(),
-        env: LoopEnv {
-            board: options.board.clone(),
-            ..LoopEnv::new("uring")
-        },
+        env: LoopEnv::configured("uring", options),
         options: options.clone(),
         listener: Some(listener),
         signals,
@@ -106,9 +104,17 @@ pub fn run(listener: OwnedFd, signals: SignalFd, options: &DriverOptions) -> io:
         spare: Vec::new(),
         completed: Vec::with_capacity(1024),
         exhaustion: RateLimitedLog::default(),
+        offload: options
+            .config
+            .offload
+            .map(|n| offload::UringOffload::start(n, options.config.thread_stack_kib))
+            .transpose()?,
     };
     driver.arm_accept();
     driver.arm_signals();
+    if let Some(helpers) = &driver.offload {
+        helpers.arm(&mut driver.ring, &mut driver.env.counters.syscalls);
+    }
     driver.run()
 }
 
@@ -137,6 +143,8 @@ struct Uring {
     spare: Vec<Vec<u8>>,
     completed: Vec<(u64, i32, u32)>,
     exhaustion: RateLimitedLog,
+    /// `--offload N`: the helper threads that run blocking work.
+    offload: Option<offload::UringOffload>,
 }
 
 impl Uring {
@@ -219,6 +227,10 @@ impl Uring {
         );
         self.env.counters.syscalls.completions += batch.len() as u64;
         for &(data, result, flags) in &batch {
+            if data == offload::WAKE {
+                self.on_offload_done();
+                continue;
+            }
             let (op, token) = decode(data);
             match op {
                 Some(Op::Accept) => self.on_accept(result, flags),
@@ -419,6 +431,18 @@ impl Uring {
         self.pump(token);
     }
 
+    /// Helpers finished some blocking work: re-arm the poll, give the sessions back.
+    fn on_offload_done(&mut self) {
+        let Some(helpers) = self.offload.as_mut() else {
+            return;
+        };
+        let tokens = helpers.collect(&mut self.env);
+        helpers.arm(&mut self.ring, &mut self.env.counters.syscalls);
+        for token in tokens {
+            self.pump(token);
+        }
+    }
+
     // ---- one connection ----------------------------------------------------------------------
 
     /// Moves a connection on after a completion: produce output, send it, linger or close, and
@@ -449,8 +473,18 @@ impl Uring {
         if conn.closing {
             return;
         }
+        if let Some(helpers) = self.offload.as_mut() {
+            helpers.take_back(token, conn);
+        }
+        if conn.phase == Phase::Serving && !conn.send_armed && !conn.away {
+            produce(conn, &mut self.env, &mut self.spare, self.offload.is_some());
+            if let Some(helpers) = self.offload.as_mut() {
+                if conn.session.blocking_work().is_some() {
+                    helpers.hand_off(token, conn, &mut self.env);
+                }
+            }
+        }
         if conn.phase == Phase::Serving && !conn.send_armed {
-            produce(conn, &mut self.env, &mut self.spare);
             if conn.input.len() > MAX_BUFFERED_INPUT {
                 log::warn!(
                     "fd {}: protocol left {} bytes unconsumed; closing",
@@ -462,8 +496,9 @@ impl Uring {
             if conn.pending_output() > 0 {
                 self.env.counters.syscalls.writes += 1;
                 // SAFETY: the send reads `output[sent..]`, which is neither changed nor freed while
-                // `send_armed` is set: `produce` runs only without a send in flight, and the
-                // connection is freed only once its send has completed.
+                // `send_armed` is set: `produce` (and, with `--offload`, taking a job's output
+                // back) runs only without a send in flight, and the connection is freed only once
+                // its send has completed.
                 unsafe {
                     ring::push_send(
                         &mut self.ring,
@@ -474,6 +509,8 @@ impl Uring {
                     )
                 };
                 conn.send_armed = true;
+            } else if conn.away {
+                // Nothing to do but wait for the session.
             } else if conn.session.status() == Status::CloseAfterFlush {
                 return self.start_lingering(token);
             } else if conn.peer_eof && !conn.session.has_pending_output() {
@@ -547,6 +584,9 @@ impl Uring {
             .is_some_and(|c| c.closing && !c.recv_armed && !c.send_armed);
         if !done {
             return;
+        }
+        if let Some(helpers) = self.offload.as_mut() {
+            helpers.forget(token);
         }
         if let Some(mut conn) = self.conns.remove(token) {
             self.env.counters.connections_current -= 1;

@@ -31,6 +31,11 @@
 //!   of the body is [`bytes_pattern`]`(i)`: `b'a' + i % 26`, i.e. `abc…xyzabc…`.
 //! - `Env::count_request` is called once per request answered with a final response, errors
 //!   included: once per parsed request head, and once per head rejected before it parsed.
+//! - `GET /sleep/MS` and `GET /work/N` (only with `--blocking-routes`, else 404): `MS` at most
+//!   [`MAX_SLEEP_MS`], `N` at most [`MAX_WORK_ITERATIONS`], decimal digits only; anything else
+//!   after the slash is 400 (and closes). The session pauses on the work (see
+//!   [`super::blocking`]) and answers when the driver resumes it: `200`, `text/plain`, the body
+//!   `slept MS ms` or the hash's value in 16 hex digits, each with a final LF.
 //! - The query string is ignored for routing; an absolute-form target is routed by its path.
 //! - A chunked `POST /echo` is answered with Content-Length once the body is complete; with
 //!   `Expect: 100-continue` a `100 Continue` goes first. A Content-Length `POST /echo` is answered
@@ -50,6 +55,7 @@ mod tests;
 
 use std::mem::MaybeUninit;
 
+use super::blocking::{BlockingWork, WorkDone, MAX_SLEEP_MS, MAX_WORK_ITERATIONS};
 use super::{Env, Status, OUTPUT_HIGH_WATER};
 use chunked::{ChunkError, Decoder};
 use head::{
@@ -139,6 +145,13 @@ enum State {
     Replay(Box<EchoBody>),
     /// Generating the body of `GET /bytes/N`.
     Bytes { remaining: u32, phase: u8 },
+    /// Paused on blocking work until the driver resumes it; then `discard` body bytes are
+    /// skipped.
+    Blocked {
+        work: BlockingWork,
+        discard: u32,
+        head_only: bool,
+    },
     /// Answered and closing: everything further is ignored.
     Closing,
 }
@@ -166,6 +179,9 @@ enum Route {
     Stats,
     Echo,
     Bytes(u64),
+    /// `/sleep/MS` and `/work/N`; `None`: not a number.
+    Sleep(Option<u64>),
+    Work(Option<u64>),
     /// The asterisk-form target of `OPTIONS *` (RFC 9112 §3.2.4).
     Server,
     NotFound,
@@ -218,6 +234,57 @@ impl HttpSession {
         self.stalled || matches!(self.state, State::Bytes { .. } | State::Replay(_))
     }
 
+    /// The blocking work this session is paused on, if any.
+    pub fn blocking_work(&self) -> Option<BlockingWork> {
+        match self.state {
+            State::Blocked { work, .. } => Some(work),
+            _ => None,
+        }
+    }
+
+    /// The driver has run the blocking work: answer it, and go on with the request's body (if
+    /// one is to be skipped) or the next request.
+    pub fn resume(&mut self, done: WorkDone, out: &mut Vec<u8>, env: &mut dyn Env) {
+        let State::Blocked {
+            work,
+            discard,
+            head_only,
+        } = self.state
+        else {
+            return;
+        };
+        let mut digits = [0u8; 20];
+        let mut hex = [0u8; 17];
+        let pieces: [&[u8]; 3] = match work {
+            BlockingWork::Sleep { .. } => {
+                [b"slept ", response::decimal(done.0, &mut digits), b" ms\n"]
+            }
+            BlockingWork::Hash { .. } => {
+                for (i, b) in hex[..16].iter_mut().enumerate() {
+                    *b = b"0123456789abcdef"[(done.0 >> (60 - 4 * i) & 0xf) as usize];
+                }
+                hex[16] = b'\n';
+                [b"", &hex, b""]
+            }
+        };
+        let len = pieces.iter().map(|p| p.len()).sum::<usize>();
+        response::head(
+            out,
+            env,
+            b"200 OK",
+            response::TEXT,
+            len as u64,
+            self.conn,
+            None,
+        );
+        if !head_only {
+            for piece in pieces {
+                out.extend_from_slice(piece);
+            }
+        }
+        self.after_response(discard);
+    }
+
     /// True while waiting for a request head: between requests, or with part of one received.
     pub fn awaiting_head(&self) -> bool {
         matches!(self.state, State::Head)
@@ -248,7 +315,7 @@ impl HttpSession {
                 State::Chunked(_) => self.on_chunked(avail, out, env),
                 State::Replay(_) => self.on_replay(out),
                 State::Bytes { .. } => self.on_bytes(out),
-                State::Closing => None,
+                State::Blocked { .. } | State::Closing => None,
             };
             match step {
                 Some(n) => pos += n,
@@ -477,7 +544,10 @@ impl HttpSession {
         if self.draining {
             self.conn = ConnectionHeader::Close;
         }
-        let route = route(path);
+        let route = match route(path) {
+            Route::Sleep(_) | Route::Work(_) if !env.blocking_routes() => Route::NotFound,
+            route => route,
+        };
 
         if route == Route::Echo && method == Method::Post {
             match body {
@@ -582,6 +652,28 @@ impl HttpSession {
                     out.extend_from_slice(json.as_bytes());
                 }
             }
+            Route::Sleep(ms) => {
+                return match ms.filter(|&ms| ms <= MAX_SLEEP_MS.into()) {
+                    // ms <= MAX_SLEEP_MS, a u32
+                    Some(ms) => {
+                        self.block(BlockingWork::Sleep { ms: ms as u32 }, discard, head_only)
+                    }
+                    None => self.reject(out, env, response::BAD_REQUEST, head_only),
+                };
+            }
+            Route::Work(n) => {
+                return match n.filter(|&n| n <= MAX_WORK_ITERATIONS.into()) {
+                    // n <= MAX_WORK_ITERATIONS, a u32
+                    Some(n) => self.block(
+                        BlockingWork::Hash {
+                            iterations: n as u32,
+                        },
+                        discard,
+                        head_only,
+                    ),
+                    None => self.reject(out, env, response::BAD_REQUEST, head_only),
+                };
+            }
             Route::Bytes(n) if n > MAX_BYTES => {
                 return self.reject(out, env, response::BAD_REQUEST, head_only)
             }
@@ -597,6 +689,12 @@ impl HttpSession {
                 }
             }
         }
+        self.after_response(discard);
+    }
+
+    /// A response is complete: skip the request's body (`discard` bytes), or go on to the next
+    /// request (or close).
+    fn after_response(&mut self, discard: u32) {
         if discard > 0 && self.conn != ConnectionHeader::Close {
             self.state = State::Body {
                 remaining: discard,
@@ -605,6 +703,15 @@ impl HttpSession {
         } else {
             self.finish();
         }
+    }
+
+    /// Pause on blocking work: the driver runs it and calls [`Self::resume`].
+    fn block(&mut self, work: BlockingWork, discard: u32, head_only: bool) {
+        self.state = State::Blocked {
+            work,
+            discard,
+            head_only,
+        };
     }
 
     fn on_body(&mut self, avail: &[u8], out: &mut Vec<u8>) -> Option<usize> {
@@ -713,10 +820,17 @@ fn route(target: &str) -> Route {
         b"" | b"/" | b"/plaintext" => Route::Hello,
         b"/stats" => Route::Stats,
         b"/echo" => Route::Echo,
-        _ => match path.strip_prefix(b"/bytes/") {
-            Some(n) => parse_length(n).map_or(Route::NotFound, Route::Bytes),
-            None => Route::NotFound,
-        },
+        _ => {
+            if let Some(n) = path.strip_prefix(b"/bytes/") {
+                parse_length(n).map_or(Route::NotFound, Route::Bytes)
+            } else if let Some(ms) = path.strip_prefix(b"/sleep/") {
+                Route::Sleep(parse_length(ms))
+            } else if let Some(n) = path.strip_prefix(b"/work/") {
+                Route::Work(parse_length(n))
+            } else {
+                Route::NotFound
+            }
+        }
     }
 }
 

@@ -1503,3 +1503,245 @@ fn rfc9112_5_field_line_syntax() {
     let (r, _) = single(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\tb \xe9\r\n\r\n");
     assert_eq!(r.status, 200);
 }
+
+/// `GET /sleep/MS` and `GET /work/N`: the session pauses on the work, and the test plays the
+/// driver that runs it (without sleeping: the protocol only sees the result).
+mod blocking_work {
+    use super::*;
+    use crate::proto::blocking::{hash, BlockingWork, WorkDone};
+
+    struct RoutesOn(TestEnv);
+
+    impl Env for RoutesOn {
+        fn http_date(&self) -> &[u8] {
+            DATE
+        }
+        fn stats_json(&self) -> String {
+            self.0.stats_json()
+        }
+        fn count_request(&mut self) {
+            self.0.count_request();
+        }
+        fn blocking_routes(&self) -> bool {
+            true
+        }
+    }
+
+    /// Drives like a driver that runs blocking work inline: returns everything written, the
+    /// work met in order, and the session.
+    fn serve(input: &[u8]) -> (Vec<u8>, Vec<BlockingWork>, HttpSession) {
+        let mut s = HttpSession::new();
+        let mut env = RoutesOn(TestEnv::new());
+        let (mut out, mut works, mut pos) = (Vec::new(), Vec::new(), 0);
+        loop {
+            let before = out.len();
+            let n = s.advance(&input[pos..], &mut out, &mut env);
+            pos += n;
+            if let Some(work) = s.blocking_work() {
+                works.push(work);
+                let done = match work {
+                    BlockingWork::Sleep { ms } => WorkDone(ms.into()),
+                    BlockingWork::Hash { iterations } => WorkDone(hash(iterations)),
+                };
+                s.resume(done, &mut out, &mut env);
+                continue;
+            }
+            if n == 0 && out.len() == before {
+                break;
+            }
+        }
+        (out, works, s)
+    }
+
+    fn statuses(out: &[u8], head_only: &[bool]) -> Vec<u16> {
+        responses(out, head_only).iter().map(|r| r.status).collect()
+    }
+
+    #[test]
+    fn without_the_flag_the_routes_are_not_found() {
+        let run =
+            one(b"GET /sleep/5 HTTP/1.1\r\nHost: t\r\n\r\nGET /work/5 HTTP/1.1\r\nHost: t\r\n\r\n");
+        let rs = responses(&run.out, &[]);
+        assert_eq!(rs.iter().map(|r| r.status).collect::<Vec<_>>(), [404, 404]);
+        assert_eq!(run.status, Status::Open);
+    }
+
+    #[test]
+    fn the_session_pauses_on_the_work_and_the_requests_behind_it_wait() {
+        let first = b"GET /sleep/25 HTTP/1.1\r\nHost: t\r\n\r\n";
+        let mut input = first.to_vec();
+        input.extend_from_slice(b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n");
+        let mut s = HttpSession::new();
+        let mut env = RoutesOn(TestEnv::new());
+        let mut out = Vec::new();
+        assert_eq!(s.advance(&input, &mut out, &mut env), first.len());
+        assert!(out.is_empty());
+        assert_eq!(s.blocking_work(), Some(BlockingWork::Sleep { ms: 25 }));
+        // Paused: neither the pipelined request nor a timeout-style call moves it on.
+        assert_eq!(s.advance(&input[first.len()..], &mut out, &mut env), 0);
+        assert!(out.is_empty());
+        assert!(!s.awaiting_head() && !s.has_pending_output());
+        assert_eq!(s.status(), Status::Open);
+        s.resume(WorkDone(25), &mut out, &mut env);
+        assert!(s.blocking_work().is_none() && s.awaiting_head());
+        let n = s.advance(&input[first.len()..], &mut out, &mut env);
+        assert_eq!(first.len() + n, input.len());
+        let rs = responses(&out, &[]);
+        assert_eq!(rs.len(), 2);
+        assert_eq!(
+            (rs[0].status, &rs[0].body[..]),
+            (200, &b"slept 25 ms\n"[..])
+        );
+        assert_eq!(rs[1].body, HELLO);
+        assert_eq!(env.0.requests, 2);
+        // Resuming a session that waits for nothing does nothing.
+        s.resume(WorkDone(1), &mut out, &mut env);
+        assert_eq!(responses(&out, &[]).len(), 2);
+    }
+
+    #[test]
+    fn pipelined_blocking_requests_are_answered_in_order() {
+        let (out, works, s) = serve(
+            b"GET /work/3 HTTP/1.1\r\nHost: t\r\n\r\n\
+              GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n\
+              HEAD /sleep/7 HTTP/1.1\r\nHost: t\r\n\r\n\
+              GET /sleep/0 HTTP/1.1\r\nHost: t\r\n\r\n",
+        );
+        assert_eq!(
+            works,
+            [
+                BlockingWork::Hash { iterations: 3 },
+                BlockingWork::Sleep { ms: 7 },
+                BlockingWork::Sleep { ms: 0 }
+            ]
+        );
+        let rs = responses(&out, &[false, false, true, false]);
+        let bodies: Vec<&[u8]> = rs.iter().map(|r| &r.body[..]).collect();
+        let digest = format!("{:016x}\n", hash(3));
+        assert_eq!(
+            bodies,
+            [digest.as_bytes(), HELLO, b"", b"slept 0 ms\n"],
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        // HEAD: the GET's headers, no body.
+        assert_eq!(rs[2].header("content-length"), Some("11"));
+        assert_eq!(rs[2].header("content-type"), Some("text/plain"));
+        assert!(rs.iter().all(|r| r.header("connection").is_none()));
+        assert!(s.awaiting_head());
+    }
+
+    #[test]
+    fn keep_alive_is_kept_and_a_body_is_skipped() {
+        let (out, works, s) = serve(
+            b"GET /sleep/1 HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 4\r\n\r\nabcd\
+              GET / HTTP/1.0\r\n\r\n",
+        );
+        assert_eq!(works, [BlockingWork::Sleep { ms: 1 }]);
+        let rs = responses(&out, &[]);
+        assert_eq!(rs.len(), 2, "{}", String::from_utf8_lossy(&out));
+        assert_eq!(rs[0].header("connection"), Some("keep-alive"));
+        assert_eq!(rs[1].body, HELLO);
+        assert_eq!(rs[1].header("connection"), Some("close"));
+        assert_eq!(s.status(), Status::CloseAfterFlush);
+    }
+
+    #[test]
+    fn limits_and_malformed_numbers_are_bad_requests() {
+        for target in [
+            "/sleep/10001",
+            "/sleep/",
+            "/sleep/5ms",
+            "/sleep/-1",
+            "/sleep/99999999999999999999999",
+            "/work/10000001",
+            "/work/",
+            "/work/0x10",
+            "/work/1/2",
+        ] {
+            let request = format!(
+                "GET {target} HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n"
+            );
+            let (out, works, s) = serve(request.as_bytes());
+            assert!(works.is_empty(), "{target}");
+            assert_eq!(statuses(&out, &[]), [400], "{target}");
+            assert_eq!(s.status(), Status::CloseAfterFlush, "{target}");
+        }
+        let (_, works, _) = serve(b"GET /sleep/10000 HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(works, [BlockingWork::Sleep { ms: 10_000 }]);
+        let (_, works, _) = serve(b"GET /work/10000000?x=1 HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(
+            works,
+            [BlockingWork::Hash {
+                iterations: 10_000_000
+            }]
+        );
+        // Not under the routes' prefix: not found, and the connection stays.
+        let (out, works, s) = serve(
+            b"GET /sleep HTTP/1.1\r\nHost: t\r\n\r\nPOST /work/5 HTTP/1.1\r\nHost: t\r\n\r\n",
+        );
+        assert!(works.is_empty());
+        assert_eq!(statuses(&out, &[]), [404, 405]);
+        assert!(s.awaiting_head());
+    }
+
+    #[test]
+    fn a_drain_while_paused_makes_that_response_the_last() {
+        let first = b"GET /work/1 HTTP/1.1\r\nHost: t\r\n\r\n";
+        let mut input = first.to_vec();
+        input.extend_from_slice(b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n");
+        let mut s = HttpSession::new();
+        let mut env = RoutesOn(TestEnv::new());
+        let mut out = Vec::new();
+        assert_eq!(s.advance(&input, &mut out, &mut env), first.len());
+        s.drain();
+        assert!(
+            s.blocking_work().is_some(),
+            "the work is still to be done and answered"
+        );
+        s.resume(WorkDone(hash(1)), &mut out, &mut env);
+        assert_eq!(s.status(), Status::CloseAfterFlush);
+        // What follows is not answered.
+        s.advance(&input[first.len()..], &mut out, &mut env);
+        let rs = responses(&out, &[]);
+        assert_eq!(rs.len(), 1);
+        assert_eq!(rs[0].status, 200);
+        assert_eq!(rs[0].header("connection"), Some("close"));
+    }
+
+    proptest! {
+        /// However the stream is split, the same works are met and the same bytes come out.
+        #[test]
+        fn every_split_gives_the_same_answers(cut in 0usize..200) {
+            let input: &[u8] = b"GET /work/2 HTTP/1.1\r\nHost: t\r\n\r\nGET /sleep/3 HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n";
+            let cut = cut.min(input.len());
+            let (whole, works, _) = serve(input);
+            // Split: the first part alone, then everything it left plus the rest.
+            let mut s = HttpSession::new();
+            let mut env = RoutesOn(TestEnv::new());
+            let (mut out, mut met, mut buf) = (Vec::new(), Vec::new(), input[..cut].to_vec());
+            for piece in [&input[cut..], b""] {
+                loop {
+                    let before = out.len();
+                    let n = s.advance(&buf, &mut out, &mut env);
+                    buf.drain(..n);
+                    if let Some(work) = s.blocking_work() {
+                        met.push(work);
+                        let done = match work {
+                            BlockingWork::Sleep { ms } => WorkDone(ms.into()),
+                            BlockingWork::Hash { iterations } => WorkDone(hash(iterations)),
+                        };
+                        s.resume(done, &mut out, &mut env);
+                        continue;
+                    }
+                    if n == 0 && out.len() == before {
+                        break;
+                    }
+                }
+                buf.extend_from_slice(piece);
+            }
+            prop_assert_eq!(met, works);
+            prop_assert_eq!(out, whole);
+        }
+    }
+}

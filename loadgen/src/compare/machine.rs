@@ -2,6 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::pin;
 use super::results::Machine;
 
 fn read_trim(path: &str) -> String {
@@ -18,6 +19,8 @@ pub(super) fn loadavg() -> String {
         .join(" ")
 }
 
+/// The machine as found when called: call it before pinning anything, so that `cpus_allowed` is
+/// what the comparison was given, not the CPU it later pins loadgen to.
 pub(super) fn machine(nofile: u64) -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
@@ -33,7 +36,8 @@ pub(super) fn machine(nofile: u64) -> Machine {
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0);
     Machine {
-        nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpus_online: cpus_online(),
+        cpus_allowed: pin::allowed_cpus().len(),
         kernel: read_trim("/proc/sys/kernel/osrelease"),
         cpu,
         mem_total_kib,
@@ -42,6 +46,18 @@ pub(super) fn machine(nofile: u64) -> Machine {
         loadavg_end: String::new(),
         nofile,
     }
+}
+
+/// CPUs the kernel has online, whatever this process may use: a count of
+/// /sys/devices/system/cpu/online (e.g. `0-1`). `available_parallelism` and `nproc` count the
+/// affinity mask instead, which a container, `taskset` or the comparison's own pinning narrows.
+fn cpus_online() -> usize {
+    count_cpu_list(&read_trim("/sys/devices/system/cpu/online")).unwrap_or(0)
+}
+
+/// How many CPUs a kernel CPU list (`0-3,6,8-9`) names; None if it is not one.
+fn count_cpu_list(list: &str) -> Option<usize> {
+    pin::parse_cpus(list).ok().map(|cpus| cpus.len())
 }
 
 fn utc_now() -> String {
@@ -60,6 +76,38 @@ fn utc(time: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lists_are_counted() {
+        assert_eq!(count_cpu_list("0-1"), Some(2));
+        assert_eq!(count_cpu_list("0-3,6,8-9"), Some(7));
+        assert_eq!(count_cpu_list("5"), Some(1));
+        assert_eq!(count_cpu_list(""), None);
+    }
+
+    /// A thread pinned to one CPU (as compare pins loadgen) still records every online CPU, and
+    /// records its own affinity apart: results.json once said "nproc": 1 on a 2-CPU machine.
+    #[test]
+    fn pinning_narrows_the_allowed_cpus_not_the_online_ones() {
+        let allowed = pin::allowed_cpus();
+        if allowed.len() < 2 {
+            eprintln!("skipped: one allowed CPU, nothing to narrow");
+            return;
+        }
+        let before = machine(0);
+        assert!(before.cpus_online >= allowed.len(), "{before:?}");
+        assert_eq!(before.cpus_allowed, allowed.len());
+        let pinned = std::thread::spawn(move || {
+            pin::CpuMask::new(&allowed[..1])
+                .apply_to_this_thread()
+                .expect("pin a thread to one of its own CPUs");
+            machine(0)
+        })
+        .join()
+        .expect("the pinned thread");
+        assert_eq!(pinned.cpus_allowed, 1);
+        assert_eq!(pinned.cpus_online, before.cpus_online);
+    }
 
     #[test]
     fn dates_are_utc_iso_8601_to_the_second() {

@@ -61,6 +61,8 @@ pub fn main(a: &CompareArgs) -> Result<ExitCode, Error> {
     // Raise the descriptor limit once: the servers inherit it.
     let limits = crate::preflight::limits();
     c10k::sys::ignore_sigpipe().map_err(|e| Error::Io(e.to_string()))?;
+    // Before pinning: the machine's CPUs are what this process was given, not loadgen's share.
+    let machine = machine(limits.nofile);
     // loadgen's threads and hold processes start from this thread and inherit its CPUs.
     if let Some(cpus) = &p.placement.loadgen {
         CpuMask::new(cpus)
@@ -75,7 +77,7 @@ pub fn main(a: &CompareArgs) -> Result<ExitCode, Error> {
     let mut results = Results {
         version: 2,
         command: command_line(),
-        machine: machine(limits.nofile),
+        machine,
         settings: Settings {
             server: p.exe.display().to_string(),
             subjects: p.subjects.iter().map(Subject::name).collect(),

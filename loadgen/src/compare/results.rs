@@ -24,7 +24,13 @@ pub struct Results {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Machine {
-    pub nproc: usize,
+    /// CPUs the kernel has online (/sys/devices/system/cpu/online).
+    #[serde(default)]
+    pub cpus_online: usize,
+    /// CPUs the comparison was allowed to run on when it started (its affinity mask: what a
+    /// container or `taskset` left it), before it pinned the server and loadgen within them.
+    #[serde(default)]
+    pub cpus_allowed: usize,
     pub kernel: String,
     pub cpu: String,
     pub mem_total_kib: u64,

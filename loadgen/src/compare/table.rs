@@ -187,8 +187,9 @@ pub fn document(r: &Results, charts: &[(String, String)]) -> String {
     out.push_str("# c10k backends compared\n\n");
     let _ = writeln!(
         out,
-        "- **Machine**: {} cores ({}), {:.1} GiB RAM, Linux {}; open-file limit {}",
-        m.nproc,
+        "- **Machine**: {} CPUs online, {} allowed to the comparison ({}), {:.1} GiB RAM, Linux {}; open-file limit {}",
+        m.cpus_online,
+        m.cpus_allowed,
         if m.cpu.is_empty() {
             "unknown CPU"
         } else {

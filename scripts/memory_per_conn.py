@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """User-space memory per idle connection: RSS of the server while `loadgen hold` keeps N idle
 connections open, minus its RSS before, divided by N. Interleaved rounds over c10k backends and
-peers (nginx, cepoll, tokio from ../shared/baselines/peer).
+peers from benches/peers (cepoll, tokio, asyncio, nginx: built as benches/peers/README.md says).
 
     scripts/memory_per_conn.py [--conns 10000] [--rounds 3]
-                               [--servers c10k-epoll,c10k-poll,c10k-select,nginx1,cepoll]
+                               [--servers c10k-epoll,c10k-poll,c10k-select,nginx,cepoll]
 
 RSS counts the server's own pages only (kernel socket memory is not in it: see
 /proc/net/sockstat). For a server with worker processes (nginx), every process is summed.
@@ -23,7 +23,15 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PEER = os.path.join(ROOT, "..", "shared", "baselines", "peer")
+PEERS = os.path.join(ROOT, "benches", "peers")
+# How each peer starts (as loadgen compare starts them: loadgen/src/compare/peers.rs).
+PEER_COMMANDS = {
+    "cepoll": [os.path.join(PEERS, "cepoll", "cepoll")],
+    "tokio": [os.path.join(PEERS, "tokio", "target", "release", "tokio-peer"), "--threads", "1"],
+    "asyncio": ["python3", os.path.join(PEERS, "asyncio", "asyncio_peer.py")],
+    # A shell that runs nginx (one process: no master) as its child.
+    "nginx": [os.path.join(PEERS, "nginx", "run-nginx.sh")],
+}
 C10K = os.path.join(ROOT, "target", "release", "c10k")
 LOADGEN = os.path.join(ROOT, "target", "release", "loadgen")
 
@@ -59,7 +67,11 @@ def start(name, port):
                 "--backend", name[len("c10k-"):], "--idle-timeout", "600"]
         env = dict(os.environ, RUST_LOG="warn")
     else:
-        args = [PEER, name, "--port", str(port)]
+        if name not in PEER_COMMANDS:
+            sys.exit(f"unknown server {name}: c10k-BACKEND or one of {', '.join(PEER_COMMANDS)}")
+        if not os.path.exists(PEER_COMMANDS[name][0]) and name in ("cepoll", "tokio"):
+            sys.exit(f"{name} is not built: see benches/peers/README.md")
+        args = PEER_COMMANDS[name] + ["--port", str(port)]
         env = dict(os.environ)
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env=env, start_new_session=True)
@@ -67,7 +79,7 @@ def start(name, port):
     if not line.startswith("listening on"):
         proc.kill()
         sys.exit(f"{name} did not start: {line!r}")
-    if name.startswith("c10k-"):
+    if name != "nginx":
         return proc, proc.pid
     with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
         return proc, int(f.read().split()[0])
@@ -108,7 +120,7 @@ def main():
     ap.add_argument("--conns", type=int, default=10000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--hold", type=int, default=5)
-    ap.add_argument("--servers", default="c10k-epoll,c10k-poll,c10k-select,nginx1,cepoll")
+    ap.add_argument("--servers", default="c10k-epoll,c10k-poll,c10k-select,nginx,cepoll")
     ap.add_argument("--port", type=int, default=18400)
     args = ap.parse_args()
     for exe in (C10K, LOADGEN):

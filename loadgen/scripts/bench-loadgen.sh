@@ -13,17 +13,19 @@
 #    it reaches), open loops over WIDE_CONNS connections at WIDE_RATE (below cepoll's capacity);
 #  - echo: 64 KiB messages over 8 connections.
 # CPU is the process's user+sys from its JSON report (loadgen.counters), divided by the requests
-# completed. Needs: cargo build -p loadgen --release; python3; taskset.
+# completed. Needs: cargo build -p loadgen --release; python3; taskset; cc (the peer,
+# benches/peers/cepoll, is built here when missing or older than its source).
 set -euo pipefail
 rounds=${1:-3}; secs=${2:-5}; port=${3:-18393}
 same=${SAME_CONNS:-4}; wide=${WIDE_CONNS:-100}; wide_rate=${WIDE_RATE:-25000}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 loadgen=$root/target/release/loadgen
-peer=/work/shared/baselines/peer
+cepoll=$root/benches/peers/cepoll/cepoll
+[ "$cepoll" -nt "$cepoll.c" ] || cc -O2 -Wall -o "$cepoll" "$cepoll.c"
 out=$(mktemp -d)
 peer_pid=
-start_peer() { # cepoll's flags: starts the peer on CPU 0 and waits for its ready line
-  taskset -c 0 "$peer" cepoll "$@" --port "$port" > "$out/peer.txt" 2>&1 &
+start_peer() { # cepoll's flags (--echo): starts the peer on CPU 0 and waits for its ready line
+  taskset -c 0 "$cepoll" "$@" --port "$port" > "$out/peer.txt" 2>&1 &
   peer_pid=$!
   for _ in $(seq 100); do grep -q listening "$out/peer.txt" 2>/dev/null && return; sleep 0.1; done
   echo "the peer did not start: $(cat "$out/peer.txt")" >&2; exit 1

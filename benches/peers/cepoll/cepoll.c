@@ -6,6 +6,8 @@
  *
  * Build: cc -O2 -Wall -o benches/peers/cepoll/cepoll benches/peers/cepoll/cepoll.c
  * Run:   benches/peers/cepoll/cepoll --port 0   (prints "listening on 127.0.0.1:PORT peer=cepoll")
+ *        benches/peers/cepoll/cepoll --echo --port 0   (raw TCP echo: every byte read is written
+ *        back as it came; for `loadgen echo` and `loadgen hold`, which verify what comes back)
  *
  * It parses only what it needs (the blank line ending a head; GET has no body) and trusts
  * nothing else: a head longer than its buffer closes the connection.
@@ -29,6 +31,9 @@
 static const char RESPONSE[] =
     "HTTP/1.1 200 OK\r\nServer: cepoll\r\nContent-Type: text/plain\r\n"
     "Content-Length: 13\r\n\r\nHello, World!";
+
+/* Set by --echo: write back what is read instead of answering HTTP. */
+static int echo_mode;
 
 struct conn {
     int fd;
@@ -78,8 +83,16 @@ static int answer(struct conn *c) {
 
 int main(int argc, char **argv) {
     int port = 8080;
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], "--port") == 0) port = atoi(argv[++i]);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--echo") == 0) {
+            echo_mode = 1;
+        } else if (strcmp(argv[i], "--port") == 0 && i + 1 < argc) {
+            port = atoi(argv[++i]);
+        } else {
+            fprintf(stderr, "usage: %s [--echo] [--port N]\n", argv[0]);
+            return 2;
+        }
+    }
     int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -128,14 +141,22 @@ int main(int argc, char **argv) {
                 }
                 continue;
             }
-            ssize_t got = read(c->fd, c->in + c->in_len, BUF - c->in_len);
+            /* Echo reads straight into the output: a connection is read only when its output
+             * is empty (a full socket switches it to EPOLLOUT alone, below). */
+            char *into = echo_mode ? c->out : c->in + c->in_len;
+            size_t room = echo_mode ? BUF : BUF - c->in_len;
+            ssize_t got = read(c->fd, into, room);
             if (got <= 0) {
                 if (got < 0 && (errno == EAGAIN || errno == EINTR)) continue;
                 drop_conn(ep, c);
                 continue;
             }
-            c->in_len += (size_t)got;
-            if (answer(c) < 0) { drop_conn(ep, c); continue; }
+            if (echo_mode) {
+                c->out_len = (size_t)got;
+            } else {
+                c->in_len += (size_t)got;
+                if (answer(c) < 0) { drop_conn(ep, c); continue; }
+            }
             int r = flush_out(c);
             if (r < 0) { drop_conn(ep, c); continue; }
             if (r == 1) { /* the socket is full: wait until it drains, read nothing meanwhile */

@@ -11,7 +11,10 @@
 //!   segment `key` enters an object, `key[field=value,...]` picks the one element of the array
 //!   `key` whose fields print as those values, and a bare number indexes an array;
 //! - `fmt=.N` prints N decimals; `fmt=,.N` also groups thousands with commas;
-//! - `scale=X` multiplies first (e.g. `scale=1024` turns KiB into bytes);
+//! - `scale=X` multiplies first (e.g. `scale=1024` turns KiB into bytes); `scale=1/1024` divides;
+//! - `rs=FILE` (a Rust file, from the repository root) makes the path the name of a `const` in
+//!   it, whose value is its initializer as integer arithmetic (`64 * 1024`, `1 << 20`, `4_096`):
+//!   a constant of the code quoted in the prose follows the code;
 //! - an opener written right after a backtick is an example in a code span and is skipped.
 //!
 //! `cargo test --test docs_numbers` fails on any span whose text differs from the value;
@@ -34,6 +37,8 @@ struct Span {
     decimals: usize,
     group_thousands: bool,
     scale: f64,
+    /// `rs=FILE`: the path is a `const` of this Rust file, not a JSON path.
+    rust_file: Option<String>,
 }
 
 fn parse_spans(doc: &str) -> Result<Vec<Span>, String> {
@@ -69,6 +74,7 @@ fn parse_spans(doc: &str) -> Result<Vec<Span>, String> {
             decimals: 0,
             group_thousands: false,
             scale: 1.0,
+            rust_file: None,
         };
         for word in words {
             let (key, value) = word
@@ -89,10 +95,16 @@ fn parse_spans(doc: &str) -> Result<Vec<Span>, String> {
                     span.decimals = decimals;
                 }
                 "scale" => {
-                    span.scale = value
-                        .parse()
-                        .map_err(|_| format!("span `{spec}`: scale is not a number"))?
+                    let number = |text: &str| {
+                        text.parse::<f64>()
+                            .map_err(|_| format!("span `{spec}`: scale is not X or X/Y"))
+                    };
+                    span.scale = match value.split_once('/') {
+                        Some((over, under)) => number(over)? / number(under)?,
+                        None => number(value)?,
+                    }
                 }
+                "rs" => span.rust_file = Some(value.to_string()),
                 _ => return Err(format!("span `{spec}`: unknown option `{key}`")),
             }
         }
@@ -189,11 +201,143 @@ fn format_number(value: f64, decimals: usize, group_thousands: bool) -> String {
     }
 }
 
+/// The value of `const NAME: T = EXPR;` in Rust source `code`.
+fn rust_const(code: &str, name: &str) -> Result<f64, String> {
+    let declaration = format!("const {name}:");
+    let at = code
+        .find(&declaration)
+        .ok_or_else(|| format!("no `{declaration}`"))?;
+    let rest = &code[at + declaration.len()..];
+    let (_, initializer) = rest
+        .split_once('=')
+        .ok_or_else(|| format!("`{name}` has no initializer"))?;
+    let (expr, _) = initializer
+        .split_once(';')
+        .ok_or_else(|| format!("`{name}`: no `;`"))?;
+    ConstExpr::new(expr)
+        .evaluate()
+        .map_err(|e| format!("`{name} ={expr}`: {e}"))
+}
+
+/// Integer arithmetic as constants are written: literals (`4_096`, `64u64`), `+ - * /`, `<<`
+/// and parentheses, with Rust's precedence. Anything else (a name, a call) is an error, so a
+/// constant the checker cannot read fails the test instead of being skipped.
+struct ConstExpr<'a> {
+    rest: &'a str,
+}
+
+impl<'a> ConstExpr<'a> {
+    fn new(text: &'a str) -> Self {
+        ConstExpr { rest: text }
+    }
+
+    fn evaluate(mut self) -> Result<f64, String> {
+        let value = self.shift()?;
+        if self.rest.trim().is_empty() {
+            Ok(value)
+        } else {
+            Err(format!("cannot read `{}`", self.rest.trim()))
+        }
+    }
+
+    fn eat(&mut self, token: &str) -> bool {
+        let trimmed = self.rest.trim_start();
+        match trimmed.strip_prefix(token) {
+            Some(after) => {
+                self.rest = after;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn shift(&mut self) -> Result<f64, String> {
+        let mut value = self.sum()?;
+        while self.eat("<<") {
+            value *= 2f64.powf(self.sum()?);
+        }
+        Ok(value)
+    }
+
+    fn sum(&mut self) -> Result<f64, String> {
+        let mut value = self.product()?;
+        loop {
+            if self.eat("+") {
+                value += self.product()?;
+            } else if self.eat("-") {
+                value -= self.product()?;
+            } else {
+                return Ok(value);
+            }
+        }
+    }
+
+    fn product(&mut self) -> Result<f64, String> {
+        let mut value = self.atom()?;
+        loop {
+            if self.eat("*") {
+                value *= self.atom()?;
+            } else if self.eat("/") {
+                value /= self.atom()?;
+            } else {
+                return Ok(value);
+            }
+        }
+    }
+
+    fn atom(&mut self) -> Result<f64, String> {
+        if self.eat("(") {
+            let value = self.shift()?;
+            return if self.eat(")") {
+                Ok(value)
+            } else {
+                Err("missing )".to_string())
+            };
+        }
+        let trimmed = self.rest.trim_start();
+        let len = trimmed
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+            .unwrap_or(trimmed.len());
+        // A type suffix (`64u64`, `0.9f64`) is dropped; the digits must be all that is left.
+        let literal = &trimmed[..len];
+        if !literal.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(format!("cannot read `{trimmed}`"));
+        }
+        let value = strip_type_suffix(literal)
+            .filter(|&c| c != '_')
+            .collect::<String>()
+            .parse::<f64>()
+            .map_err(|_| format!("cannot read `{trimmed}`"))?;
+        self.rest = &trimmed[len..];
+        Ok(value)
+    }
+}
+
+/// A numeric literal without its type suffix (`u64`, `usize`, `f64`, ...).
+fn strip_type_suffix(literal: &str) -> std::str::Chars<'_> {
+    let end = literal
+        .find(['u', 'i', 'f'])
+        .filter(|&i| i > 0)
+        .unwrap_or(literal.len());
+    literal[..end].chars()
+}
+
 fn expected_text(
     span: &Span,
     results: &mut HashMap<String, Value>,
     results_dir: &Path,
 ) -> Result<String, String> {
+    if let Some(rust_file) = &span.rust_file {
+        let file = results_dir.join("../..").join(rust_file);
+        let code = std::fs::read_to_string(&file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let number = rust_const(&code, &span.path)?;
+        return Ok(format_number(
+            number * span.scale,
+            span.decimals,
+            span.group_thousands,
+        ));
+    }
     if !results.contains_key(&span.file) {
         let file = results_dir.join(&span.file);
         let text = std::fs::read_to_string(&file)
@@ -334,4 +478,37 @@ fn an_example_in_a_code_span_is_not_a_figure() {
     assert_eq!(parse_spans(doc).map(|s| s.len()), Ok(0));
     let real = "<!-- num: a/b fmt=.1 -->1.0<!-- /num -->";
     assert_eq!(parse_spans(real).map(|s| s.len()), Ok(1));
+}
+
+#[test]
+fn code_constants_are_read_from_their_source() {
+    let code = "pub const OUT: usize = 64 * 1024;\nconst SHIFTED: u64 = 2 + 1 << 4;\n\
+                const SHARE: f64 = 0.9;\nconst BIG: u64 = 3_600_000_000u64;\n\
+                const GROUPED: usize = (2 + 1) * 4;\nconst CALL: Duration = Duration::from_secs(5);";
+    assert_eq!(rust_const(code, "OUT"), Ok(65536.0));
+    // `+` binds tighter than `<<` in Rust: (2 + 1) << 4.
+    assert_eq!(rust_const(code, "SHIFTED"), Ok(48.0));
+    assert_eq!(rust_const(code, "SHARE"), Ok(0.9));
+    assert_eq!(rust_const(code, "BIG"), Ok(3_600_000_000.0));
+    assert_eq!(rust_const(code, "GROUPED"), Ok(12.0));
+    assert!(rust_const(code, "CALL").is_err(), "a call is not read as a number");
+    assert!(rust_const(code, "ABSENT").is_err());
+
+    // A span quoting a constant of this repository's code, in KiB.
+    let results_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/results");
+    let span = "<!-- num: OUTPUT_HIGH_WATER rs=src/proto/mod.rs scale=1/1024 fmt=.0 -->";
+    let (_, problems, count) = check_doc(
+        &format!("{span}64<!-- /num --> KiB"),
+        &mut HashMap::new(),
+        &results_dir,
+        false,
+    );
+    assert_eq!((count, problems.len()), (1, 0), "{problems:?}");
+    let (_, problems, _) = check_doc(
+        &format!("{span}32<!-- /num --> KiB"),
+        &mut HashMap::new(),
+        &results_dir,
+        false,
+    );
+    assert_eq!(problems.len(), 1, "{problems:?}");
 }

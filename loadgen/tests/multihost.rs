@@ -12,6 +12,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::*;
 
+/// The one open-loop schedule both parts share, over a measured second (docs/multi-host.md quotes
+/// it).
+const RATE: u64 = 400;
+
 /// A tiny HTTP server, a thread per connection, answering every request with an empty 200 and
 /// noting when it saw the first request of all.
 fn tiny_server() -> (SocketAddr, Arc<Mutex<Option<SystemTime>>>) {
@@ -61,12 +65,13 @@ fn two_parts_on_one_schedule_merge_exactly() {
     // Far enough ahead for both processes to start and connect before it.
     let start_at = unix(SystemTime::now()) + 1.5;
     let start = format!("{start_at:.6}");
+    let rate = RATE.to_string();
     let children: Vec<_> = ["0/2", "1/2"]
         .iter()
         .enumerate()
         .map(|(i, part)| {
             loadgen()
-                .args(["http", &url, "-c", "4", "-t", "1", "--rate", "400"])
+                .args(["http", &url, "-c", "4", "-t", "1", "--rate", &rate])
                 .args(["-d", "1s", "--warmup", "200ms", "--interval", "500ms"])
                 .args(["--part", part, "--start-at", &start])
                 .args(["--json", &file(&format!("{i}.json"))])
@@ -94,11 +99,11 @@ fn two_parts_on_one_schedule_merge_exactly() {
         serde_json::from_str(&std::fs::read_to_string(file(name)).unwrap()).unwrap()
     };
     let (a, b) = (report("0.json"), report("1.json"));
-    // One schedule of 400 req/s over the measured second: 400 requests due, every other one
+    // One schedule of RATE req/s over the measured second: RATE requests due, every other one
     // each part's.
-    assert_eq!(u(&a, "requests.sent"), 200);
-    assert_eq!(u(&b, "requests.sent"), 200);
-    assert_eq!(a["setup"]["target_rate"].as_f64(), Some(200.0));
+    assert_eq!(u(&a, "requests.sent"), RATE / 2);
+    assert_eq!(u(&b, "requests.sent"), RATE / 2);
+    assert_eq!(a["setup"]["target_rate"].as_f64(), Some(RATE as f64 / 2.0));
     assert_eq!(u(&a, "connections.requested"), 2);
     let out = run(&[
         "merge",
@@ -119,8 +124,8 @@ fn two_parts_on_one_schedule_merge_exactly() {
     ] {
         assert_eq!(u(&m, key), u(&a, key) + u(&b, key), "{key}");
     }
-    assert_eq!(u(&m, "requests.sent"), 400);
-    assert_eq!(m["setup"]["target_rate"].as_f64(), Some(400.0));
+    assert_eq!(u(&m, "requests.sent"), RATE);
+    assert_eq!(m["setup"]["target_rate"].as_f64(), Some(RATE as f64));
     assert_eq!(u(&m, "setup.merged_runs"), 2);
 
     // The logs: each part's measured intervals start at the start instant plus the warmup, so

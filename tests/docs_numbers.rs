@@ -491,7 +491,10 @@ fn code_constants_are_read_from_their_source() {
     assert_eq!(rust_const(code, "SHARE"), Ok(0.9));
     assert_eq!(rust_const(code, "BIG"), Ok(3_600_000_000.0));
     assert_eq!(rust_const(code, "GROUPED"), Ok(12.0));
-    assert!(rust_const(code, "CALL").is_err(), "a call is not read as a number");
+    assert!(
+        rust_const(code, "CALL").is_err(),
+        "a call is not read as a number"
+    );
     assert!(rust_const(code, "ABSENT").is_err());
 
     // A span quoting a constant of this repository's code, in KiB.

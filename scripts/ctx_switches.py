@@ -3,7 +3,8 @@
 coroutines vs an event loop vs a pool, and Python's asyncio beside them.
 
     cargo build --release --workspace
-    python3 scripts/ctx_switches.py [--conns 100] [--rate 10000] [--duration 5] [--out FILE]
+    python3 scripts/ctx_switches.py [--conns 100] [--rate 10000] [--duration 5] [--rounds 1]
+                                    [--out FILE]
 
 For each subject: a fresh server on 127.0.0.1:0 (pinned to CPU 0 when there are two CPUs),
 `loadgen http` pinned to CPU 1, open loop at --rate over --conns keep-alive connections for
@@ -12,12 +13,16 @@ ends, so every connection is open throughout). At both ends of the window the vo
 involuntary context switches of every thread of the server and its worker processes
 (/proc/PID/task/TID/status) and their CPU time (/proc/PID/stat utime+stime) are summed; the
 deltas are divided by the requests the server answered in the window (its /stats; for the
-asyncio peer, loadgen's count scaled to the window). Loopback only; every run bounded in time.
+asyncio peer, loadgen's count scaled to the window). With --rounds N every subject is run once
+per round, the subjects interleaved, and `medians` gives each subject's median of each figure
+over the rounds (on a shared machine one round can fall on a burst of other work).
+Loopback only; every run bounded in time.
 """
 import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -155,24 +160,50 @@ def run_subject(name, argv, args):
             server.wait()
 
 
+def median_per_subject(subjects, runs):
+    """Each subject's median of every figure over its rounds that did not fail, and the range
+    (FIELD_min, FIELD_max)."""
+    medians = []
+    for name in dict.fromkeys(subjects):
+        good = [r for r in runs if r["subject"] == name and "error" not in r]
+        if not good:
+            continue
+        fields = [k for k, v in good[0].items() if isinstance(v, (int, float)) and k != "round"]
+        summary = {"subject": name, "rounds": len(good)}
+        for field in fields:
+            values = [r[field] for r in good if r.get(field) is not None]
+            if values:
+                summary[field] = statistics.median(values)
+                summary[f"{field}_min"] = min(values)
+                summary[f"{field}_max"] = max(values)
+        medians.append(summary)
+    return medians
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--conns", type=int, default=100)
     ap.add_argument("--rate", type=int, default=10000)
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--subjects", default=DEFAULT_SUBJECTS, help=f"any of: {', '.join(SUBJECTS)}")
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds over the subjects")
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args()
+    subjects = args.subjects.split(",")
+    loadavg_start = [float(x) for x in open("/proc/loadavg").read().split()[:3]]
     runs = []
-    for name in args.subjects.split(","):
-        r = run_subject(name, SUBJECTS[name], args)
-        runs.append(r)
-        if "error" in r:
-            print(f"{name:30} {r['error']}")
-        else:
-            print(f"{name:30} {r['requests']:7} requests  switches/req {r['switches_per_req']:.3f} "
-                  f"(voluntary {r['voluntary_per_req']:.3f})  CPU {r['cpu_us_per_req']:.1f} µs/req  "
-                  f"threads {r['server_threads']}")
+    for round_no in range(1, args.rounds + 1):
+        for name in subjects:
+            r = run_subject(name, SUBJECTS[name], args)
+            r["round"] = round_no
+            runs.append(r)
+            if "error" in r:
+                print(f"round {round_no} {name:22} {r['error']}")
+            else:
+                print(f"round {round_no} {name:22} {r['requests']:7} requests  switches/req "
+                      f"{r['switches_per_req']:.3f} (voluntary {r['voluntary_per_req']:.3f})  "
+                      f"CPU {r['cpu_us_per_req']:.1f} µs/req  threads {r['server_threads']}")
+    medians = median_per_subject(subjects, runs)
     if args.out:
         doc = {
             "command": " ".join(["scripts/ctx_switches.py"] + sys.argv[1:]),
@@ -181,7 +212,11 @@ def main():
             "nproc": os.cpu_count(),
             "note": "machine shared with other work while measured; server pinned to CPU 0, loadgen to CPU 1",
             "conns": args.conns, "rate": args.rate, "duration_s": args.duration,
+            "rounds": args.rounds,
+            "loadavg_start": loadavg_start,
+            "loadavg_end": [float(x) for x in open("/proc/loadavg").read().split()[:3]],
             "runs": runs,
+            "medians": medians,
         }
         with open(args.out, "w") as f:
             json.dump(doc, f, indent=1)

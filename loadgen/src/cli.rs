@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{default_threads, Config, HoldOpts, HttpOpts, Mode, Share};
 use crate::error::Error;
 use crate::parse::{parse_count, parse_duration, parse_rate};
+use crate::ports::PortRange;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -70,6 +71,11 @@ pub struct Common {
     /// Source addresses used round-robin: 127.0.0.2-127.0.0.9, or a comma-separated list.
     #[arg(long)]
     pub source: Option<String>,
+    /// Bind each connection to its own (source address, port) pair from this range, e.g.
+    /// 61000-65535 (outside net.ipv4.ip_local_port_range), so that connect() never searches for
+    /// a free port: its cost stays flat as the connections grow. Needs --source.
+    #[arg(long, value_parser = PortRange::parse)]
+    pub source_ports: Option<PortRange>,
     /// Worker processes, each with its share of the connections.
     #[arg(long, default_value = "1")]
     pub procs: usize,
@@ -240,6 +246,7 @@ impl Common {
         if let Some(s) = &self.source {
             cfg.sources = parse_sources(s)?;
         }
+        cfg.source_ports = self.source_ports;
         if let Some(i) = self.interval {
             cfg.interval = i;
         }

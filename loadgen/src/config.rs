@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::ports::PortRange;
 
 /// The default `--schedule-tick`, µs: short beside the latencies an open-loop sweep bounds
 /// (milliseconds), long enough to send several requests per wakeup at tens of thousands of
@@ -50,6 +51,10 @@ pub struct Config {
     pub timeout: Duration,
     /// Source addresses, used round-robin by connection; empty: the kernel chooses.
     pub sources: Vec<IpAddr>,
+    /// `--source-ports`: each connection binds its own (source address, port) pair from these
+    /// ports (crate::ports); None: the kernel picks the port at connect time.
+    #[serde(default)]
+    pub source_ports: Option<PortRange>,
     /// Requests in flight per connection.
     pub pipeline: usize,
     /// Period of the interval snapshots (JSON lines, hdr log, progress).
@@ -130,6 +135,7 @@ impl Config {
             schedule_tick: default_schedule_tick(),
             timeout: Duration::from_secs(5),
             sources: Vec::new(),
+            source_ports: None,
             pipeline: 1,
             interval: Duration::from_secs(1),
             part: None,
@@ -202,6 +208,11 @@ impl Config {
             .any(|s| s.is_ipv4() != self.target.is_ipv4())
         {
             return bad("--source addresses must be of the target's address family".into());
+        }
+        if self.source_ports.is_some() && self.sources.is_empty() {
+            return bad(
+                "--source-ports needs --source (the addresses the ports are taken on)".into(),
+            );
         }
         match &self.mode {
             Mode::Http(h) => {

@@ -20,6 +20,7 @@ pub mod hdrlog;
 pub mod interval;
 pub mod merge;
 pub mod parse;
+pub mod ports;
 pub mod preflight;
 pub mod report;
 mod run;

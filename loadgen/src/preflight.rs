@@ -45,6 +45,23 @@ pub fn check(cfg: &Config, limits: Limits) -> Result<(), Error> {
     }
     let sources = cfg.sources.len().max(1) as u64;
     let per_source = conns.div_ceil(sources);
+    if let Some(ports) = cfg.source_ports {
+        // Every connection of the whole run (all parts) has its own pair.
+        let all = cfg.conns as u64;
+        let capacity = crate::ports::capacity(&cfg.sources, ports);
+        if all > capacity {
+            return Err(Error::Preflight(format!(
+                "--conns {all} needs as many (source, port) pairs but --source-ports {}-{} \
+                 gives {} ports on each of {sources} source address(es), {capacity} pairs; use \
+                 --source with at least {} addresses",
+                ports.lo,
+                ports.hi,
+                ports.len(),
+                all.div_ceil(ports.len())
+            )));
+        }
+        return Ok(());
+    }
     if per_source > limits.ports {
         let want = conns.div_ceil(limits.ports);
         let example = if cfg.target.is_ipv4() {

@@ -11,6 +11,7 @@ use crate::config::{split, Config, Mode};
 use crate::engine::{run_thread, ConnPlan, Schedule, ThreadPlan};
 use crate::error::Error;
 use crate::interval::{Aggregator, Feed, Snapshot};
+use crate::ports;
 use crate::report::{Report, Setup};
 use crate::stats::Stats;
 
@@ -79,7 +80,7 @@ pub(crate) fn run_local(
         let t = (g / share.of) % threads;
         plans[t].conns.push(ConnPlan {
             global: g,
-            source: (!cfg.sources.is_empty()).then(|| cfg.sources[g % cfg.sources.len()]),
+            source: ports::source_for(&cfg.sources, cfg.source_ports, g),
             // A hold's ramp is what it measures: it starts at the start instant. Other runs
             // connect before it, so that their requests start on the schedule.
             connect_at: cfg.connect_rate.map_or(0, |r| (g as f64 * 1e9 / r) as u64)

@@ -2,7 +2,7 @@
 //! wrappers (`c10k::sys`). This module has no `unsafe`.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -15,20 +15,31 @@ pub enum Connect {
     InProgress(Socket),
 }
 
-/// A nonblocking TCP connect to `target`, bound first to `source` (port chosen at connect time,
-/// thanks to IP_BIND_ADDRESS_NO_PORT, so that each (source, destination) pair has its own ports).
-pub fn connect(target: SocketAddr, source: Option<IpAddr>) -> io::Result<Connect> {
+/// A nonblocking TCP connect to `target` from `source`. Port 0: the kernel picks the port at
+/// connect time (IP_BIND_ADDRESS_NO_PORT, so that each (source, destination) pair has its own
+/// ports). Another port: that exact pair (crate::ports), with SO_REUSEADDR so that a pair left in
+/// TIME_WAIT by an earlier run can be taken again; a pair some other socket holds falls back to
+/// the kernel's choice, so that the connection still opens.
+pub fn connect(target: SocketAddr, source: Option<SocketAddr>) -> io::Result<Connect> {
     let socket = Socket::new(
         Domain::for_address(target),
         Type::STREAM.nonblocking().cloexec(),
         Some(Protocol::TCP),
     )?;
     socket.set_nodelay(true)?;
-    if let Some(ip) = source {
-        if ip.is_ipv4() {
-            setsockopt(&socket, sockopt::IpBindAddressNoPort, &true).map_err(io::Error::from)?;
+    if let Some(addr) = source {
+        let explicit = addr.port() != 0
+            && match socket.set_reuse_address(true) {
+                Ok(()) => socket.bind(&SockAddr::from(addr)).is_ok(),
+                Err(_) => false,
+            };
+        if !explicit {
+            if addr.is_ipv4() {
+                setsockopt(&socket, sockopt::IpBindAddressNoPort, &true)
+                    .map_err(io::Error::from)?;
+            }
+            socket.bind(&SockAddr::from(SocketAddr::new(addr.ip(), 0)))?;
         }
-        socket.bind(&SockAddr::from(SocketAddr::new(ip, 0)))?;
     }
     match socket.connect(&SockAddr::from(target)) {
         Ok(()) => Ok(Connect::Done(socket)),

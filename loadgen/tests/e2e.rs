@@ -167,6 +167,67 @@ fn procs_and_sources_split_the_connections() {
     assert_eq!(r["setup"]["sources"].as_array().unwrap().len(), 3);
 }
 
+/// `--source-ports`: each connection arrives from its own (source address, port) pair, the
+/// addresses round-robin and the ports taken in turn from the range on each address, over two
+/// processes — what keeps connect() from searching for a port (docs/c1m.md).
+#[test]
+fn source_ports_give_each_connection_its_own_pair() {
+    use std::collections::BTreeSet;
+    use std::net::{SocketAddr, TcpListener};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap().to_string();
+    // Above the ephemeral range, per test process, so that parallel runs do not meet.
+    let lo = 61_000 + (std::process::id() % 4_000) as u16;
+    let range = format!("{lo}-{}", lo + 3);
+    let accepting = std::thread::spawn(move || {
+        // Kept open until all twelve are in, so that no pair is freed and reused meanwhile.
+        let held: Vec<_> = (0..12).map(|_| listener.accept().unwrap()).collect();
+        held.into_iter()
+            .map(|(_, peer)| peer)
+            .collect::<BTreeSet<SocketAddr>>()
+    });
+    let (r, out) = run_json(&[
+        "hold",
+        &target,
+        "-c",
+        "12",
+        "-t",
+        "1",
+        "--procs",
+        "2",
+        "-d",
+        "300ms",
+        "--source",
+        "127.0.0.2-127.0.0.4",
+        "--source-ports",
+        &range,
+    ]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert_eq!(u(&r, "connections.established"), 12);
+    let peers = accepting.join().unwrap();
+    let want: BTreeSet<SocketAddr> = (2..=4)
+        .flat_map(|a| (lo..=lo + 3).map(move |p| SocketAddr::from(([127, 0, 0, a], p))))
+        .collect();
+    assert_eq!(peers, want);
+}
+
+/// More connections than (source, port) pairs are refused before anything opens.
+#[test]
+fn source_ports_refuse_more_connections_than_pairs() {
+    let out = run(&[
+        "hold",
+        "127.0.0.1:9",
+        "-c",
+        "9",
+        "--source",
+        "127.0.0.2-127.0.0.3",
+        "--source-ports",
+        "64000-64003",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("8 pairs"), "{}", stderr(&out));
+}
+
 #[test]
 fn intervals_and_hdr_log() {
     let server = c10k_server("http");

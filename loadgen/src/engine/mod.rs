@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
@@ -60,7 +60,8 @@ impl Clock for Monotonic {
 pub(crate) struct ConnPlan {
     /// Index over the whole run (all processes and threads).
     pub global: usize,
-    pub source: Option<IpAddr>,
+    /// The (address, port) bound before connecting; port 0: the kernel picks it.
+    pub source: Option<SocketAddr>,
     /// When to connect, ns after the start.
     pub connect_at: u64,
 }
@@ -184,7 +185,7 @@ struct Conn<S> {
     state: S,
     in_free: bool,
     ever_open: bool,
-    source: Option<IpAddr>,
+    source: Option<SocketAddr>,
 }
 
 impl<S> Conn<S> {

@@ -376,7 +376,9 @@ def main():
                 raise RuntimeError("the run passed its time bound")
             srv, lg = rss_and_cpu(server.pid), rss_and_cpu(loadgen.pid)
             mi, (socks, tcp, tw) = meminfo(), sockstat()
-            open_now = lines[-1][1].get("conns_open", 0) if lines else 0
+            # Both ends of each loopback connection are TCP sockets in /proc/net/sockstat: its
+            # count, at every sample, is how far the ramp is (others' sockets are noise here).
+            open_now = max(0, (socks - socks0) // 2)
             s = {"t": round(time.monotonic() - started, 2), "conns_open": open_now,
                  "pings": sum(l.get("requests", 0) for _, l in lines),
                  "server_rss": srv[0], "server_cpu": srv[1] + srv[2],
@@ -384,12 +386,14 @@ def main():
                  "slab": mi["Slab"], "mem_used": mi["MemTotal"] - mi["MemAvailable"],
                  "tcp_mem": tcp, "tcp_inuse": socks}
             samples.append(s)
-            if opened_at is None and open_now >= args.conns:
-                opened_at = s["t"]
+            # loadgen's own count, in the interval that ends at t seconds after its start.
+            if opened_at is None:
+                opened_at = next((l["t"] for _, l in lines
+                                  if l.get("conns_open", 0) >= args.conns), None)
             # Kernel caches once all are open and settled: the middle of the hold.
             if opened_at is not None and peak["slab"] is None and s["t"] >= opened_at + 10:
                 peak["slab"], peak["mem"] = slabinfo(), s
-            time.sleep(1)
+            time.sleep(0.5)
         reader.join(timeout=10)
         held_until = time.monotonic() - started
         with open(report_file) as f:
@@ -463,6 +467,8 @@ def main():
         "kernel_slab_caches_per_conn": {c[0]: round(c[1] / n) for c in caches[:8]},
         "socket_buffer_bytes_per_conn_peak": round((max(s["tcp_mem"] for s in samples) - tcp0)
                                                    / n) if samples else None,
+        # MemTotal - MemAvailable: everything the run cost the machine, less what the kernel
+        # could reclaim from the page cache meanwhile (other sessions' too): a cross-check only.
         "machine_memory_bytes_per_conn": round((peak_s["mem_used"] - (mem0["MemTotal"]
                                                 - mem0["MemAvailable"])) / n) if peak_s else None,
         "server_cpu_while_holding": round(srv_cpu, 3) if srv_cpu is not None else None,

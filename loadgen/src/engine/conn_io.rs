@@ -19,7 +19,8 @@ impl<C: Client, K: Clock> Engine<C, K> {
 
     pub(super) fn start_connect(&mut self, idx: usize, now: u64) {
         self.stats.conns.attempts += 1;
-        let source = self.conns[idx].source;
+        // The plan's slot, not a copy in the connection: 32 bytes less per connection.
+        let source = self.plan.conns[idx].source;
         match sys::connect(self.plan.target, source) {
             Ok(sys::Connect::Done(s)) => {
                 let token = self.token(idx);

@@ -185,7 +185,6 @@ struct Conn<S> {
     state: S,
     in_free: bool,
     ever_open: bool,
-    source: Option<SocketAddr>,
 }
 
 impl<S> Conn<S> {
@@ -314,7 +313,6 @@ impl<C: Client, K: Clock> Engine<C, K> {
                 state: client.new_state(c.global as u32),
                 in_free: false,
                 ever_open: false,
-                source: c.source,
             })
             .collect();
         let measure_start = if plan.hold {

@@ -97,6 +97,16 @@ def slabinfo():
     return out
 
 
+def tcp_ext(names=("ListenOverflows", "ListenDrops", "TCPSynRetrans", "TCPMemoryPressures",
+                    "TCPAbortOnMemory", "PruneCalled", "TCPTimeouts")):
+    """Kernel TCP counters (/proc/net/netstat TcpExt) that say why connects or pings stall."""
+    rows = [l.split() for l in read("/proc/net/netstat").splitlines() if l.startswith("TcpExt:")]
+    if len(rows) < 2:
+        return {}
+    d = dict(zip(rows[0][1:], rows[1][1:]))
+    return {k: int(d.get(k, 0)) for k in names}
+
+
 def tree(pid):
     pids = [pid]
     try:
@@ -335,6 +345,7 @@ def main():
     try:
         lg_base = loadgen_baseline_rss(p["procs"])
         mem0, slab0, (socks0, tcp0, _) = meminfo(), slabinfo(), sockstat()
+        ext0 = tcp_ext()
         server = procs.start(
             [C10K, "serve", "--backend", args.backend, "--proto", "echo",
              "--listen", f"127.0.0.1:{args.port}", "--workers", str(p["workers"]),
@@ -383,18 +394,18 @@ def main():
                  "pings": sum(l.get("requests", 0) for _, l in lines),
                  "server_rss": srv[0], "server_cpu": srv[1] + srv[2],
                  "loadgen_rss": lg[0], "loadgen_user": lg[1], "loadgen_sys": lg[2],
-                 "slab": mi["Slab"], "mem_used": mi["MemTotal"] - mi["MemAvailable"],
+                 "slab": mi["Slab"], "slab_unreclaimable": mi["SUnreclaim"], "mem_used": mi["MemTotal"] - mi["MemAvailable"],
                  "tcp_mem": tcp, "tcp_inuse": socks}
             samples.append(s)
             # loadgen's own count, in the interval that ends at t seconds after its start.
-            if opened_at is None:
-                opened_at = next((l["t"] for _, l in lines
-                                  if l.get("conns_open", 0) >= args.conns), None)
+            if opened_at is None and open_now >= 0.999 * args.conns:
+                opened_at = s["t"]
             # Kernel caches once all are open and settled: the middle of the hold.
             if opened_at is not None and peak["slab"] is None and s["t"] >= opened_at + 10:
                 peak["slab"], peak["mem"] = slabinfo(), s
             time.sleep(0.5)
         reader.join(timeout=10)
+        ext1 = tcp_ext()
         held_until = time.monotonic() - started
         with open(report_file) as f:
             report = json.load(f)
@@ -464,6 +475,8 @@ def main():
         "loadgen_fixed_rss_bytes": lg_base,
         "kernel_slab_bytes_per_conn": round((peak_s["slab"] - mem0["Slab"]) / n)
         if peak_s else None,
+        "kernel_slab_unreclaimable_bytes_per_conn": round(
+            (peak_s["slab_unreclaimable"] - mem0["SUnreclaim"]) / n) if peak_s else None,
         "kernel_slab_caches_per_conn": {c[0]: round(c[1] / n) for c in caches[:8]},
         "socket_buffer_bytes_per_conn_peak": round((max(s["tcp_mem"] for s in samples) - tcp0)
                                                    / n) if samples else None,
@@ -475,6 +488,9 @@ def main():
         "loadgen_sys_cpu_s": report["loadgen"]["counters"]["process_sys_us"] / 1e6,
         "loadgen_loop_lag_max_us": report["loadgen"]["loop_lag_us"]["max"],
         "connect_cost_curve": curve,
+        "loadgen_open_at_s": next((l["t"] for _, l in lines
+                                   if l.get("conns_open", 0) >= args.conns), None),
+        "tcp_counters_during_run": {k: ext1.get(k, 0) - v for k, v in ext0.items()},
         "held_s_after_all_open": round(held_until - opened_at, 1) if opened_at else None,
     })
     ok = (established == args.conns and conns["failed"] == 0 and held == args.conns

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """C1M: hold up to a million concurrent connections on loopback, ping each, measure every cost.
 
-    scripts/c1m.py [--conns 1000000] [--backend epoll] [--hold 90] [--ping-interval 30]
-                   [--connect-rate 5000] [--timeout 60] [--json FILE] [--kernel-ports]
+    scripts/c1m.py [--conns 1000000] [--backend epoll] [--hold 150] [--ping-interval 100]
+                   [--connect-rate 4000] [--timeout 45] [--json FILE] [--kernel-ports]
                    [--workers N] [--procs N] [--sources A-B]   (chosen from --conns if absent)
 
 Sizes the run itself from this machine's limits: server workers (SO_REUSEPORT, c10k serve
@@ -300,10 +300,10 @@ def main():
     ap.add_argument("--sources", help="A-B range of source addresses (default: chosen)")
     ap.add_argument("--kernel-ports", action="store_true",
                     help="let the kernel choose source ports (IP_BIND_ADDRESS_NO_PORT)")
-    ap.add_argument("--hold", type=int, default=90)
-    ap.add_argument("--ping-interval", type=int, default=30)
-    ap.add_argument("--timeout", type=int, default=60, help="connect and ping timeout, s (a SYN dropped on a full accept queue is resent after 1, 3, 7, 15, 31 s)")
-    ap.add_argument("--connect-rate", type=int, default=5_000)
+    ap.add_argument("--hold", type=int, default=150)
+    ap.add_argument("--ping-interval", type=int, default=100)
+    ap.add_argument("--timeout", type=int, default=45, help="connect and ping timeout, s (a SYN dropped on a full accept queue is resent after 1, 3, 7, 15, 31 s)")
+    ap.add_argument("--connect-rate", type=int, default=4_000)
     ap.add_argument("--port", type=int, default=18600)
     ap.add_argument("--force", action="store_true", help="run even if a limit says no")
     ap.add_argument("--json", help="write the results here too")

@@ -497,8 +497,11 @@ def main():
           and bad == 0 and req.get("verified", 0) >= held)
     result["pass"] = ok
     if args.json:
+        # The result indented (it is what people read); each sample and the report on one line.
         with open(args.json, "w") as f:
-            json.dump({"result": result, "samples": samples, "loadgen": report}, f, indent=1)
+            f.write('{\n"result": ' + json.dumps(result, indent=1) + ',\n"samples": [\n')
+            f.write(",\n".join(json.dumps(s, separators=(",", ":")) for s in samples))
+            f.write('\n],\n"loadgen": ' + json.dumps(report, separators=(",", ":")) + "\n}\n")
     print(json.dumps({k: v for k, v in result.items() if k not in ("limits", "loadgen_argv")},
                      indent=2))
     print("PASS" if ok else "FAIL", file=sys.stderr)

@@ -31,8 +31,16 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PEER = os.path.join(ROOT, "..", "shared", "baselines", "peer")
-PIPELINE_LUA = os.path.join(ROOT, "..", "shared", "baselines", "wrk-pipeline.lua")
+# The shared baselines sit beside the canonical checkout (../shared) or, from a worktree under
+# wt/, one level further up.
+BASELINES = next(
+    (d for d in (os.path.join(ROOT, "..", "shared", "baselines"),
+                 os.path.join(ROOT, "..", "..", "shared", "baselines"))
+     if os.path.exists(os.path.join(d, "peer"))),
+    os.path.join(ROOT, "..", "shared", "baselines"),
+)
+PEER = os.path.join(BASELINES, "peer")
+PIPELINE_LUA = os.path.join(BASELINES, "wrk-pipeline.lua")
 C10K = os.path.join(ROOT, "target", "release", "c10k")
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -28,6 +28,8 @@ pub(super) struct UringConn {
     pub(super) sent: usize,
     pub(super) recv_armed: bool,
     pub(super) send_armed: bool,
+    /// The (multishot) recv in flight has been asked to stop; cleared by its last completion.
+    pub(super) recv_cancelled: bool,
     pub(super) peer_eof: bool,
     pub(super) phase: Phase,
     /// Closed as far as the protocol is concerned; freed once no operation is in flight.
@@ -69,6 +71,7 @@ impl UringConn {
             sent: 0,
             recv_armed: false,
             send_armed: false,
+            recv_cancelled: false,
             peer_eof: false,
             phase: Phase::Serving,
             closing: false,

@@ -9,9 +9,12 @@
 //!   neither touched nor freed while that send is in flight. A closed connection stays in the slab,
 //!   its operations cancelled, until the completions of all of them have arrived.
 //! - At most one recv and one send per connection are in flight. The protocol is advanced only
-//!   while no send is in flight (its output must not move), and recv is re-armed only while the
+//!   while no send is in flight (its output must not move), and recv is armed only while the
 //!   output is under the protocol's high-water mark (and, while sending, only while little input is
-//!   buffered): a client that does not read stops being read from.
+//!   buffered): a client that does not read stops being read from. With a DEFER_TASKRUN ring the
+//!   recv is multishot: it stays armed across requests (one SQE per connection, not per request)
+//!   and is cancelled when one of those conditions stops holding; what arrives before the
+//!   cancellation lands is kept.
 //! - Every `user_data` carries the operation's kind, the connection's slab index and the slot's
 //!   generation; completions for a slot that has moved on are dropped (a buffer they carry is still
 //!   handed back to the ring).
@@ -57,7 +60,7 @@ use nix::sys::signalfd::SignalFd;
 
 use self::conn::{give_back_buffers, produce, Phase, UringConn};
 pub use self::ring::probe;
-use self::ring::{decode, BufRing, Op, BUF_COUNT, BUF_GROUP, BUF_SIZE};
+use self::ring::{decode, BufRing, Op, Setup, BUF_COUNT, BUF_GROUP, BUF_SIZE};
 
 use super::kit::{
     self, Deadlines, RateLimitedLog, Slab, Timed, Token, ACCEPT_PAUSE, LINGER_BYTES, LINGER_TIME,
@@ -81,13 +84,13 @@ pub fn run(listener: OwnedFd, signals: SignalFd, options: &DriverOptions) -> io:
     // A blocking listener: io_uring then waits for connections itself instead of completing the
     // accept with EAGAIN.
     sys::set_nonblocking(listener.as_raw_fd(), false)?;
-    let ring = IoUring::builder()
-        .setup_cqsize(CQ_ENTRIES)
-        .build(SQ_ENTRIES)?;
+    let (ring, setup) = ring::new_ring(SQ_ENTRIES, CQ_ENTRIES)?;
+    let multishot_recv = setup == Setup::DeferTaskrun;
     let bufs = BufRing::new(&ring, BUF_COUNT, BUF_SIZE, BUF_GROUP)?;
     let mut driver = Uring {
         ring,
         bufs,
+        multishot_recv,
         conns: Slab::default(),
         env: LoopEnv::configured("uring", options),
         options: options.clone(),
@@ -122,6 +125,9 @@ struct Uring {
     /// Declared first so that it is dropped first, before any memory it was given.
     ring: IoUring,
     bufs: BufRing,
+    /// Receives are multishot (see [`Setup::DeferTaskrun`]): armed once, cancelled when the
+    /// connection must stop reading.
+    multishot_recv: bool,
     conns: Slab<UringConn>,
     env: LoopEnv,
     options: DriverOptions,
@@ -351,7 +357,11 @@ impl Uring {
             }
             return;
         };
-        conn.recv_armed = false;
+        // A multishot recv that will complete again is still armed.
+        conn.recv_armed = cqueue::more(flags);
+        if !conn.recv_armed {
+            conn.recv_cancelled = false;
+        }
         if conn.closing {
             if let Some(bid) = buffer {
                 self.bufs.recycle(bid);
@@ -401,10 +411,12 @@ impl Uring {
                 self.env.counters.syscalls.recv_rearms += 1;
                 self.starved.push(token)
             }
-            e if e == -libc::EINTR || e == -libc::EAGAIN || e == -libc::ECANCELED => {
+            e if e == -libc::EINTR || e == -libc::EAGAIN => {
                 self.env.counters.syscalls.recv_rearms += 1;
                 self.pump(token)
             }
+            // Our own cancellation (the connection had to stop reading): not a re-arm.
+            e if e == -libc::ECANCELED => self.pump(token),
             _ => self.close(token),
         }
     }
@@ -538,8 +550,24 @@ impl Uring {
         if wants_input && !conn.recv_armed {
             self.env.counters.syscalls.reads += 1;
             let syscalls = &mut self.env.counters.syscalls;
-            ring::push_recv(&mut self.ring, syscalls, conn.fd.as_raw_fd(), token);
+            let fd = conn.fd.as_raw_fd();
+            if self.multishot_recv {
+                ring::push_recv_multishot(&mut self.ring, syscalls, fd, token);
+            } else {
+                ring::push_recv(&mut self.ring, syscalls, fd, token);
+            }
             conn.recv_armed = true;
+        } else if !wants_input && conn.recv_armed && self.multishot_recv && !conn.recv_cancelled {
+            // A multishot recv would go on reading: stop it. Data it delivers before the
+            // cancellation lands is kept (bounded by one wakeup's worth), and the final
+            // completion (ECANCELED, or whatever ended it first) disarms it.
+            conn.recv_cancelled = true;
+            ring::push_cancel(
+                &mut self.ring,
+                &mut self.env.counters.syscalls,
+                Op::Recv,
+                token,
+            );
         }
         give_back_buffers(conn, &mut self.spare);
     }
@@ -567,7 +595,7 @@ impl Uring {
             return;
         }
         conn.closing = true;
-        let (recv, send) = (conn.recv_armed, conn.send_armed);
+        let (recv, send) = (conn.recv_armed && !conn.recv_cancelled, conn.send_armed);
         if recv {
             self.cancel(Op::Recv, token);
         }

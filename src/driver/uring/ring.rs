@@ -87,6 +87,42 @@ pub fn probe() -> Result<(), String> {
         .map_err(|e| format!("no provided-buffer rings (Linux ≥ 5.19): {e}"))
 }
 
+/// How the driver's ring was set up: with the flags that cut per-operation overhead (Linux ≥ 6.1)
+/// or, on older kernels, without them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Setup {
+    /// `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN`: completions are produced only
+    /// inside our own `io_uring_enter` (no task-work interrupts of the loop, no locking for other
+    /// issuers), which the loop calls once per turn anyway. Receives are multishot (Linux ≥ 6.0):
+    /// one SQE per connection while it keeps reading, instead of one per request.
+    DeferTaskrun,
+    /// Default flags, single-shot receives.
+    Plain,
+}
+
+/// The driver's ring: the cheaper setup if the kernel takes it, else the default one. The ring
+/// must then be entered only from the thread that created it (the driver's loop does).
+pub(super) fn new_ring(sq_entries: u32, cq_entries: u32) -> io::Result<(IoUring, Setup)> {
+    let modern = IoUring::builder()
+        .setup_cqsize(cq_entries)
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build(sq_entries);
+    match modern {
+        Ok(ring) => Ok((ring, Setup::DeferTaskrun)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            log::info!(
+                "io_uring: no DEFER_TASKRUN on this kernel; default setup, single-shot recv"
+            );
+            let ring = IoUring::builder()
+                .setup_cqsize(cq_entries)
+                .build(sq_entries)?;
+            Ok((ring, Setup::Plain))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// A multishot accept on the listener.
 pub(super) fn push_accept(ring: &mut IoUring, syscalls: &mut Syscalls, listener: RawFd) {
     let entry = opcode::AcceptMulti::new(Fd(listener))
@@ -118,6 +154,21 @@ pub(super) fn push_cancel(ring: &mut IoUring, syscalls: &mut Syscalls, op: Op, t
 /// A recv into a buffer the kernel picks from the provided-buffer ring.
 pub(super) fn push_recv(ring: &mut IoUring, syscalls: &mut Syscalls, fd: RawFd, token: Token) {
     push_recv_from(ring, syscalls, fd, token, BUF_GROUP, BUF_SIZE as u32);
+}
+
+/// A multishot recv: it stays armed, each completion flagged `more`, taking a provided buffer
+/// per chunk of data, until it fails (ENOBUFS when the ring is dry), reaches EOF, or is cancelled.
+pub(super) fn push_recv_multishot(
+    ring: &mut IoUring,
+    syscalls: &mut Syscalls,
+    fd: RawFd,
+    token: Token,
+) {
+    let entry = opcode::RecvMulti::new(Fd(fd), BUF_GROUP)
+        .build()
+        .user_data(user_data(Op::Recv, token));
+    // SAFETY: as for `push_recv_from`: it writes only into buffers of the registered ring.
+    unsafe { push(ring, syscalls, &entry) };
 }
 
 fn push_recv_from(

@@ -60,7 +60,7 @@ use nix::sys::signalfd::SignalFd;
 
 use self::conn::{give_back_buffers, produce, Phase, UringConn};
 pub use self::ring::probe;
-use self::ring::{decode, BufRing, Op, Setup, BUF_COUNT, BUF_GROUP, BUF_SIZE};
+use self::ring::{decode, BufRing, Op, Setup, BUF_GROUP, BUF_SIZE};
 
 use super::kit::{
     self, Deadlines, RateLimitedLog, Slab, Timed, Token, ACCEPT_PAUSE, LINGER_BYTES, LINGER_TIME,
@@ -86,7 +86,7 @@ pub fn run(listener: OwnedFd, signals: SignalFd, options: &DriverOptions) -> io:
     sys::set_nonblocking(listener.as_raw_fd(), false)?;
     let (ring, setup) = ring::new_ring(SQ_ENTRIES, CQ_ENTRIES)?;
     let multishot_recv = setup == Setup::DeferTaskrun;
-    let bufs = BufRing::new(&ring, BUF_COUNT, BUF_SIZE, BUF_GROUP)?;
+    let bufs = BufRing::new(&ring, ring::buf_count(options.max_conns), BUF_SIZE, BUF_GROUP)?;
     let mut driver = Uring {
         ring,
         bufs,
@@ -185,7 +185,9 @@ impl Uring {
     }
 
     /// One io_uring_enter: submits what is queued and waits for a completion (or the timeout).
+    /// Recycled receive buffers go back into the ring first.
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.bufs.top_up();
         self.env.counters.syscalls.waits += 1;
         let result = match timeout {
             None => self.ring.submit_and_wait(1),
@@ -409,6 +411,7 @@ impl Uring {
             e if e == -libc::ENOBUFS => {
                 log::debug!("recv: the buffer ring is empty; re-arming after this batch");
                 self.env.counters.syscalls.recv_rearms += 1;
+                self.bufs.starved();
                 self.starved.push(token)
             }
             e if e == -libc::EINTR || e == -libc::EAGAIN => {

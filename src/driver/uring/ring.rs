@@ -15,14 +15,27 @@ use io_uring::{opcode, squeue, IoUring, Probe};
 use crate::driver::kit::Token;
 use crate::stats::Syscalls;
 
-/// The provided-buffer ring: `BUF_COUNT` buffers of `BUF_SIZE` bytes, shared by every connection.
-/// Many small buffers rather than a few large ones: when thousands of connections become
-/// readable in one batch each completion takes a buffer before any is recycled, and with 256
-/// buffers 10,000 busy connections spent most recvs on ENOBUFS and re-arming (40 syscalls per
-/// request in the comparison). 16 MiB in all, touched only as far as it is used.
+/// The provided-buffer ring: up to [`buf_count`] buffers of `BUF_SIZE` bytes, shared by every
+/// connection. When thousands of connections become readable in one batch each completion takes
+/// a buffer before any is recycled: with 256 buffers 10,000 busy connections spent most recvs on
+/// ENOBUFS and re-arming (40 syscalls per request in the comparison), and with 4,096 still 0.9
+/// re-arms per request. So there are as many as connections (see [`BufRing::top_up`] for how
+/// few of them are in use when few are busy); memory is touched only as far as it is used.
 pub(super) const BUF_GROUP: u16 = 0;
-pub(super) const BUF_COUNT: u16 = 4096;
 pub(super) const BUF_SIZE: usize = 4 * 1024;
+/// The most entries a provided-buffer ring may have (the kernel takes fewer than 65,536, a
+/// power of two).
+const BUF_COUNT_MAX: u16 = 32_768;
+const BUF_COUNT_MIN: u16 = 4096;
+/// Buffers kept in the ring beyond twice the recent consumption per turn.
+const BUF_SPARE: usize = 128;
+
+/// How many buffers to allocate for a loop serving up to `max_conns` connections: one each, as
+/// far as one ring allows.
+pub(super) fn buf_count(max_conns: usize) -> u16 {
+    let wanted = max_conns.clamp(usize::from(BUF_COUNT_MIN), usize::from(BUF_COUNT_MAX));
+    wanted.next_power_of_two().min(usize::from(BUF_COUNT_MAX)) as u16
+}
 /// What an operation was, kept in the top byte of its `user_data`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Op {
@@ -256,6 +269,14 @@ const _: () = assert!(std::mem::size_of::<RawBuf>() == 16);
 /// with buffer select has data, and that the loop hands back (`recycle`) once it has copied the
 /// data out. The ring and the buffers are freed only when the `BufRing` is dropped, which the
 /// driver does after the io_uring (field order) and never with a recv in flight.
+///
+/// Not every buffer is in the ring at once. The kernel takes buffers in ring order, so a ring
+/// holding all of them would cycle every receive through all `count` buffers (16 MiB and more):
+/// each lands in memory that is cold in the cache, and the first round faults every page in.
+/// Instead recycled buffers wait on a stack (last in, first out) and [`BufRing::top_up`] puts
+/// back, once per loop turn, only about twice what recent turns consumed: a few hundred hot
+/// buffers serve 256 busy connections, and a burst that runs the ring dry (ENOBUFS, reported
+/// through [`BufRing::starved`]) doubles the amount for the next turn.
 pub(super) struct BufRing {
     entries: NonNull<RawBuf>,
     entries_layout: std::alloc::Layout,
@@ -264,6 +285,14 @@ pub(super) struct BufRing {
     count: u16,
     size: usize,
     tail: u16,
+    /// Buffers neither in the ring nor holding data; the last recycled on top.
+    free: Vec<u16>,
+    /// Buffers published to the ring whose completion we have not yet seen.
+    in_ring: usize,
+    /// Buffers recycled since the last top-up, and a slowly decaying peak of that per turn.
+    taken_this_turn: usize,
+    peak_per_turn: usize,
+    starved: bool,
 }
 
 impl BufRing {
@@ -302,6 +331,11 @@ impl BufRing {
             count,
             size,
             tail: 0,
+            free: (0..count).rev().collect(),
+            in_ring: 0,
+            taken_this_turn: 0,
+            peak_per_turn: 0,
+            starved: false,
         };
         // SAFETY: the ring memory is page-aligned, `count` entries long, zeroed (tail 0), and lives
         // until `bufs` is dropped, after the io_uring it is registered with.
@@ -313,19 +347,57 @@ impl BufRing {
                 0,
             )?
         };
-        for bid in 0..count {
-            bufs.recycle(bid);
-        }
+        bufs.top_up();
         Ok(bufs)
     }
 
-    /// Hands buffer `bid` (back) to the kernel.
+    /// Takes back buffer `bid`, which a completion handed us (each one exactly once), now that
+    /// its data has been copied out. It returns to the ring at the next [`BufRing::top_up`].
+    pub(super) fn recycle(&mut self, bid: u16) {
+        assert!(bid < self.count, "buffer id out of range");
+        self.in_ring = self.in_ring.saturating_sub(1);
+        self.taken_this_turn += 1;
+        self.free.push(bid);
+    }
+
+    /// A recv found the ring empty (ENOBUFS): the next top-up puts in more.
+    pub(super) fn starved(&mut self) {
+        self.starved = true;
+    }
+
+    /// Once per loop turn, before the ring is entered: keeps about twice the recent consumption
+    /// per turn in the ring (plus [`BUF_SPARE`]), the most recently used buffers first.
+    pub(super) fn top_up(&mut self) {
+        let decayed = self.peak_per_turn - self.peak_per_turn / 16;
+        self.peak_per_turn = decayed.max(self.taken_this_turn);
+        if self.starved {
+            // Everything in the ring went; ask for twice as many as were there.
+            self.peak_per_turn = self.peak_per_turn.max(self.taken_this_turn * 2).max(BUF_SPARE);
+        }
+        self.taken_this_turn = 0;
+        self.starved = false;
+        let target = (2 * self.peak_per_turn + BUF_SPARE).min(usize::from(self.count));
+        let mut added = false;
+        while self.in_ring < target {
+            let Some(bid) = self.free.pop() else {
+                break;
+            };
+            self.write_entry(bid);
+            self.in_ring += 1;
+            added = true;
+        }
+        if added {
+            self.publish_tail();
+        }
+    }
+
+    /// Writes buffer `bid` into the ring's next free entry (not yet visible to the kernel).
     ///
     /// Only raw-pointer writes, never a `&mut` over ring memory: the kernel reads that memory
     /// concurrently (the entries between its head and our tail, and the tail itself, which lives
     /// in entry 0's `resv` field). A `&mut RawBuf` over entry 0 would claim exclusive access to
     /// the tail the kernel is reading — undefined behaviour even if no byte is ever torn.
-    pub(super) fn recycle(&mut self, bid: u16) {
+    fn write_entry(&mut self, bid: u16) {
         assert!(bid < self.count, "buffer id out of range");
         let index = usize::from(self.tail & (self.count - 1));
         // SAFETY: `index < count`, so the entry lies inside the ring allocation (alive until drop).
@@ -343,6 +415,10 @@ impl BufRing {
             std::ptr::addr_of_mut!((*entry).bid).write(bid);
         }
         self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Makes the entries written so far visible to the kernel.
+    fn publish_tail(&mut self) {
         // SAFETY: the tail is the u16 `resv` field of the first entry, shared with the kernel,
         // which reads it concurrently: it is only ever accessed atomically (aligned: offset 14 of
         // a page-aligned allocation). The release store publishes the entry written above before
@@ -416,6 +492,7 @@ mod tests {
             let bid = cqueue::buffer_select(cqe.flags()).expect("a provided buffer");
             assert_eq!(bufs.data(bid, 10), &[b'a' + round; 10]);
             bufs.recycle(bid);
+            bufs.top_up();
         }
         drop(ring);
     }

@@ -86,7 +86,12 @@ pub fn run(listener: OwnedFd, signals: SignalFd, options: &DriverOptions) -> io:
     sys::set_nonblocking(listener.as_raw_fd(), false)?;
     let (ring, setup) = ring::new_ring(SQ_ENTRIES, CQ_ENTRIES)?;
     let multishot_recv = setup == Setup::DeferTaskrun;
-    let bufs = BufRing::new(&ring, ring::buf_count(options.max_conns), BUF_SIZE, BUF_GROUP)?;
+    let bufs = BufRing::new(
+        &ring,
+        ring::buf_count(options.max_conns),
+        BUF_SIZE,
+        BUF_GROUP,
+    )?;
     let mut driver = Uring {
         ring,
         bufs,

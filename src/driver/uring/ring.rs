@@ -372,7 +372,10 @@ impl BufRing {
         self.peak_per_turn = decayed.max(self.taken_this_turn);
         if self.starved {
             // Everything in the ring went; ask for twice as many as were there.
-            self.peak_per_turn = self.peak_per_turn.max(self.taken_this_turn * 2).max(BUF_SPARE);
+            self.peak_per_turn = self
+                .peak_per_turn
+                .max(self.taken_this_turn * 2)
+                .max(BUF_SPARE);
         }
         self.taken_this_turn = 0;
         self.starved = false;
@@ -469,6 +472,58 @@ mod tests {
             assert_eq!(decode(user_data(op, token)), (Some(op), token));
         }
         assert_eq!(decode(0).0, None);
+    }
+
+    /// Recycled buffers are the next ones handed out: a keep-alive load cycles through a few
+    /// hot buffers, not through all of them.
+    #[test]
+    fn few_buffers_serve_a_steady_load() {
+        if let Err(why) = probe() {
+            eprintln!("io_uring unavailable here ({why}); skipped");
+            return;
+        }
+        let mut ring = IoUring::new(8).unwrap();
+        let mut bufs = BufRing::new(&ring, 4096, 64, 3).unwrap();
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut syscalls = Syscalls::default();
+        let mut used = std::collections::HashSet::new();
+        for _ in 0..600 {
+            std::io::Write::write_all(&mut &a, b"x").unwrap();
+            push_recv_from(&mut ring, &mut syscalls, b.as_raw_fd(), 1, 3, 64);
+            ring.submit_and_wait(1).unwrap();
+            let cqe = ring.completion().next().expect("a completion");
+            assert_eq!(cqe.result(), 1);
+            let bid = cqueue::buffer_select(cqe.flags()).expect("a provided buffer");
+            used.insert(bid);
+            bufs.recycle(bid);
+            bufs.top_up();
+        }
+        assert!(used.len() <= 2 * BUF_SPARE, "{} buffers used", used.len());
+        drop(ring);
+    }
+
+    /// A turn that found the ring dry puts back more than the turn took.
+    #[test]
+    fn a_dry_ring_gets_more_buffers() {
+        if let Err(why) = probe() {
+            eprintln!("io_uring unavailable here ({why}); skipped");
+            return;
+        }
+        let ring = IoUring::new(8).unwrap();
+        let mut bufs = BufRing::new(&ring, 4096, 64, 4).unwrap();
+        assert_eq!(bufs.in_ring, BUF_SPARE);
+        // As if the kernel had handed out every buffer in the ring, and wanted more.
+        for bid in 0..BUF_SPARE as u16 {
+            bufs.recycle(bid);
+        }
+        bufs.starved();
+        bufs.top_up();
+        assert!(
+            bufs.in_ring >= 4 * BUF_SPARE,
+            "{} in the ring",
+            bufs.in_ring
+        );
+        drop(ring);
     }
 
     #[test]

@@ -838,6 +838,7 @@ suite! {
     busy_poll: ["--backend", "busy-poll"];
     threads: ["--backend", "threads"];
     uring: ["--backend", "uring"];
+    uring_direct: ["--backend", "uring", "--uring-direct"];
     epoll_workers: ["--backend", "epoll", "--workers", "2"];
     coro: ["--backend", "coro"];
     pool: ["--backend", "pool"];

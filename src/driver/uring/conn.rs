@@ -1,7 +1,6 @@
 //! One io_uring connection: its state, and what it does between completions that needs no ring.
 
-use std::os::fd::OwnedFd;
-
+use super::ring::ConnFd;
 use crate::driver::kit::{self, Stamps, Timed};
 use crate::driver::{LoopEnv, Timeouts, NEVER};
 use crate::proto::{Session, OUTPUT_HIGH_WATER};
@@ -19,7 +18,7 @@ pub(super) enum Phase {
 }
 
 pub(super) struct UringConn {
-    pub(super) fd: OwnedFd,
+    pub(super) fd: ConnFd,
     pub(super) session: Session,
     /// Received and not yet consumed. Empty and unallocated while idle.
     pub(super) input: Vec<u8>,
@@ -61,7 +60,7 @@ impl Timed for UringConn {
 
 impl UringConn {
     /// Accepted at `now` (loop-clock ms); `drained`: during shutdown, its session already knows.
-    pub(super) fn new(fd: OwnedFd, session: Session, now: u64, drained: bool) -> UringConn {
+    pub(super) fn new(fd: ConnFd, session: Session, now: u64, drained: bool) -> UringConn {
         UringConn {
             fd,
             stamps: Stamps::new(now, session.awaiting_head()),

@@ -4,12 +4,13 @@
 //! `mod.rs`, whose soundness rests on that loop's rule that output is not touched while its
 //! send is in flight (stated there).
 
+use std::fmt;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
 
-use io_uring::types::{BufRingEntry, Fd};
+use io_uring::types::{BufRingEntry, Fd, Fixed};
 use io_uring::{opcode, squeue, IoUring, Probe};
 
 use crate::driver::kit::Token;
@@ -44,6 +45,11 @@ pub(super) enum Op {
     Recv = 3,
     Send = 4,
     Cancel = 5,
+    // 6 is `offload::WAKE`'s.
+    /// Closing or shutting down a direct descriptor: nothing to do when it completes.
+    Cleanup = 7,
+    /// The 503 sent to a connection refused on a direct descriptor.
+    Refusal = 8,
 }
 
 pub(super) fn user_data(op: Op, token: Token) -> u64 {
@@ -57,6 +63,8 @@ pub(super) fn decode(user_data: u64) -> (Option<Op>, Token) {
         3 => Some(Op::Recv),
         4 => Some(Op::Send),
         5 => Some(Op::Cancel),
+        7 => Some(Op::Cleanup),
+        8 => Some(Op::Refusal),
         _ => None,
     };
     (op, user_data & 0x00ff_ffff_ffff_ffff)
@@ -136,12 +144,54 @@ pub(super) fn new_ring(sq_entries: u32, cq_entries: u32) -> io::Result<(IoUring,
     }
 }
 
-/// A multishot accept on the listener.
+/// A connection's socket: an ordinary descriptor, or a direct one (a slot of the ring's file
+/// table, in no process's descriptor table, closed by an operation of the ring).
+pub(super) enum ConnFd {
+    Regular(OwnedFd),
+    Direct(u32),
+}
+
+impl fmt::Display for ConnFd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnFd::Regular(fd) => write!(f, "fd {}", fd.as_raw_fd()),
+            ConnFd::Direct(slot) => write!(f, "direct fd {slot}"),
+        }
+    }
+}
+
+/// Builds an operation on a connection's socket, whichever kind it is: `$target` is bound to an
+/// `Fd` or a `Fixed` in `$build`.
+macro_rules! on_socket {
+    ($fd:expr, |$target:ident| $build:expr) => {
+        match $fd {
+            ConnFd::Regular(owned) => {
+                let $target = Fd(owned.as_raw_fd());
+                $build
+            }
+            ConnFd::Direct(slot) => {
+                let $target = Fixed(*slot);
+                $build
+            }
+        }
+    };
+}
+
+/// Gives the ring a table of `slots` direct descriptors, all free, for accepts to fill.
+pub(super) fn register_direct_table(ring: &IoUring, slots: u32) -> io::Result<()> {
+    ring.submitter().register_files_sparse(slots)
+}
+
+/// `user_data` tokens of the two kinds of accept.
+pub(super) const ACCEPT_REGULAR: Token = 0;
+pub(super) const ACCEPT_DIRECT: Token = 1;
+
+/// A multishot accept on the listener, into ordinary descriptors.
 pub(super) fn push_accept(ring: &mut IoUring, syscalls: &mut Syscalls, listener: RawFd) {
     let entry = opcode::AcceptMulti::new(Fd(listener))
         .flags(libc::SOCK_CLOEXEC)
         .build()
-        .user_data(user_data(Op::Accept, 0));
+        .user_data(user_data(Op::Accept, ACCEPT_REGULAR));
     // SAFETY: a multishot accept without an address carries no pointer into our memory.
     unsafe { push(ring, syscalls, &entry) };
 }
@@ -155,6 +205,49 @@ pub(super) fn push_signals(ring: &mut IoUring, syscalls: &mut Syscalls, signals:
     unsafe { push(ring, syscalls, &entry) };
 }
 
+/// A one-shot accept into a free slot of the direct table. One-shot, so that the loop never has
+/// more of them in flight than free slots: an accept that finds the table full has already taken
+/// the connection off the backlog, and the kernel closes it (ENFILE).
+pub(super) fn push_accept_direct(ring: &mut IoUring, syscalls: &mut Syscalls, listener: RawFd) {
+    // (No SOCK_CLOEXEC: the kernel refuses it for a direct descriptor, which no exec inherits.)
+    let entry = opcode::Accept::new(Fd(listener), std::ptr::null_mut(), std::ptr::null_mut())
+        .file_index(Some(io_uring::types::DestinationSlot::auto_target()))
+        .build()
+        .user_data(user_data(Op::Accept, ACCEPT_DIRECT));
+    // SAFETY: an accept without an address carries no pointer into our memory.
+    unsafe { push(ring, syscalls, &entry) };
+}
+
+/// Cancels every operation `op` of `token` in flight (not only the first found).
+pub(super) fn push_cancel_all(ring: &mut IoUring, syscalls: &mut Syscalls, op: Op, token: Token) {
+    let entry = opcode::AsyncCancel2::new(
+        io_uring::types::CancelBuilder::user_data(user_data(op, token)).all(),
+    )
+    .build()
+    .user_data(user_data(Op::Cancel, token));
+    // SAFETY: a cancellation carries no pointer into our memory.
+    unsafe { push(ring, syscalls, &entry) };
+}
+
+/// Closes direct descriptor `slot` (no operation may be in flight on it); the slot is free
+/// for accepts once this completes.
+pub(super) fn push_close_direct(ring: &mut IoUring, syscalls: &mut Syscalls, slot: u32) {
+    let entry = opcode::Close::new(Fixed(slot))
+        .build()
+        .user_data(user_data(Op::Cleanup, 0));
+    // SAFETY: a close carries no pointer into our memory.
+    unsafe { push(ring, syscalls, &entry) };
+}
+
+/// Shuts down the writing side of a direct descriptor (an ordinary one takes the syscall).
+pub(super) fn push_shutdown_write(ring: &mut IoUring, syscalls: &mut Syscalls, slot: u32) {
+    let entry = opcode::Shutdown::new(Fixed(slot), libc::SHUT_WR)
+        .build()
+        .user_data(user_data(Op::Cleanup, 0));
+    // SAFETY: a shutdown carries no pointer into our memory.
+    unsafe { push(ring, syscalls, &entry) };
+}
+
 /// Cancels the operation `op` of connection `token`.
 pub(super) fn push_cancel(ring: &mut IoUring, syscalls: &mut Syscalls, op: Op, token: Token) {
     let entry = opcode::AsyncCancel::new(user_data(op, token))
@@ -165,8 +258,19 @@ pub(super) fn push_cancel(ring: &mut IoUring, syscalls: &mut Syscalls, op: Op, t
 }
 
 /// A recv into a buffer the kernel picks from the provided-buffer ring.
-pub(super) fn push_recv(ring: &mut IoUring, syscalls: &mut Syscalls, fd: RawFd, token: Token) {
-    push_recv_from(ring, syscalls, fd, token, BUF_GROUP, BUF_SIZE as u32);
+pub(super) fn push_recv(ring: &mut IoUring, syscalls: &mut Syscalls, fd: &ConnFd, token: Token) {
+    let entry = on_socket!(fd, |target| opcode::Recv::new(
+        target,
+        std::ptr::null_mut(),
+        BUF_SIZE as u32
+    )
+    .buf_group(BUF_GROUP)
+    .build())
+    .flags(squeue::Flags::BUFFER_SELECT)
+    .user_data(user_data(Op::Recv, token));
+    // SAFETY: the recv writes into a buffer of the registered ring, which lives as long as the
+    // ring (see `BufRing`); it carries no pointer into the connection.
+    unsafe { push(ring, syscalls, &entry) };
 }
 
 /// A multishot recv: it stays armed, each completion flagged `more`, taking a provided buffer
@@ -174,16 +278,18 @@ pub(super) fn push_recv(ring: &mut IoUring, syscalls: &mut Syscalls, fd: RawFd, 
 pub(super) fn push_recv_multishot(
     ring: &mut IoUring,
     syscalls: &mut Syscalls,
-    fd: RawFd,
+    fd: &ConnFd,
     token: Token,
 ) {
-    let entry = opcode::RecvMulti::new(Fd(fd), BUF_GROUP)
-        .build()
-        .user_data(user_data(Op::Recv, token));
-    // SAFETY: as for `push_recv_from`: it writes only into buffers of the registered ring.
+    let entry = on_socket!(fd, |target| opcode::RecvMulti::new(target, BUF_GROUP)
+        .build())
+    .user_data(user_data(Op::Recv, token));
+    // SAFETY: the recv writes into a buffer of the registered ring, which lives as long as the
+    // ring (see `BufRing`); it carries no pointer into the connection.
     unsafe { push(ring, syscalls, &entry) };
 }
 
+#[cfg(test)]
 fn push_recv_from(
     ring: &mut IoUring,
     syscalls: &mut Syscalls,
@@ -209,18 +315,16 @@ fn push_recv_from(
 pub(super) unsafe fn push_send(
     ring: &mut IoUring,
     syscalls: &mut Syscalls,
-    fd: RawFd,
+    fd: &ConnFd,
     data: &[u8],
+    op: Op,
     token: Token,
 ) {
-    let entry = opcode::Send::new(
-        Fd(fd),
-        data.as_ptr(),
-        data.len().min(u32::MAX as usize) as u32,
-    )
-    .flags(libc::MSG_NOSIGNAL)
-    .build()
-    .user_data(user_data(Op::Send, token));
+    let len = data.len().min(u32::MAX as usize) as u32;
+    let entry = on_socket!(fd, |target| opcode::Send::new(target, data.as_ptr(), len)
+        .flags(libc::MSG_NOSIGNAL)
+        .build())
+    .user_data(user_data(op, token));
     // SAFETY: the caller keeps `data` alive and unchanged until the completion.
     unsafe { push(ring, syscalls, &entry) };
 }
@@ -347,7 +451,7 @@ impl BufRing {
                 0,
             )?
         };
-        bufs.top_up();
+        bufs.top_up(0);
         Ok(bufs)
     }
 
@@ -366,8 +470,11 @@ impl BufRing {
     }
 
     /// Once per loop turn, before the ring is entered: keeps about twice the recent consumption
-    /// per turn in the ring (plus [`BUF_SPARE`]), the most recently used buffers first.
-    pub(super) fn top_up(&mut self) {
+    /// per turn in the ring (plus [`BUF_SPARE`]), the most recently used buffers first, but no
+    /// more than two per connection (plus the spare): a multishot recv takes buffers as long as
+    /// its socket has data, so this also bounds what one connection that sends without reading
+    /// can pile up in one turn, before its recv is cancelled.
+    pub(super) fn top_up(&mut self, connections: usize) {
         let decayed = self.peak_per_turn - self.peak_per_turn / 16;
         self.peak_per_turn = decayed.max(self.taken_this_turn);
         if self.starved {
@@ -379,7 +486,8 @@ impl BufRing {
         }
         self.taken_this_turn = 0;
         self.starved = false;
-        let target = (2 * self.peak_per_turn + BUF_SPARE).min(usize::from(self.count));
+        let per_turn = self.peak_per_turn.min(connections);
+        let target = (2 * per_turn + BUF_SPARE).min(usize::from(self.count));
         let mut added = false;
         while self.in_ring < target {
             let Some(bid) = self.free.pop() else {
@@ -467,9 +575,20 @@ mod tests {
 
     #[test]
     fn user_data_round_trips_op_and_token() {
-        for op in [Op::Accept, Op::Signals, Op::Recv, Op::Send, Op::Cancel] {
+        let ops = [
+            Op::Accept,
+            Op::Signals,
+            Op::Recv,
+            Op::Send,
+            Op::Cancel,
+            Op::Cleanup,
+            Op::Refusal,
+        ];
+        for op in ops {
             let token: Token = (0x00ab_cdef << 32) | 0xdead_beef;
             assert_eq!(decode(user_data(op, token)), (Some(op), token));
+            // The offload's wake-up has an op byte of its own.
+            assert_ne!(user_data(op, 0) >> 56, super::super::offload::WAKE >> 56);
         }
         assert_eq!(decode(0).0, None);
     }
@@ -496,7 +615,7 @@ mod tests {
             let bid = cqueue::buffer_select(cqe.flags()).expect("a provided buffer");
             used.insert(bid);
             bufs.recycle(bid);
-            bufs.top_up();
+            bufs.top_up(1);
         }
         assert!(used.len() <= 2 * BUF_SPARE, "{} buffers used", used.len());
         drop(ring);
@@ -517,7 +636,7 @@ mod tests {
             bufs.recycle(bid);
         }
         bufs.starved();
-        bufs.top_up();
+        bufs.top_up(1000);
         assert!(
             bufs.in_ring >= 4 * BUF_SPARE,
             "{} in the ring",
@@ -547,7 +666,7 @@ mod tests {
             let bid = cqueue::buffer_select(cqe.flags()).expect("a provided buffer");
             assert_eq!(bufs.data(bid, 10), &[b'a' + round; 10]);
             bufs.recycle(bid);
-            bufs.top_up();
+            bufs.top_up(1);
         }
         drop(ring);
     }

@@ -934,3 +934,26 @@ mod epoll_edge_costs {
         }
     }
 }
+
+mod uring_direct_costs {
+    use super::*;
+
+    /// With direct descriptors one process serves more connections than RLIMIT_NOFILE allows
+    /// it descriptors: all 90 connections here are open at once under a limit of 64.
+    #[test]
+    fn holds_more_connections_than_its_descriptor_limit() {
+        let args = ["--backend", "uring", "--uring-direct", "--proto", "http"];
+        let server = Server::start_with_fd_limit(64, &args);
+        let held: Vec<TcpStream> = (0..90).map(|_| server.connect()).collect();
+        for (i, stream) in held.iter().enumerate() {
+            (&*stream)
+                .write_all(b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+            let r = HttpReader::new(stream).read_response(false);
+            assert_eq!(r.map(|r| r.status).ok(), Some(200), "connection {i}");
+        }
+        let s = stats(&server);
+        assert!(s["connections_current"].as_u64().unwrap() >= 90, "{s}");
+        assert_eq!(s["connections_refused"].as_u64(), Some(0), "{s}");
+    }
+}

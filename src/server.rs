@@ -80,6 +80,11 @@ impl Server {
                 backend.name()
             )));
         }
+        if config.uring_direct && backend != BackendKind::Uring {
+            return Err(StartError(
+                "--uring-direct applies to the uring backend only".into(),
+            ));
+        }
         if config.sigio_queue_limit.is_some() && backend != BackendKind::Sigio {
             return Err(StartError(
                 "--sigio-queue-limit applies to the sigio backend only".into(),
@@ -125,7 +130,11 @@ impl Server {
         }
         sys::ignore_sigpipe().map_err(|e| StartError(format!("cannot ignore SIGPIPE: {e}")))?;
         let nofile = sys::raise_nofile_limit().unwrap_or_else(|_| sys::nofile_limit());
-        let fd_budget = nofile.saturating_sub(RESERVED_FDS).max(1) as usize;
+        let mut fd_budget = nofile.saturating_sub(RESERVED_FDS).max(1) as usize;
+        if config.uring_direct {
+            // The ring's table of direct descriptors is as large as the limit allows, besides.
+            fd_budget += nofile as usize;
+        }
         let max_conns = match config.max_conns {
             Some(0) => return Err(StartError("--max-conns must be at least 1".into())),
             Some(n) if n > fd_budget => {

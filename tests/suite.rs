@@ -838,7 +838,122 @@ suite! {
     busy_poll: ["--backend", "busy-poll"];
     threads: ["--backend", "threads"];
     uring: ["--backend", "uring"];
+    uring_direct: ["--backend", "uring", "--uring-direct"];
     epoll_workers: ["--backend", "epoll", "--workers", "2"];
     coro: ["--backend", "coro"];
     pool: ["--backend", "pool"];
+}
+
+// ==== Issue 15: per-request costs that the counters make visible (one backend each).
+
+/// `n` keep-alive requests on one connection, each answered before the next is sent; returns
+/// the server's `/stats` afterwards.
+fn sequential_requests_then_stats(backend: &[&str], n: usize) -> serde_json::Value {
+    let server = start(backend, "http");
+    let stream = server.connect();
+    let mut reader = HttpReader::new(stream.try_clone().unwrap());
+    for _ in 0..n {
+        (&stream)
+            .write_all(b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let r = reader.read_response(false).unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"Hello, World!"[..]));
+    }
+    stats(&server)
+}
+
+mod uring_costs {
+    use super::*;
+
+    /// The receive is multishot: a keep-alive connection arms it once, not once per request, and
+    /// every response is one send.
+    #[test]
+    fn a_keep_alive_connection_arms_its_recv_once() {
+        let s = sequential_requests_then_stats(&["--backend", "uring"], 40);
+        let sys = &s["syscalls"];
+        let recvs = sys["reads"].as_u64().unwrap();
+        let sends = sys["writes"].as_u64().unwrap();
+        assert!(sends >= 40, "{s}");
+        // The test's connection, the /stats connection, and slack for a re-arm.
+        assert!(recvs <= 4, "{recvs} recvs armed for 40 requests: {s}");
+        assert_eq!(sys["recv_rearms"].as_u64(), Some(0), "{s}");
+    }
+}
+
+mod epoll_edge_costs {
+    use super::*;
+
+    /// Edge-triggered: a short read proves the socket drained (epoll(7)), so a request costs one
+    /// read, not a second one that only says EAGAIN. Each request is followed by a `/stats`
+    /// query: the loop answers it only after the request's turn is over, so the next request
+    /// cannot arrive in time to be found by that second read.
+    #[test]
+    fn a_request_costs_one_read() {
+        let server = start(&["--backend", "epoll", "--edge"], "http");
+        let reads = |server: &Server| stats(server)["syscalls"]["reads"].as_u64().unwrap();
+        let stream = server.connect();
+        let mut reader = HttpReader::new(stream.try_clone().unwrap());
+        // What a /stats query itself costs in reads (its own connection).
+        let (a, b, c) = (reads(&server), reads(&server), reads(&server));
+        let per_query = (b - a).min(c - b);
+        let mut last = c;
+        let mut request_reads = 0;
+        for _ in 0..10 {
+            (&stream)
+                .write_all(b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+            assert_eq!(reader.read_response(false).unwrap().status, 200);
+            let now = reads(&server);
+            request_reads += (now - last).saturating_sub(per_query);
+            last = now;
+        }
+        assert!(
+            request_reads <= 10 + 3,
+            "{request_reads} reads for 10 requests"
+        );
+    }
+
+    /// A peer that sends its last request and closes at once is answered, and the connection
+    /// closes (the FIN that came with the data is not lost to the short-read rule).
+    #[test]
+    fn request_then_half_close_is_answered() {
+        let server = start(&["--backend", "epoll", "--edge"], "http");
+        for _ in 0..20 {
+            let mut stream = server.connect();
+            stream
+                .write_all(b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+            stream.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut all = Vec::new();
+            stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            stream
+                .read_to_end(&mut all)
+                .expect("the server closes after answering");
+            assert!(all.starts_with(b"HTTP/1.1 200 OK\r\n"), "{all:?}");
+            assert!(all.ends_with(b"Hello, World!"), "{all:?}");
+        }
+    }
+}
+
+mod uring_direct_costs {
+    use super::*;
+
+    /// With direct descriptors one process serves more connections than RLIMIT_NOFILE allows
+    /// it descriptors: all 90 connections here are open at once under a limit of 64.
+    #[test]
+    fn holds_more_connections_than_its_descriptor_limit() {
+        let args = ["--backend", "uring", "--uring-direct", "--proto", "http"];
+        let server = Server::start_with_fd_limit(64, &args);
+        let held: Vec<TcpStream> = (0..90).map(|_| server.connect()).collect();
+        for (i, stream) in held.iter().enumerate() {
+            (&*stream)
+                .write_all(b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+            let r = HttpReader::new(stream).read_response(false);
+            assert_eq!(r.map(|r| r.status).ok(), Some(200), "connection {i}");
+        }
+        let s = stats(&server);
+        assert!(s["connections_current"].as_u64().unwrap() >= 90, "{s}");
+        assert_eq!(s["connections_refused"].as_u64(), Some(0), "{s}");
+    }
 }

@@ -234,6 +234,7 @@ impl Reactor {
         };
         conn.read_ready |= event.readable || event.hangup;
         conn.write_ready |= event.writable || event.hangup;
+        conn.hangup_seen |= event.hangup;
         let before = Progress::of(conn, &self.shared.env.counters);
         self.drive(token);
         let after = self
@@ -536,6 +537,7 @@ impl Reactor {
             sent: 0,
             registered: Interest::NONE,
             read_ready: false,
+            hangup_seen: false,
             write_ready: true,
             peer_eof: false,
             phase: Phase::Serving,

@@ -43,6 +43,8 @@ pub(super) struct ReadyConn {
     pub(super) read_ready: bool,
     pub(super) write_ready: bool,
     pub(super) peer_eof: bool,
+    /// A wait has reported a hangup (RDHUP, HUP, ERR): from then on read until EOF or error.
+    pub(super) hangup_seen: bool,
     pub(super) phase: Phase,
     /// With workers: the session is with a worker (this one holds a placeholder).
     pub(super) away: bool,
@@ -267,11 +269,12 @@ pub(super) fn turn(conn: &mut ReadyConn, token: Token, shared: &mut TurnContext)
                     conn.stamps.last_activity = shared.clock.now_ms;
                     conn.fresh_input = true;
                     budget = budget.saturating_sub(n);
-                    // Level-triggered: a short read emptied the socket buffer, so skip the read
-                    // that would only say EAGAIN; if more (or a FIN) is there, the next wait
-                    // reports it again. Edge-triggered must read to EAGAIN: a FIN that came
-                    // with this data has already had its one edge.
-                    if n < want && !shared.edge_triggered {
+                    // A short read emptied the socket buffer (epoll(7)), so skip the read that
+                    // would only say EAGAIN. Level-triggered: if more (or a FIN) is there, the
+                    // next wait reports it again. Edge-triggered: whatever arrives after this
+                    // read is a new edge; only a FIN already reported (hangup) has had its one
+                    // edge, so then we read on to EOF.
+                    if n < want && !(shared.edge_triggered && conn.hangup_seen) {
                         conn.read_ready = false;
                     }
                 }

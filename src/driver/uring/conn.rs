@@ -1,7 +1,6 @@
 //! One io_uring connection: its state, and what it does between completions that needs no ring.
 
-use std::os::fd::OwnedFd;
-
+use super::ring::ConnFd;
 use crate::driver::kit::{self, Stamps, Timed};
 use crate::driver::{LoopEnv, Timeouts, NEVER};
 use crate::proto::{Session, OUTPUT_HIGH_WATER};
@@ -19,7 +18,7 @@ pub(super) enum Phase {
 }
 
 pub(super) struct UringConn {
-    pub(super) fd: OwnedFd,
+    pub(super) fd: ConnFd,
     pub(super) session: Session,
     /// Received and not yet consumed. Empty and unallocated while idle.
     pub(super) input: Vec<u8>,
@@ -28,6 +27,8 @@ pub(super) struct UringConn {
     pub(super) sent: usize,
     pub(super) recv_armed: bool,
     pub(super) send_armed: bool,
+    /// The (multishot) recv in flight has been asked to stop; cleared by its last completion.
+    pub(super) recv_cancelled: bool,
     pub(super) peer_eof: bool,
     pub(super) phase: Phase,
     /// Closed as far as the protocol is concerned; freed once no operation is in flight.
@@ -59,7 +60,7 @@ impl Timed for UringConn {
 
 impl UringConn {
     /// Accepted at `now` (loop-clock ms); `drained`: during shutdown, its session already knows.
-    pub(super) fn new(fd: OwnedFd, session: Session, now: u64, drained: bool) -> UringConn {
+    pub(super) fn new(fd: ConnFd, session: Session, now: u64, drained: bool) -> UringConn {
         UringConn {
             fd,
             stamps: Stamps::new(now, session.awaiting_head()),
@@ -69,6 +70,7 @@ impl UringConn {
             sent: 0,
             recv_armed: false,
             send_armed: false,
+            recv_cancelled: false,
             peer_eof: false,
             phase: Phase::Serving,
             closing: false,

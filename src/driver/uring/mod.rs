@@ -9,9 +9,12 @@
 //!   neither touched nor freed while that send is in flight. A closed connection stays in the slab,
 //!   its operations cancelled, until the completions of all of them have arrived.
 //! - At most one recv and one send per connection are in flight. The protocol is advanced only
-//!   while no send is in flight (its output must not move), and recv is re-armed only while the
+//!   while no send is in flight (its output must not move), and recv is armed only while the
 //!   output is under the protocol's high-water mark (and, while sending, only while little input is
-//!   buffered): a client that does not read stops being read from.
+//!   buffered): a client that does not read stops being read from. With a DEFER_TASKRUN ring the
+//!   recv is multishot: it stays armed across requests (one SQE per connection, not per request)
+//!   and is cancelled when one of those conditions stops holding; what arrives before the
+//!   cancellation lands is kept.
 //! - Every `user_data` carries the operation's kind, the connection's slab index and the slot's
 //!   generation; completions for a slot that has moved on are dropped (a buffer they carry is still
 //!   handed back to the ring).
@@ -57,7 +60,9 @@ use nix::sys::signalfd::SignalFd;
 
 use self::conn::{give_back_buffers, produce, Phase, UringConn};
 pub use self::ring::probe;
-use self::ring::{decode, BufRing, Op, BUF_COUNT, BUF_GROUP, BUF_SIZE};
+use self::ring::{
+    decode, BufRing, ConnFd, Op, Setup, ACCEPT_DIRECT, ACCEPT_REGULAR, BUF_GROUP, BUF_SIZE,
+};
 
 use super::kit::{
     self, Deadlines, RateLimitedLog, Slab, Timed, Token, ACCEPT_PAUSE, LINGER_BYTES, LINGER_TIME,
@@ -73,6 +78,8 @@ const SQ_ENTRIES: u32 = 4096;
 const CQ_ENTRIES: u32 = 16384;
 /// While a send is in flight the protocol cannot run; receive no more than this meanwhile.
 const INPUT_WHILE_SENDING: usize = 64 * 1024;
+/// One-shot accepts into direct descriptors kept in flight (while the table has that many free).
+const DIRECT_ACCEPTS: u32 = 64;
 /// After the grace period, how long to wait for the cancelled operations' completions.
 const CANCEL_WAIT: Duration = Duration::from_secs(1);
 
@@ -81,13 +88,30 @@ pub fn run(listener: OwnedFd, signals: SignalFd, options: &DriverOptions) -> io:
     // A blocking listener: io_uring then waits for connections itself instead of completing the
     // accept with EAGAIN.
     sys::set_nonblocking(listener.as_raw_fd(), false)?;
-    let ring = IoUring::builder()
-        .setup_cqsize(CQ_ENTRIES)
-        .build(SQ_ENTRIES)?;
-    let bufs = BufRing::new(&ring, BUF_COUNT, BUF_SIZE, BUF_GROUP)?;
+    let (ring, setup) = ring::new_ring(SQ_ENTRIES, CQ_ENTRIES)?;
+    let multishot_recv = setup == Setup::DeferTaskrun;
+    let direct = if options.config.uring_direct {
+        // The kernel caps one table at RLIMIT_NOFILE; past it, accepts take ordinary descriptors.
+        let slots = sys::nofile_limit().min(options.max_conns as u64).max(1) as u32;
+        ring::register_direct_table(&ring, slots)?;
+        log::info!("io_uring: {slots} direct descriptors");
+        Some(DirectTable { slots, open: 0 })
+    } else {
+        None
+    };
+    let bufs = BufRing::new(
+        &ring,
+        ring::buf_count(options.max_conns),
+        BUF_SIZE,
+        BUF_GROUP,
+    )?;
     let mut driver = Uring {
         ring,
         bufs,
+        multishot_recv,
+        direct,
+        direct_accepts: 0,
+        refusals: Slab::default(),
         conns: Slab::default(),
         env: LoopEnv::configured("uring", options),
         options: options.clone(),
@@ -122,13 +146,22 @@ struct Uring {
     /// Declared first so that it is dropped first, before any memory it was given.
     ring: IoUring,
     bufs: BufRing,
+    /// Receives are multishot (see [`Setup::DeferTaskrun`]): armed once, cancelled when the
+    /// connection must stop reading.
+    multishot_recv: bool,
+    /// With `--uring-direct`: the ring's table of direct descriptors.
+    direct: Option<DirectTable>,
+    /// One-shot accepts into direct descriptors in flight.
+    direct_accepts: u32,
+    /// 503s in flight to connections refused on direct descriptors: (slot, response).
+    refusals: Slab<(u32, Vec<u8>)>,
     conns: Slab<UringConn>,
     env: LoopEnv,
     options: DriverOptions,
     /// Closed once the accept has ended after shutdown began.
     listener: Option<OwnedFd>,
     signals: SignalFd,
-    /// A multishot accept is in flight.
+    /// A multishot accept (into ordinary descriptors) is in flight.
     accepting: bool,
     accept_paused_until: Option<Instant>,
     shutdown_deadline: Option<Instant>,
@@ -145,6 +178,13 @@ struct Uring {
     exhaustion: RateLimitedLog,
     /// `--offload N`: the helper threads that run blocking work.
     offload: Option<offload::UringOffload>,
+}
+
+/// The ring's file table, and how many of its slots hold connections. Accepts go there while it
+/// has room, and into ordinary descriptors (a multishot accept) while it is full.
+struct DirectTable {
+    slots: u32,
+    open: u32,
 }
 
 impl Uring {
@@ -166,7 +206,7 @@ impl Uring {
         }
         let counters = self.env.counters;
         log::info!("{}", stats::summary_line(self.env.backend, &counters));
-        if !self.conns.is_empty() {
+        if !self.conns.is_empty() || !self.refusals.is_empty() {
             // Operations the kernel did not complete in time may still point into connection
             // buffers or the buffer ring: leak them rather than free memory it may still write.
             log::warn!(
@@ -179,7 +219,9 @@ impl Uring {
     }
 
     /// One io_uring_enter: submits what is queued and waits for a completion (or the timeout).
+    /// Recycled receive buffers go back into the ring first.
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.bufs.top_up(self.conns.len());
         self.env.counters.syscalls.waits += 1;
         let result = match timeout {
             None => self.ring.submit_and_wait(1),
@@ -233,11 +275,12 @@ impl Uring {
             }
             let (op, token) = decode(data);
             match op {
-                Some(Op::Accept) => self.on_accept(result, flags),
+                Some(Op::Accept) => self.on_accept(token, result, flags),
+                Some(Op::Refusal) => self.on_refusal_sent(token, result),
                 Some(Op::Signals) => self.on_signals(),
                 Some(Op::Recv) => self.on_recv(token, result, flags),
                 Some(Op::Send) => self.on_send(token, result),
-                Some(Op::Cancel) | None => {}
+                Some(Op::Cancel | Op::Cleanup) | None => {}
             }
         }
         self.completed = batch;
@@ -249,9 +292,30 @@ impl Uring {
         let Some(listener) = &self.listener else {
             return;
         };
+        let listener = listener.as_raw_fd();
         let syscalls = &mut self.env.counters.syscalls;
-        ring::push_accept(&mut self.ring, syscalls, listener.as_raw_fd());
-        self.accepting = true;
+        if let Some(table) = &self.direct {
+            let free = table.slots.saturating_sub(table.open + self.direct_accepts);
+            let more = free.min(DIRECT_ACCEPTS.saturating_sub(self.direct_accepts));
+            for _ in 0..more {
+                ring::push_accept_direct(&mut self.ring, syscalls, listener);
+                self.direct_accepts += 1;
+            }
+        }
+        if self.direct_accepts == 0 && !self.accepting {
+            ring::push_accept(&mut self.ring, syscalls, listener);
+            self.accepting = true;
+        }
+    }
+
+    fn cancel_accepts(&mut self) {
+        let syscalls = &mut self.env.counters.syscalls;
+        if self.accepting {
+            ring::push_cancel(&mut self.ring, syscalls, Op::Accept, ACCEPT_REGULAR);
+        }
+        if self.direct_accepts > 0 {
+            ring::push_cancel_all(&mut self.ring, syscalls, Op::Accept, ACCEPT_DIRECT);
+        }
     }
 
     fn arm_signals(&mut self) {
@@ -265,15 +329,28 @@ impl Uring {
 
     // ---- completions -------------------------------------------------------------------------
 
-    fn on_accept(&mut self, result: i32, flags: u32) {
-        if !cqueue::more(flags) {
+    fn on_accept(&mut self, token: Token, result: i32, flags: u32) {
+        let direct = token == ACCEPT_DIRECT;
+        if direct {
+            self.direct_accepts = self.direct_accepts.saturating_sub(1);
+        } else if !cqueue::more(flags) {
             self.accepting = false;
         }
         if result >= 0 {
             self.env.counters.syscalls.accepts += 1;
             // Also after shutdown began: the client connected before the accept was cancelled,
             // and is served (drained) rather than reset.
-            self.admit(ring::adopt_fd(result));
+            let fd = match self.direct.as_mut() {
+                Some(table) if direct => {
+                    table.open += 1;
+                    ConnFd::Direct(result as u32)
+                }
+                _ => ConnFd::Regular(ring::adopt_fd(result)),
+            };
+            self.admit(fd);
+        } else if direct && result == -libc::ENFILE {
+            // Not expected: no more direct accepts are armed than free slots.
+            log::warn!("accept: the direct descriptor table is full; a connection was lost");
         } else {
             let e = io::Error::from_raw_os_error(-result);
             if sys::is_fd_exhaustion(&e) {
@@ -282,21 +359,27 @@ impl Uring {
                 log::debug!("accept: {e}");
             }
         }
-        if !self.accepting && self.shutdown_deadline.is_some() {
+        let accepting = self.accepting || self.direct_accepts > 0;
+        if !accepting && self.shutdown_deadline.is_some() {
             // The accept has ended: clients connecting from now on are refused by the kernel
             // instead of waiting in a backlog nobody will take.
             self.listener = None;
         }
-        if !self.accepting && self.accept_paused_until.is_none() && self.shutdown_deadline.is_none()
-        {
+        if self.accept_paused_until.is_none() && self.shutdown_deadline.is_none() {
+            // Re-arms what has ended (only what is missing).
             self.arm_accept();
         }
     }
 
-    fn admit(&mut self, fd: OwnedFd) {
+    fn admit(&mut self, fd: ConnFd) {
         self.env.counters.connections_total += 1;
         if self.conns.len() >= self.options.max_conns {
-            kit::refuse(fd.as_raw_fd(), self.options.config.proto, &mut self.env);
+            match fd {
+                ConnFd::Regular(fd) => {
+                    kit::refuse(fd.as_raw_fd(), self.options.config.proto, &mut self.env)
+                }
+                ConnFd::Direct(slot) => self.refuse_direct(slot),
+            }
             log::debug!(
                 "refused a connection: {} open, --max-conns {}",
                 self.conns.len(),
@@ -316,6 +399,46 @@ impl Uring {
         self.pump(token);
     }
 
+    /// A connection over `--max-conns` on a direct descriptor: as `kit::refuse`, but the 503 is
+    /// an operation of the ring, and the descriptor is closed once it has completed.
+    fn refuse_direct(&mut self, slot: u32) {
+        self.env.counters.connections_refused += 1;
+        let refusal = Session::refusal(self.options.config.proto, &self.env);
+        if refusal.is_empty() {
+            return self.close_direct(slot);
+        }
+        self.env.counters.syscalls.writes += 1;
+        self.env.publish();
+        let token = self.refusals.insert((slot, refusal));
+        let Some((_, data)) = self.refusals.get_mut(token) else {
+            unreachable!("just inserted");
+        };
+        // SAFETY: the send reads the refusal's heap buffer, which stays in `refusals`, neither
+        // changed nor freed, until the send's completion (`on_refusal_sent`) removes it; the
+        // loop does not free `refusals` while any is left (see `run`).
+        unsafe {
+            ring::push_send(
+                &mut self.ring,
+                &mut self.env.counters.syscalls,
+                &ConnFd::Direct(slot),
+                data,
+                Op::Refusal,
+                token,
+            )
+        };
+    }
+
+    fn on_refusal_sent(&mut self, token: Token, result: i32) {
+        let Some((slot, _)) = self.refusals.remove(token) else {
+            return;
+        };
+        if result > 0 {
+            self.env.counters.bytes_out += result as u64;
+        }
+        ring::push_shutdown_write(&mut self.ring, &mut self.env.counters.syscalls, slot);
+        self.close_direct(slot);
+    }
+
     /// Out of descriptors: stop accepting until a connection closes or a short pause has passed.
     fn pause_accepting(&mut self, error: &io::Error) {
         self.exhaustion.warn(format_args!(
@@ -324,14 +447,15 @@ impl Uring {
         ));
         let now = Instant::now();
         if self.accepting {
-            self.cancel(Op::Accept, 0);
+            // Only the accept into ordinary descriptors: direct ones need none.
+            self.cancel(Op::Accept, ACCEPT_REGULAR);
         }
         self.accept_paused_until = Some(now + ACCEPT_PAUSE);
     }
 
     fn resume_accepting(&mut self) {
         self.accept_paused_until = None;
-        if !self.accepting && self.shutdown_deadline.is_none() {
+        if self.shutdown_deadline.is_none() {
             self.arm_accept();
         }
     }
@@ -351,7 +475,11 @@ impl Uring {
             }
             return;
         };
-        conn.recv_armed = false;
+        // A multishot recv that will complete again is still armed.
+        conn.recv_armed = cqueue::more(flags);
+        if !conn.recv_armed {
+            conn.recv_cancelled = false;
+        }
         if conn.closing {
             if let Some(bid) = buffer {
                 self.bufs.recycle(bid);
@@ -399,12 +527,15 @@ impl Uring {
             e if e == -libc::ENOBUFS => {
                 log::debug!("recv: the buffer ring is empty; re-arming after this batch");
                 self.env.counters.syscalls.recv_rearms += 1;
+                self.bufs.starved();
                 self.starved.push(token)
             }
-            e if e == -libc::EINTR || e == -libc::EAGAIN || e == -libc::ECANCELED => {
+            e if e == -libc::EINTR || e == -libc::EAGAIN => {
                 self.env.counters.syscalls.recv_rearms += 1;
                 self.pump(token)
             }
+            // Our own cancellation (the connection had to stop reading): not a re-arm.
+            e if e == -libc::ECANCELED => self.pump(token),
             _ => self.close(token),
         }
     }
@@ -485,10 +616,12 @@ impl Uring {
             }
         }
         if conn.phase == Phase::Serving && !conn.send_armed {
-            if conn.input.len() > MAX_BUFFERED_INPUT {
+            // (With the output full, input waits for room: that is backpressure, bounded by
+            // the recv's cancellation, not a protocol that cannot consume.)
+            if conn.input.len() > MAX_BUFFERED_INPUT && conn.pending_output() < OUTPUT_HIGH_WATER {
                 log::warn!(
-                    "fd {}: protocol left {} bytes unconsumed; closing",
-                    conn.fd.as_raw_fd(),
+                    "{}: protocol left {} bytes unconsumed; closing",
+                    conn.fd,
                     conn.input.len()
                 );
                 return self.close(token);
@@ -503,8 +636,9 @@ impl Uring {
                     ring::push_send(
                         &mut self.ring,
                         &mut self.env.counters.syscalls,
-                        conn.fd.as_raw_fd(),
+                        &conn.fd,
                         &conn.output[conn.sent..],
+                        Op::Send,
                         token,
                     )
                 };
@@ -538,8 +672,23 @@ impl Uring {
         if wants_input && !conn.recv_armed {
             self.env.counters.syscalls.reads += 1;
             let syscalls = &mut self.env.counters.syscalls;
-            ring::push_recv(&mut self.ring, syscalls, conn.fd.as_raw_fd(), token);
+            if self.multishot_recv {
+                ring::push_recv_multishot(&mut self.ring, syscalls, &conn.fd, token);
+            } else {
+                ring::push_recv(&mut self.ring, syscalls, &conn.fd, token);
+            }
             conn.recv_armed = true;
+        } else if !wants_input && conn.recv_armed && self.multishot_recv && !conn.recv_cancelled {
+            // A multishot recv would go on reading: stop it. Data it delivers before the
+            // cancellation lands is kept (bounded by one wakeup's worth), and the final
+            // completion (ECANCELED, or whatever ended it first) disarms it.
+            conn.recv_cancelled = true;
+            ring::push_cancel(
+                &mut self.ring,
+                &mut self.env.counters.syscalls,
+                Op::Recv,
+                token,
+            );
         }
         give_back_buffers(conn, &mut self.spare);
     }
@@ -548,7 +697,15 @@ impl Uring {
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
-        let _ = sys::shutdown_write(conn.fd.as_raw_fd());
+        match &conn.fd {
+            ConnFd::Regular(fd) => {
+                let _ = sys::shutdown_write(fd.as_raw_fd());
+            }
+            ConnFd::Direct(slot) => {
+                // Queued after the last send's completion, so it cannot overtake it.
+                ring::push_shutdown_write(&mut self.ring, &mut self.env.counters.syscalls, *slot);
+            }
+        }
         conn.phase = Phase::Lingering;
         conn.input.clear();
         if conn.peer_eof {
@@ -567,7 +724,7 @@ impl Uring {
             return;
         }
         conn.closing = true;
-        let (recv, send) = (conn.recv_armed, conn.send_armed);
+        let (recv, send) = (conn.recv_armed && !conn.recv_cancelled, conn.send_armed);
         if recv {
             self.cancel(Op::Recv, token);
         }
@@ -595,10 +752,25 @@ impl Uring {
             conn.sent = 0;
             conn.input.clear();
             give_back_buffers(&mut conn, &mut self.spare);
+            if let ConnFd::Direct(slot) = conn.fd {
+                self.close_direct(slot);
+            }
             if self.accept_paused_until.is_some() {
                 // A descriptor was freed: try accepting again now.
                 self.resume_accepting();
             }
+        }
+    }
+
+    /// Closes a direct descriptor whose connection has no operation in flight.
+    fn close_direct(&mut self, slot: u32) {
+        ring::push_close_direct(&mut self.ring, &mut self.env.counters.syscalls, slot);
+        if let Some(table) = self.direct.as_mut() {
+            table.open = table.open.saturating_sub(1);
+        }
+        if self.accept_paused_until.is_none() && self.shutdown_deadline.is_none() {
+            // A free slot: one more accept into it.
+            self.arm_accept();
         }
     }
 
@@ -625,19 +797,19 @@ impl Uring {
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
-        let fd = conn.fd.as_raw_fd();
+        let fd = conn.fd.to_string();
         match conn.phase {
             Phase::Serving if conn.pending_output() > 0 || conn.send_armed => {
                 self.env.counters.timeouts_write += 1;
                 log::debug!(
-                    "fd {fd}: send stalled for {} ms; closing",
+                    "{fd}: send stalled for {} ms; closing",
                     self.timeouts.write_ms
                 );
             }
             Phase::Serving if conn.stamps.head_started != NEVER && !conn.input.is_empty() => {
                 self.env.counters.timeouts_header += 1;
                 log::debug!(
-                    "fd {fd}: request head not complete within {} ms",
+                    "{fd}: request head not complete within {} ms",
                     self.timeouts.header_ms
                 );
                 conn.stamps.head_started = NEVER;
@@ -656,13 +828,13 @@ impl Uring {
                 // as the reactor and coro count it.
                 self.env.counters.timeouts_header += 1;
                 log::debug!(
-                    "fd {fd}: no request within {} ms; closing",
+                    "{fd}: no request within {} ms; closing",
                     self.timeouts.header_ms
                 )
             }
             Phase::Serving => {
                 self.env.counters.timeouts_idle += 1;
-                log::debug!("fd {fd}: idle; closing")
+                log::debug!("{fd}: idle; closing")
             }
             Phase::Lingering => {}
         }
@@ -685,8 +857,8 @@ impl Uring {
             // flight holds the socket open.) The accept then ends with an error.
             let _ = sys::shutdown_read(listener.as_raw_fd());
         }
-        if self.accepting {
-            self.cancel(Op::Accept, 0);
+        if self.accepting || self.direct_accepts > 0 {
+            self.cancel_accepts();
         } else {
             self.listener = None;
         }
@@ -747,7 +919,12 @@ mod tests {
 
     fn conn() -> UringConn {
         let fd = std::fs::File::open("/dev/null").unwrap().into();
-        UringConn::new(fd, Session::new(crate::proto::Proto::Echo), 0, false)
+        UringConn::new(
+            ConnFd::Regular(fd),
+            Session::new(crate::proto::Proto::Echo),
+            0,
+            false,
+        )
     }
 
     #[test]

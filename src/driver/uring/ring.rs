@@ -4,25 +4,39 @@
 //! `mod.rs`, whose soundness rests on that loop's rule that output is not touched while its
 //! send is in flight (stated there).
 
+use std::fmt;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
 
-use io_uring::types::{BufRingEntry, Fd};
+use io_uring::types::{BufRingEntry, Fd, Fixed};
 use io_uring::{opcode, squeue, IoUring, Probe};
 
 use crate::driver::kit::Token;
 use crate::stats::Syscalls;
 
-/// The provided-buffer ring: `BUF_COUNT` buffers of `BUF_SIZE` bytes, shared by every connection.
-/// Many small buffers rather than a few large ones: when thousands of connections become
-/// readable in one batch each completion takes a buffer before any is recycled, and with 256
-/// buffers 10,000 busy connections spent most recvs on ENOBUFS and re-arming (40 syscalls per
-/// request in the comparison). 16 MiB in all, touched only as far as it is used.
+/// The provided-buffer ring: up to [`buf_count`] buffers of `BUF_SIZE` bytes, shared by every
+/// connection. When thousands of connections become readable in one batch each completion takes
+/// a buffer before any is recycled: with 256 buffers 10,000 busy connections spent most recvs on
+/// ENOBUFS and re-arming (40 syscalls per request in the comparison), and with 4,096 still 0.9
+/// re-arms per request. So there are as many as connections (see [`BufRing::top_up`] for how
+/// few of them are in use when few are busy); memory is touched only as far as it is used.
 pub(super) const BUF_GROUP: u16 = 0;
-pub(super) const BUF_COUNT: u16 = 4096;
 pub(super) const BUF_SIZE: usize = 4 * 1024;
+/// The most entries a provided-buffer ring may have (the kernel takes fewer than 65,536, a
+/// power of two).
+const BUF_COUNT_MAX: u16 = 32_768;
+const BUF_COUNT_MIN: u16 = 4096;
+/// Buffers kept in the ring beyond twice the recent consumption per turn.
+const BUF_SPARE: usize = 128;
+
+/// How many buffers to allocate for a loop serving up to `max_conns` connections: one each, as
+/// far as one ring allows.
+pub(super) fn buf_count(max_conns: usize) -> u16 {
+    let wanted = max_conns.clamp(usize::from(BUF_COUNT_MIN), usize::from(BUF_COUNT_MAX));
+    wanted.next_power_of_two().min(usize::from(BUF_COUNT_MAX)) as u16
+}
 /// What an operation was, kept in the top byte of its `user_data`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Op {
@@ -31,6 +45,11 @@ pub(super) enum Op {
     Recv = 3,
     Send = 4,
     Cancel = 5,
+    // 6 is `offload::WAKE`'s.
+    /// Closing or shutting down a direct descriptor: nothing to do when it completes.
+    Cleanup = 7,
+    /// The 503 sent to a connection refused on a direct descriptor.
+    Refusal = 8,
 }
 
 pub(super) fn user_data(op: Op, token: Token) -> u64 {
@@ -44,6 +63,8 @@ pub(super) fn decode(user_data: u64) -> (Option<Op>, Token) {
         3 => Some(Op::Recv),
         4 => Some(Op::Send),
         5 => Some(Op::Cancel),
+        7 => Some(Op::Cleanup),
+        8 => Some(Op::Refusal),
         _ => None,
     };
     (op, user_data & 0x00ff_ffff_ffff_ffff)
@@ -87,12 +108,90 @@ pub fn probe() -> Result<(), String> {
         .map_err(|e| format!("no provided-buffer rings (Linux ≥ 5.19): {e}"))
 }
 
-/// A multishot accept on the listener.
+/// How the driver's ring was set up: with the flags that cut per-operation overhead (Linux ≥ 6.1)
+/// or, on older kernels, without them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Setup {
+    /// `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN`: completions are produced only
+    /// inside our own `io_uring_enter` (no task-work interrupts of the loop, no locking for other
+    /// issuers), which the loop calls once per turn anyway. Receives are multishot (Linux ≥ 6.0):
+    /// one SQE per connection while it keeps reading, instead of one per request.
+    DeferTaskrun,
+    /// Default flags, single-shot receives.
+    Plain,
+}
+
+/// The driver's ring: the cheaper setup if the kernel takes it, else the default one. The ring
+/// must then be entered only from the thread that created it (the driver's loop does).
+pub(super) fn new_ring(sq_entries: u32, cq_entries: u32) -> io::Result<(IoUring, Setup)> {
+    let modern = IoUring::builder()
+        .setup_cqsize(cq_entries)
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build(sq_entries);
+    match modern {
+        Ok(ring) => Ok((ring, Setup::DeferTaskrun)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            log::info!(
+                "io_uring: no DEFER_TASKRUN on this kernel; default setup, single-shot recv"
+            );
+            let ring = IoUring::builder()
+                .setup_cqsize(cq_entries)
+                .build(sq_entries)?;
+            Ok((ring, Setup::Plain))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A connection's socket: an ordinary descriptor, or a direct one (a slot of the ring's file
+/// table, in no process's descriptor table, closed by an operation of the ring).
+pub(super) enum ConnFd {
+    Regular(OwnedFd),
+    Direct(u32),
+}
+
+impl fmt::Display for ConnFd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnFd::Regular(fd) => write!(f, "fd {}", fd.as_raw_fd()),
+            ConnFd::Direct(slot) => write!(f, "direct fd {slot}"),
+        }
+    }
+}
+
+/// Builds an operation on a connection's socket, whichever kind it is: `$target` is bound to an
+/// `Fd` or a `Fixed` in `$build`.
+macro_rules! on_socket {
+    ($fd:expr, |$target:ident| $build:expr) => {
+        match $fd {
+            ConnFd::Regular(owned) => {
+                let $target = Fd(owned.as_raw_fd());
+                $build
+            }
+            ConnFd::Direct(slot) => {
+                let $target = Fixed(*slot);
+                $build
+            }
+        }
+    };
+}
+
+/// Gives the ring a table of `slots` direct descriptors, all free, for accepts to fill.
+pub(super) fn register_direct_table(ring: &IoUring, slots: u32) -> io::Result<()> {
+    ring.submitter().register_files_sparse(slots)
+}
+
+/// `user_data` tokens of the two kinds of accept.
+pub(super) const ACCEPT_REGULAR: Token = 0;
+pub(super) const ACCEPT_DIRECT: Token = 1;
+
+/// A multishot accept on the listener, into ordinary descriptors.
 pub(super) fn push_accept(ring: &mut IoUring, syscalls: &mut Syscalls, listener: RawFd) {
     let entry = opcode::AcceptMulti::new(Fd(listener))
         .flags(libc::SOCK_CLOEXEC)
         .build()
-        .user_data(user_data(Op::Accept, 0));
+        .user_data(user_data(Op::Accept, ACCEPT_REGULAR));
     // SAFETY: a multishot accept without an address carries no pointer into our memory.
     unsafe { push(ring, syscalls, &entry) };
 }
@@ -106,6 +205,49 @@ pub(super) fn push_signals(ring: &mut IoUring, syscalls: &mut Syscalls, signals:
     unsafe { push(ring, syscalls, &entry) };
 }
 
+/// A one-shot accept into a free slot of the direct table. One-shot, so that the loop never has
+/// more of them in flight than free slots: an accept that finds the table full has already taken
+/// the connection off the backlog, and the kernel closes it (ENFILE).
+pub(super) fn push_accept_direct(ring: &mut IoUring, syscalls: &mut Syscalls, listener: RawFd) {
+    // (No SOCK_CLOEXEC: the kernel refuses it for a direct descriptor, which no exec inherits.)
+    let entry = opcode::Accept::new(Fd(listener), std::ptr::null_mut(), std::ptr::null_mut())
+        .file_index(Some(io_uring::types::DestinationSlot::auto_target()))
+        .build()
+        .user_data(user_data(Op::Accept, ACCEPT_DIRECT));
+    // SAFETY: an accept without an address carries no pointer into our memory.
+    unsafe { push(ring, syscalls, &entry) };
+}
+
+/// Cancels every operation `op` of `token` in flight (not only the first found).
+pub(super) fn push_cancel_all(ring: &mut IoUring, syscalls: &mut Syscalls, op: Op, token: Token) {
+    let entry = opcode::AsyncCancel2::new(
+        io_uring::types::CancelBuilder::user_data(user_data(op, token)).all(),
+    )
+    .build()
+    .user_data(user_data(Op::Cancel, token));
+    // SAFETY: a cancellation carries no pointer into our memory.
+    unsafe { push(ring, syscalls, &entry) };
+}
+
+/// Closes direct descriptor `slot` (no operation may be in flight on it); the slot is free
+/// for accepts once this completes.
+pub(super) fn push_close_direct(ring: &mut IoUring, syscalls: &mut Syscalls, slot: u32) {
+    let entry = opcode::Close::new(Fixed(slot))
+        .build()
+        .user_data(user_data(Op::Cleanup, 0));
+    // SAFETY: a close carries no pointer into our memory.
+    unsafe { push(ring, syscalls, &entry) };
+}
+
+/// Shuts down the writing side of a direct descriptor (an ordinary one takes the syscall).
+pub(super) fn push_shutdown_write(ring: &mut IoUring, syscalls: &mut Syscalls, slot: u32) {
+    let entry = opcode::Shutdown::new(Fixed(slot), libc::SHUT_WR)
+        .build()
+        .user_data(user_data(Op::Cleanup, 0));
+    // SAFETY: a shutdown carries no pointer into our memory.
+    unsafe { push(ring, syscalls, &entry) };
+}
+
 /// Cancels the operation `op` of connection `token`.
 pub(super) fn push_cancel(ring: &mut IoUring, syscalls: &mut Syscalls, op: Op, token: Token) {
     let entry = opcode::AsyncCancel::new(user_data(op, token))
@@ -116,10 +258,38 @@ pub(super) fn push_cancel(ring: &mut IoUring, syscalls: &mut Syscalls, op: Op, t
 }
 
 /// A recv into a buffer the kernel picks from the provided-buffer ring.
-pub(super) fn push_recv(ring: &mut IoUring, syscalls: &mut Syscalls, fd: RawFd, token: Token) {
-    push_recv_from(ring, syscalls, fd, token, BUF_GROUP, BUF_SIZE as u32);
+pub(super) fn push_recv(ring: &mut IoUring, syscalls: &mut Syscalls, fd: &ConnFd, token: Token) {
+    let entry = on_socket!(fd, |target| opcode::Recv::new(
+        target,
+        std::ptr::null_mut(),
+        BUF_SIZE as u32
+    )
+    .buf_group(BUF_GROUP)
+    .build())
+    .flags(squeue::Flags::BUFFER_SELECT)
+    .user_data(user_data(Op::Recv, token));
+    // SAFETY: the recv writes into a buffer of the registered ring, which lives as long as the
+    // ring (see `BufRing`); it carries no pointer into the connection.
+    unsafe { push(ring, syscalls, &entry) };
 }
 
+/// A multishot recv: it stays armed, each completion flagged `more`, taking a provided buffer
+/// per chunk of data, until it fails (ENOBUFS when the ring is dry), reaches EOF, or is cancelled.
+pub(super) fn push_recv_multishot(
+    ring: &mut IoUring,
+    syscalls: &mut Syscalls,
+    fd: &ConnFd,
+    token: Token,
+) {
+    let entry = on_socket!(fd, |target| opcode::RecvMulti::new(target, BUF_GROUP)
+        .build())
+    .user_data(user_data(Op::Recv, token));
+    // SAFETY: the recv writes into a buffer of the registered ring, which lives as long as the
+    // ring (see `BufRing`); it carries no pointer into the connection.
+    unsafe { push(ring, syscalls, &entry) };
+}
+
+#[cfg(test)]
 fn push_recv_from(
     ring: &mut IoUring,
     syscalls: &mut Syscalls,
@@ -145,18 +315,16 @@ fn push_recv_from(
 pub(super) unsafe fn push_send(
     ring: &mut IoUring,
     syscalls: &mut Syscalls,
-    fd: RawFd,
+    fd: &ConnFd,
     data: &[u8],
+    op: Op,
     token: Token,
 ) {
-    let entry = opcode::Send::new(
-        Fd(fd),
-        data.as_ptr(),
-        data.len().min(u32::MAX as usize) as u32,
-    )
-    .flags(libc::MSG_NOSIGNAL)
-    .build()
-    .user_data(user_data(Op::Send, token));
+    let len = data.len().min(u32::MAX as usize) as u32;
+    let entry = on_socket!(fd, |target| opcode::Send::new(target, data.as_ptr(), len)
+        .flags(libc::MSG_NOSIGNAL)
+        .build())
+    .user_data(user_data(op, token));
     // SAFETY: the caller keeps `data` alive and unchanged until the completion.
     unsafe { push(ring, syscalls, &entry) };
 }
@@ -205,6 +373,14 @@ const _: () = assert!(std::mem::size_of::<RawBuf>() == 16);
 /// with buffer select has data, and that the loop hands back (`recycle`) once it has copied the
 /// data out. The ring and the buffers are freed only when the `BufRing` is dropped, which the
 /// driver does after the io_uring (field order) and never with a recv in flight.
+///
+/// Not every buffer is in the ring at once. The kernel takes buffers in ring order, so a ring
+/// holding all of them would cycle every receive through all `count` buffers (16 MiB and more):
+/// each lands in memory that is cold in the cache, and the first round faults every page in.
+/// Instead recycled buffers wait on a stack (last in, first out) and [`BufRing::top_up`] puts
+/// back, once per loop turn, only about twice what recent turns consumed: a few hundred hot
+/// buffers serve 256 busy connections, and a burst that runs the ring dry (ENOBUFS, reported
+/// through [`BufRing::starved`]) doubles the amount for the next turn.
 pub(super) struct BufRing {
     entries: NonNull<RawBuf>,
     entries_layout: std::alloc::Layout,
@@ -213,6 +389,14 @@ pub(super) struct BufRing {
     count: u16,
     size: usize,
     tail: u16,
+    /// Buffers neither in the ring nor holding data; the last recycled on top.
+    free: Vec<u16>,
+    /// Buffers published to the ring whose completion we have not yet seen.
+    in_ring: usize,
+    /// Buffers recycled since the last top-up, and a slowly decaying peak of that per turn.
+    taken_this_turn: usize,
+    peak_per_turn: usize,
+    starved: bool,
 }
 
 impl BufRing {
@@ -251,6 +435,11 @@ impl BufRing {
             count,
             size,
             tail: 0,
+            free: (0..count).rev().collect(),
+            in_ring: 0,
+            taken_this_turn: 0,
+            peak_per_turn: 0,
+            starved: false,
         };
         // SAFETY: the ring memory is page-aligned, `count` entries long, zeroed (tail 0), and lives
         // until `bufs` is dropped, after the io_uring it is registered with.
@@ -262,19 +451,64 @@ impl BufRing {
                 0,
             )?
         };
-        for bid in 0..count {
-            bufs.recycle(bid);
-        }
+        bufs.top_up(0);
         Ok(bufs)
     }
 
-    /// Hands buffer `bid` (back) to the kernel.
+    /// Takes back buffer `bid`, which a completion handed us (each one exactly once), now that
+    /// its data has been copied out. It returns to the ring at the next [`BufRing::top_up`].
+    pub(super) fn recycle(&mut self, bid: u16) {
+        assert!(bid < self.count, "buffer id out of range");
+        self.in_ring = self.in_ring.saturating_sub(1);
+        self.taken_this_turn += 1;
+        self.free.push(bid);
+    }
+
+    /// A recv found the ring empty (ENOBUFS): the next top-up puts in more.
+    pub(super) fn starved(&mut self) {
+        self.starved = true;
+    }
+
+    /// Once per loop turn, before the ring is entered: keeps about twice the recent consumption
+    /// per turn in the ring (plus [`BUF_SPARE`]), the most recently used buffers first, but no
+    /// more than two per connection (plus the spare): a multishot recv takes buffers as long as
+    /// its socket has data, so this also bounds what one connection that sends without reading
+    /// can pile up in one turn, before its recv is cancelled.
+    pub(super) fn top_up(&mut self, connections: usize) {
+        let decayed = self.peak_per_turn - self.peak_per_turn / 16;
+        self.peak_per_turn = decayed.max(self.taken_this_turn);
+        if self.starved {
+            // Everything in the ring went; ask for twice as many as were there.
+            self.peak_per_turn = self
+                .peak_per_turn
+                .max(self.taken_this_turn * 2)
+                .max(BUF_SPARE);
+        }
+        self.taken_this_turn = 0;
+        self.starved = false;
+        let per_turn = self.peak_per_turn.min(connections);
+        let target = (2 * per_turn + BUF_SPARE).min(usize::from(self.count));
+        let mut added = false;
+        while self.in_ring < target {
+            let Some(bid) = self.free.pop() else {
+                break;
+            };
+            self.write_entry(bid);
+            self.in_ring += 1;
+            added = true;
+        }
+        if added {
+            self.publish_tail();
+        }
+    }
+
+    /// Writes buffer `bid` into the ring's next free entry (not yet visible to the kernel).
     ///
     /// Only raw-pointer writes, never a `&mut` over ring memory: the kernel reads that memory
     /// concurrently (the entries between its head and our tail, and the tail itself, which lives
     /// in entry 0's `resv` field). A `&mut RawBuf` over entry 0 would claim exclusive access to
     /// the tail the kernel is reading — undefined behaviour even if no byte is ever torn.
-    pub(super) fn recycle(&mut self, bid: u16) {
+    fn write_entry(&mut self, bid: u16) {
         assert!(bid < self.count, "buffer id out of range");
         let index = usize::from(self.tail & (self.count - 1));
         // SAFETY: `index < count`, so the entry lies inside the ring allocation (alive until drop).
@@ -292,6 +526,10 @@ impl BufRing {
             std::ptr::addr_of_mut!((*entry).bid).write(bid);
         }
         self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Makes the entries written so far visible to the kernel.
+    fn publish_tail(&mut self) {
         // SAFETY: the tail is the u16 `resv` field of the first entry, shared with the kernel,
         // which reads it concurrently: it is only ever accessed atomically (aligned: offset 14 of
         // a page-aligned allocation). The release store publishes the entry written above before
@@ -337,11 +575,74 @@ mod tests {
 
     #[test]
     fn user_data_round_trips_op_and_token() {
-        for op in [Op::Accept, Op::Signals, Op::Recv, Op::Send, Op::Cancel] {
+        let ops = [
+            Op::Accept,
+            Op::Signals,
+            Op::Recv,
+            Op::Send,
+            Op::Cancel,
+            Op::Cleanup,
+            Op::Refusal,
+        ];
+        for op in ops {
             let token: Token = (0x00ab_cdef << 32) | 0xdead_beef;
             assert_eq!(decode(user_data(op, token)), (Some(op), token));
+            // The offload's wake-up has an op byte of its own.
+            assert_ne!(user_data(op, 0) >> 56, super::super::offload::WAKE >> 56);
         }
         assert_eq!(decode(0).0, None);
+    }
+
+    /// Recycled buffers are the next ones handed out: a keep-alive load cycles through a few
+    /// hot buffers, not through all of them.
+    #[test]
+    fn few_buffers_serve_a_steady_load() {
+        if let Err(why) = probe() {
+            eprintln!("io_uring unavailable here ({why}); skipped");
+            return;
+        }
+        let mut ring = IoUring::new(8).unwrap();
+        let mut bufs = BufRing::new(&ring, 4096, 64, 3).unwrap();
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut syscalls = Syscalls::default();
+        let mut used = std::collections::HashSet::new();
+        for _ in 0..600 {
+            std::io::Write::write_all(&mut &a, b"x").unwrap();
+            push_recv_from(&mut ring, &mut syscalls, b.as_raw_fd(), 1, 3, 64);
+            ring.submit_and_wait(1).unwrap();
+            let cqe = ring.completion().next().expect("a completion");
+            assert_eq!(cqe.result(), 1);
+            let bid = cqueue::buffer_select(cqe.flags()).expect("a provided buffer");
+            used.insert(bid);
+            bufs.recycle(bid);
+            bufs.top_up(1);
+        }
+        assert!(used.len() <= 2 * BUF_SPARE, "{} buffers used", used.len());
+        drop(ring);
+    }
+
+    /// A turn that found the ring dry puts back more than the turn took.
+    #[test]
+    fn a_dry_ring_gets_more_buffers() {
+        if let Err(why) = probe() {
+            eprintln!("io_uring unavailable here ({why}); skipped");
+            return;
+        }
+        let ring = IoUring::new(8).unwrap();
+        let mut bufs = BufRing::new(&ring, 4096, 64, 4).unwrap();
+        assert_eq!(bufs.in_ring, BUF_SPARE);
+        // As if the kernel had handed out every buffer in the ring, and wanted more.
+        for bid in 0..BUF_SPARE as u16 {
+            bufs.recycle(bid);
+        }
+        bufs.starved();
+        bufs.top_up(1000);
+        assert!(
+            bufs.in_ring >= 4 * BUF_SPARE,
+            "{} in the ring",
+            bufs.in_ring
+        );
+        drop(ring);
     }
 
     #[test]
@@ -365,6 +666,7 @@ mod tests {
             let bid = cqueue::buffer_select(cqe.flags()).expect("a provided buffer");
             assert_eq!(bufs.data(bid, 10), &[b'a' + round; 10]);
             bufs.recycle(bid);
+            bufs.top_up(1);
         }
         drop(ring);
     }

@@ -382,6 +382,13 @@ fn run_one(bp: &BlockingPlan, backend: &str, offload: Option<usize>) -> Blocking
         run.blocking_offloaded = s["blocking_offloaded"].as_u64();
     }
     fill(&mut run, &report, st);
+    if offload.is_some()
+        && run.blocking_offloaded == Some(0)
+        && run.blocking_inline.is_some_and(|n| n > 0)
+    {
+        run.notes
+            .push("the server ran the sleeps on its loop in spite of --offload".into());
+    }
     if let Some(why) = check(&run, st) {
         fail(&mut run, why);
     }

@@ -511,10 +511,14 @@ mod tests {
             }
             p
         };
-        let mut a = Stats::default();
-        a.per_path = vec![path("/fast", &[10, 20]), path("/slow", &[900])];
-        let mut b = Stats::default();
-        b.per_path = vec![path("/fast", &[30]), path("/other", &[5])];
+        let a = Stats {
+            per_path: vec![path("/fast", &[10, 20]), path("/slow", &[900])],
+            ..Stats::default()
+        };
+        let b = Stats {
+            per_path: vec![path("/fast", &[30]), path("/other", &[5])],
+            ..Stats::default()
+        };
         let ra = Report::new("http", "x", Setup::default(), &a);
         let back: Report = serde_json::from_str(&serde_json::to_string(&ra).unwrap()).unwrap();
         assert_eq!(back.per_path["/slow"].latency_us.max, 900);

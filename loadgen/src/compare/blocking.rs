@@ -156,7 +156,8 @@ fn blocking_plan(a: &CompareArgs) -> Result<BlockingPlan, Error> {
     if a.peers {
         return bad("--workload blocking runs c10k's backends only (the peers have no /sleep)");
     }
-    if a.sleep.is_zero() || a.sleep > MAX_SLEEP || a.sleep.subsec_nanos() % 1_000_000 != 0 {
+    if a.sleep.is_zero() || a.sleep > MAX_SLEEP || !a.sleep.subsec_nanos().is_multiple_of(1_000_000)
+    {
         return bad("--sleep must be whole milliseconds, from 1ms to 10s (the server's limit)");
     }
     if a.sleep_every < 2 {

@@ -234,6 +234,8 @@ pub(super) fn main(a: &CompareArgs) -> Result<ExitCode, Error> {
             .map_err(|e| Error::Config(format!("cannot create {}: {e}", dir.display())))?;
     }
     let limits = crate::preflight::limits();
+    // Taken now: its load average is the one at the start.
+    let mut machine = machine(limits.nofile);
     c10k::sys::ignore_sigpipe().map_err(|e| Error::Io(e.to_string()))?;
     // loadgen's threads start from this thread and inherit its CPUs.
     if let Some(cpus) = &bp.loadgen_cpus {
@@ -270,7 +272,6 @@ pub(super) fn main(a: &CompareArgs) -> Result<ExitCode, Error> {
             runs.push(run);
         }
     }
-    let mut machine = machine(limits.nofile);
     machine.loadavg_end = loadavg();
     let results = BlockingResults {
         version: 1,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{default_threads, Config, HoldOpts, HttpOpts, Mode, Share};
+use crate::config::{default_threads, Config, HoldOpts, HttpOpts, Mode, PathWeight, Share};
 use crate::error::Error;
 use crate::parse::{parse_count, parse_duration, parse_rate};
 use crate::ports::PortRange;
@@ -120,6 +120,11 @@ pub struct HttpArgs {
     /// Request body bytes.
     #[arg(long, default_value = "0", value_parser = parse_count)]
     pub body_size: u64,
+    /// Several paths by weight, in place of the URL's path: `/plaintext=99,/sleep/50=1`.
+    /// Requests take them in a fixed interleaving (here every 100th is /sleep/50), and each
+    /// path's latency is reported apart too.
+    #[arg(long, value_delimiter = ',', value_parser = parse_path_weight)]
+    pub mix: Option<Vec<PathWeight>>,
 }
 
 #[derive(Args, Debug)]
@@ -171,7 +176,16 @@ pub struct Outputs {
 
 impl HttpArgs {
     pub fn config(&self) -> Result<(Config, Outputs), Error> {
-        let (host, port, path) = parse_url(&self.url)?;
+        let (host, port, mut path) = parse_url(&self.url)?;
+        let mix = self.mix.clone().unwrap_or_default();
+        if let Some(first) = mix.first() {
+            if path != "/" {
+                return Err(Error::Config(format!(
+                    "give the path in the URL ({path}) or in --mix, not both"
+                )));
+            }
+            path = first.path.clone();
+        }
         let target = resolve(&host, port)?;
         let host_header = if port == 80 {
             host
@@ -184,6 +198,7 @@ impl HttpArgs {
             method: self.method.clone(),
             body_size: usize::try_from(self.body_size).unwrap_or(usize::MAX),
             keepalive: !self.no_keepalive,
+            mix,
         });
         self.common.config(mode, target, self.pipeline)
     }
@@ -264,6 +279,22 @@ fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// `PATH=WEIGHT`: one path of a mix (checked further by the configuration).
+pub fn parse_path_weight(s: &str) -> Result<PathWeight, String> {
+    let item = s.trim();
+    let (path, weight) = item
+        .rsplit_once('=')
+        .ok_or_else(|| format!("{item:?}: give PATH=WEIGHT, e.g. /plaintext=99"))?;
+    let weight = weight
+        .trim()
+        .parse()
+        .map_err(|_| format!("{item:?}: the weight is not a whole number"))?;
+    Ok(PathWeight {
+        path: path.trim().to_string(),
+        weight,
+    })
 }
 
 /// `I/N`: part I (from 0) of N.

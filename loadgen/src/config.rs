@@ -21,6 +21,10 @@ pub const MAX_PROCS: usize = 256;
 pub const ECHO_HEADER: usize = 16;
 /// Largest echo message or HTTP request body.
 pub const MAX_MESSAGE: usize = 64 << 20;
+/// Most paths in a `--mix` (a request's path is one byte in the engine).
+pub const MAX_MIX_PATHS: usize = 64;
+/// Largest sum of a `--mix`'s weights: the length of its interleaving cycle.
+pub const MAX_MIX_CYCLE: u64 = 100_000;
 
 /// One run: the target, the load and the protocol.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -99,6 +103,19 @@ pub struct HttpOpts {
     pub body_size: usize,
     /// false: `Connection: close` and a new connection per request.
     pub keepalive: bool,
+    /// Several paths, each with a weight (`--mix /plaintext=99,/sleep/50=1`), in place of
+    /// `path`: every request takes one of them in a fixed interleaving (see
+    /// [`crate::client::http::Mix`]), and each path's latency is recorded apart as well.
+    /// Empty: every request is for `path`.
+    #[serde(default)]
+    pub mix: Vec<PathWeight>,
+}
+
+/// One path of a `--mix` and its share of the requests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathWeight {
+    pub path: String,
+    pub weight: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -227,6 +244,7 @@ impl Config {
                 if h.method.is_empty() || !h.method.bytes().all(|b| b.is_ascii_uppercase()) {
                     return bad(format!("--method {:?} is not an HTTP method", h.method));
                 }
+                check_mix(&h.mix).map_err(Error::Config)?;
             }
             Mode::Echo { size } => {
                 if *size < ECHO_HEADER || *size > MAX_MESSAGE {
@@ -274,6 +292,36 @@ impl Config {
         self.threads
             .min((self.conns / (self.procs * self.parts())).max(1))
     }
+}
+
+/// What no mix may be: too many paths, a cycle too long, a weight of 0, a path twice, a path
+/// that is not an origin-form request target.
+fn check_mix(mix: &[PathWeight]) -> Result<(), String> {
+    if mix.len() > MAX_MIX_PATHS {
+        return Err(format!("--mix has more than {MAX_MIX_PATHS} paths"));
+    }
+    for (i, p) in mix.iter().enumerate() {
+        if !p.path.starts_with('/') || p.path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(format!(
+                "--mix path {:?} must start with / and have no spaces or control characters",
+                p.path
+            ));
+        }
+        if p.weight == 0 {
+            return Err(format!("--mix path {:?} has weight 0", p.path));
+        }
+        if mix[..i].iter().any(|q| q.path == p.path) {
+            return Err(format!("--mix names {:?} twice", p.path));
+        }
+    }
+    let total: u64 = mix.iter().map(|p| u64::from(p.weight)).sum();
+    if total > MAX_MIX_CYCLE {
+        return Err(format!(
+            "--mix weights add up to {total}: at most {MAX_MIX_CYCLE} (weights are shares, \
+             so 99,1 says what 9900,100 does)"
+        ));
+    }
+    Ok(())
 }
 
 /// Item `index` of `total` split into `n` near-equal parts.

@@ -34,7 +34,7 @@ use std::process::ExitCode;
 use interval::WireSnapshot;
 use worker::WorkerMsg;
 
-pub use config::{Config, HoldOpts, HttpOpts, Mode, Share};
+pub use config::{Config, HoldOpts, HttpOpts, Mode, PathWeight, Share};
 pub use error::Error;
 pub use interval::{IntervalLine, Snapshot};
 pub use report::Report;

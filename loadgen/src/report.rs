@@ -1,6 +1,7 @@
 //! The report: the same data as text (stdout) and JSON (`--json`). The JSON carries the raw
 //! counters and the histograms (HdrHistogram V2, base64), so that reports merge exactly.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use base64::Engine as _;
@@ -8,7 +9,7 @@ use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::stats::{ConnCounters, ReqCounters, SelfCounters, Stats};
+use crate::stats::{ConnCounters, PathStats, ReqCounters, SelfCounters, Stats};
 
 /// A loadgen thread busier than this (CPU / wall) may be the bottleneck.
 const BUSY: f64 = 0.9;
@@ -39,6 +40,22 @@ pub struct Report {
     pub loadgen: SelfReport,
     pub warnings: Vec<String>,
     pub histograms: Histograms,
+    /// With `--mix`: each path's own counts and latency, by path. Absent without a mix.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_path: BTreeMap<String, PathReport>,
+}
+
+/// One path of a mix: its requests counted and their latency measured as the run's are
+/// (`latency_us` from the intended send time in open loop, timeouts included).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PathReport {
+    pub sent: u64,
+    pub completed: u64,
+    pub status_2xx: u64,
+    pub timeouts: u64,
+    pub latency_us: Percentiles,
+    /// HdrHistogram V2, base64, like [`Histograms`].
+    pub histogram: String,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -179,6 +196,21 @@ impl Report {
                 connect: encode_histogram(&stats.connect),
                 loop_lag: encode_histogram(&stats.loop_lag),
             },
+            per_path: stats
+                .per_path
+                .iter()
+                .map(|p| {
+                    let report = PathReport {
+                        sent: p.sent,
+                        completed: p.completed,
+                        status_2xx: p.status_2xx,
+                        timeouts: p.timeouts,
+                        latency_us: percentiles(&p.latency),
+                        histogram: encode_histogram(&p.latency),
+                    };
+                    (p.path.clone(), report)
+                })
+                .collect(),
         };
         report.warn();
         report
@@ -240,6 +272,20 @@ impl Report {
             connect: decode_histogram(&self.histograms.connect)?,
             loop_lag: decode_histogram(&self.histograms.loop_lag)?,
             elapsed_s: self.elapsed_s,
+            per_path: self
+                .per_path
+                .iter()
+                .map(|(path, p)| {
+                    Ok(PathStats {
+                        path: path.clone(),
+                        sent: p.sent,
+                        completed: p.completed,
+                        status_2xx: p.status_2xx,
+                        timeouts: p.timeouts,
+                        latency: decode_histogram(&p.histogram)?,
+                    })
+                })
+                .collect::<Result<_, String>>()?,
         })
     }
 
@@ -378,6 +424,14 @@ impl Report {
         };
         line(&mut s, lat, &self.latency_us);
         line(&mut s, "service time (µs)", &self.service_time_us);
+        for (path, p) in &self.per_path {
+            let _ = writeln!(
+                s,
+                "path {path}: {} sent, {} completed ({} 2xx), {} timeouts",
+                p.sent, p.completed, p.status_2xx, p.timeouts
+            );
+            line(&mut s, &format!("  {path} {lat}"), &p.latency_us);
+        }
         let t = &self.loadgen.counters;
         let _ = writeln!(
             s,
@@ -445,5 +499,42 @@ mod tests {
         assert_eq!(m.latency_us.count, 3);
         assert_eq!(m.latency_us.max, 300);
         assert_eq!(m.setup.merged_runs, 2);
+        assert!(m.per_path.is_empty() && !json.contains("per_path"));
+    }
+
+    /// Per-path results survive JSON and merge by path: a path both runs had adds up, a path
+    /// only one had is kept.
+    #[test]
+    fn per_path_results_round_trip_and_merge_by_path() {
+        let path = |name: &str, us: &[u64]| {
+            let mut p = PathStats::new(name.into());
+            for &v in us {
+                p.latency.record(v).unwrap();
+                p.sent += 1;
+                p.completed += 1;
+                p.status_2xx += 1;
+            }
+            p
+        };
+        let a = Stats {
+            per_path: vec![path("/fast", &[10, 20]), path("/slow", &[900])],
+            ..Stats::default()
+        };
+        let b = Stats {
+            per_path: vec![path("/fast", &[30]), path("/other", &[5])],
+            ..Stats::default()
+        };
+        let ra = Report::new("http", "x", Setup::default(), &a);
+        let back: Report = serde_json::from_str(&serde_json::to_string(&ra).unwrap()).unwrap();
+        assert_eq!(back.per_path["/slow"].latency_us.max, 900);
+        let rb = Report::new("http", "x", Setup::default(), &b);
+        let m = Report::merge(&[back, rb]).unwrap();
+        assert_eq!(m.per_path.len(), 3);
+        assert_eq!(m.per_path["/fast"].completed, 3);
+        assert_eq!(m.per_path["/fast"].latency_us.max, 30);
+        assert_eq!(m.per_path["/slow"].latency_us.count, 1);
+        assert!(m
+            .text()
+            .contains("path /slow: 1 sent, 1 completed (1 2xx), 0 timeouts"));
     }
 }

@@ -124,6 +124,45 @@ pub struct Stats {
     pub loop_lag: Histogram<u64>,
     /// Length of the measured window, seconds (the longest over merged parts).
     pub elapsed_s: f64,
+    /// Each path of a `--mix` on its own, in the mix's order; empty without a mix.
+    pub per_path: Vec<PathStats>,
+}
+
+/// The requests of one path of a mix: counted and recorded like the run's own (`latency` from
+/// the intended send time, timeouts included), so that a slow path's latencies do not hide in,
+/// or spill into, the others'.
+#[derive(Clone, Debug)]
+pub struct PathStats {
+    pub path: String,
+    /// Sent in the measured window.
+    pub sent: u64,
+    /// Answered within the timeout, in the measured window.
+    pub completed: u64,
+    /// Of the completed, answered with a 2xx status.
+    pub status_2xx: u64,
+    pub timeouts: u64,
+    pub latency: Histogram<u64>,
+}
+
+impl PathStats {
+    pub fn new(path: String) -> PathStats {
+        PathStats {
+            path,
+            sent: 0,
+            completed: 0,
+            status_2xx: 0,
+            timeouts: 0,
+            latency: new_histogram(),
+        }
+    }
+
+    fn add(&mut self, o: &PathStats) {
+        self.sent += o.sent;
+        self.completed += o.completed;
+        self.status_2xx += o.status_2xx;
+        self.timeouts += o.timeouts;
+        let _ = self.latency.add(&o.latency);
+    }
 }
 
 impl Default for Stats {
@@ -137,6 +176,7 @@ impl Default for Stats {
             connect: new_histogram(),
             loop_lag: new_histogram(),
             elapsed_s: 0.0,
+            per_path: Vec::new(),
         }
     }
 }
@@ -152,6 +192,13 @@ impl Stats {
         let _ = self.connect.add(&o.connect);
         let _ = self.loop_lag.add(&o.loop_lag);
         self.elapsed_s = self.elapsed_s.max(o.elapsed_s);
+        // By path, not by position: merged reports may come from runs with different mixes.
+        for p in &o.per_path {
+            match self.per_path.iter_mut().find(|q| q.path == p.path) {
+                Some(q) => q.add(p),
+                None => self.per_path.push(p.clone()),
+            }
+        }
     }
 }
 

@@ -295,6 +295,7 @@ fn library_api_runs_a_report() {
             method: "GET".into(),
             body_size: 0,
             keepalive: true,
+            mix: Vec::new(),
         }),
         server.addr,
         2,

@@ -1,5 +1,6 @@
-//! HTTP/1.1 client: one pre-built request, responses parsed with `httparse` and bodies skipped
-//! (Content-Length, chunked, or until the peer closes) without being stored.
+//! HTTP/1.1 client: one pre-built request (one per path of a `--mix`), responses parsed with
+//! `httparse` and bodies skipped (Content-Length, chunked, or until the peer closes) without
+//! being stored.
 
 use super::{Client, Decoded, Outcome, ProtoError};
 use crate::config::HttpOpts;
@@ -10,9 +11,74 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 64;
 
 pub struct Http {
-    request: Vec<u8>,
+    /// The request bytes of each class: one, or one per path of the mix.
+    requests: Vec<Vec<u8>>,
+    /// The mix's paths, in class order (empty without a mix).
+    paths: Vec<String>,
+    /// None: every request is `requests[0]`, and nothing is looked up per request.
+    mix: Option<Mix>,
     head_only: bool,
     keepalive: bool,
+}
+
+/// A fixed interleaving of a mix's paths, so that runs are reproducible and a rare path comes
+/// at even spacing rather than in random clumps: a cycle of as many slots as the weights add
+/// up to (over their greatest common divisor), each path in as many slots as its weight, spread
+/// by smooth weighted round robin (nginx's upstream balancer). `/a=99,/b=1` sends `/b` once in
+/// every 100 requests; `/a=2,/b=1` goes a, b, a (never a, a, b).
+#[derive(Clone, Debug)]
+pub struct Mix {
+    cycle: Vec<u8>,
+}
+
+impl Mix {
+    /// `weights` by class; at most 256 classes, each weight at least 1 (the configuration is
+    /// validated before).
+    pub fn new(weights: &[u32]) -> Mix {
+        let gcd = weights
+            .iter()
+            .fold(0u64, |g, &w| gcd(g, u64::from(w)))
+            .max(1);
+        let weights: Vec<i64> = weights
+            .iter()
+            .map(|&w| (u64::from(w) / gcd) as i64)
+            .collect();
+        let total: i64 = weights.iter().sum();
+        let mut current = vec![0i64; weights.len()];
+        let cycle = (0..total)
+            .map(|_| {
+                for (c, w) in current.iter_mut().zip(&weights) {
+                    *c += w;
+                }
+                // The highest current weight, the first on a tie.
+                let pick = (0..current.len())
+                    .rev()
+                    .max_by_key(|&i| current[i])
+                    .expect("a mix has a path");
+                current[pick] -= total;
+                pick as u8
+            })
+            .collect();
+        Mix { cycle }
+    }
+
+    /// The class of request `seq`.
+    pub fn class_of(&self, seq: u64) -> u8 {
+        self.cycle[(seq % self.cycle.len() as u64) as usize]
+    }
+
+    /// Slots in one cycle: over this many consecutive requests each path gets exactly its share.
+    pub fn cycle_len(&self) -> usize {
+        self.cycle.len()
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 #[derive(Debug)]
@@ -36,29 +102,44 @@ pub enum State {
 
 impl Http {
     pub fn new(opts: &HttpOpts) -> Http {
-        let mut req = format!(
-            "{} {} HTTP/1.1\r\nHost: {}\r\n",
-            opts.method, opts.path, opts.host
-        );
-        if opts.body_size > 0 || matches!(opts.method.as_str(), "POST" | "PUT" | "PATCH") {
-            req.push_str(&format!("Content-Length: {}\r\n", opts.body_size));
-        }
-        if !opts.keepalive {
-            req.push_str("Connection: close\r\n");
-        }
-        req.push_str("\r\n");
-        let mut request = req.into_bytes();
-        request.extend((0..opts.body_size).map(|i| b'a' + (i % 26) as u8));
+        let build = |path: &str| {
+            let mut req = format!(
+                "{} {} HTTP/1.1\r\nHost: {}\r\n",
+                opts.method, path, opts.host
+            );
+            if opts.body_size > 0 || matches!(opts.method.as_str(), "POST" | "PUT" | "PATCH") {
+                req.push_str(&format!("Content-Length: {}\r\n", opts.body_size));
+            }
+            if !opts.keepalive {
+                req.push_str("Connection: close\r\n");
+            }
+            req.push_str("\r\n");
+            let mut request = req.into_bytes();
+            request.extend((0..opts.body_size).map(|i| b'a' + (i % 26) as u8));
+            request
+        };
+        let (requests, paths, mix) = if opts.mix.is_empty() {
+            (vec![build(&opts.path)], Vec::new(), None)
+        } else {
+            let weights: Vec<u32> = opts.mix.iter().map(|p| p.weight).collect();
+            (
+                opts.mix.iter().map(|p| build(&p.path)).collect(),
+                opts.mix.iter().map(|p| p.path.clone()).collect(),
+                Some(Mix::new(&weights)),
+            )
+        };
         Http {
-            request,
+            requests,
+            paths,
+            mix,
             head_only: opts.method == "HEAD",
             keepalive: opts.keepalive,
         }
     }
 
-    /// The request bytes sent for every request.
+    /// The request bytes sent for every request (the first path's, with a mix).
     pub fn request(&self) -> &[u8] {
-        &self.request
+        &self.requests[0]
     }
 
     fn head(&self, input: &[u8]) -> Result<Option<(usize, State, bool)>, ProtoError> {
@@ -137,7 +218,27 @@ impl Client for Http {
     }
 
     fn encode(&mut self, _state: &mut State, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.request);
+        out.extend_from_slice(&self.requests[0]);
+    }
+
+    fn classes(&self) -> Vec<String> {
+        self.paths.clone()
+    }
+
+    fn class_of(&self, seq: u64) -> u8 {
+        match &self.mix {
+            None => 0,
+            Some(m) => m.class_of(seq),
+        }
+    }
+
+    fn encode_class(&mut self, _state: &mut State, class: u8, out: &mut Vec<u8>) {
+        // A class past the table (a client without a mix) is the one request there is.
+        let req = self
+            .requests
+            .get(class as usize)
+            .unwrap_or(&self.requests[0]);
+        out.extend_from_slice(req);
     }
 
     fn decode(&mut self, state: &mut State, input: &[u8]) -> Result<Decoded, ProtoError> {
@@ -339,6 +440,7 @@ mod tests {
             method: method.into(),
             body_size: 0,
             keepalive: true,
+            mix: Vec::new(),
         }
     }
 
@@ -397,6 +499,50 @@ mod tests {
             assert_eq!(pos, input.len());
             assert_eq!(d.last, last, "{}", String::from_utf8_lossy(input));
         }
+    }
+
+    /// The interleaving: exact shares over every cycle, the rare path evenly spaced, weights
+    /// reduced by their common divisor, and no lookup without a mix.
+    #[test]
+    fn a_mix_interleaves_paths_in_exact_shares() {
+        let m = Mix::new(&[2, 1]);
+        assert_eq!(
+            (0..6).map(|s| m.class_of(s)).collect::<Vec<_>>(),
+            [0, 1, 0, 0, 1, 0]
+        );
+        let m = Mix::new(&[99, 1]);
+        assert_eq!(m.cycle_len(), 100);
+        let slow: Vec<u64> = (0..1000).filter(|&s| m.class_of(s) == 1).collect();
+        assert_eq!(slow.len(), 10);
+        assert!(slow.windows(2).all(|w| w[1] - w[0] == 100), "{slow:?}");
+        assert_eq!(Mix::new(&[9900, 100]).cycle_len(), 100);
+        let m = Mix::new(&[5, 3, 2]);
+        let mut counts = [0; 3];
+        for s in 7..7 + 10 * m.cycle_len() as u64 {
+            counts[m.class_of(s) as usize] += 1;
+        }
+        assert_eq!(counts, [50, 30, 20]);
+
+        let mut o = opts("GET");
+        o.mix = vec![
+            crate::config::PathWeight {
+                path: "/a".into(),
+                weight: 3,
+            },
+            crate::config::PathWeight {
+                path: "/b".into(),
+                weight: 1,
+            },
+        ];
+        let mut c = Http::new(&o);
+        assert_eq!(c.classes(), ["/a", "/b"]);
+        let mut st = c.new_state(0);
+        let mut out = Vec::new();
+        c.encode_class(&mut st, 1, &mut out);
+        assert!(out.starts_with(b"GET /b HTTP/1.1\r\n"));
+        let single = Http::new(&opts("GET"));
+        assert!(single.classes().is_empty());
+        assert_eq!(single.class_of(12345), 0);
     }
 
     #[test]

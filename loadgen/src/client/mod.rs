@@ -42,6 +42,20 @@ pub trait Client {
     fn reset(&self, state: &mut Self::State);
     /// Appends one request to `out`.
     fn encode(&mut self, state: &mut Self::State, out: &mut Vec<u8>);
+    /// The kinds of request this client sends that are recorded apart as well (HTTP: the
+    /// paths of a `--mix`), in class order; empty when every request is alike.
+    fn classes(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// The class of the request numbered `seq` (the engine numbers them so that the sequence
+    /// is the same on every run: see `Engine::issue`). 0 when there are no classes.
+    fn class_of(&self, _seq: u64) -> u8 {
+        0
+    }
+    /// Appends one request of `class` to `out`.
+    fn encode_class(&mut self, state: &mut Self::State, _class: u8, out: &mut Vec<u8>) {
+        self.encode(state, out)
+    }
     /// Decodes at most one response from the front of `input`.
     fn decode(&mut self, state: &mut Self::State, input: &[u8]) -> Result<Decoded, ProtoError>;
     /// The peer closed: a response delimited by the close is complete now.

@@ -3,12 +3,39 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::parse::{parse_count, parse_duration, parse_rate};
 
+/// What a comparison measures.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// `GET /plaintext`: capacity, cost at a common rate, idle connections.
+    Plaintext,
+    /// `/plaintext` with one `GET /sleep/MS` in every `--sleep-every` requests, at one rate:
+    /// what one blocking handler does to the other requests, per backend, with and without
+    /// `--offload` (compare/blocking.rs).
+    Blocking,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct CompareArgs {
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "plaintext")]
+    pub workload: Workload,
+    /// --workload blocking: the offered rate, requests per second (open loop) [default: 400].
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// --workload blocking: how long each slow request blocks the thread that handles it.
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    pub sleep: Duration,
+    /// --workload blocking: one request in this many is the slow one.
+    #[arg(long, default_value = "100")]
+    pub sleep_every: u32,
+    /// --workload blocking: helper threads of the single-threaded loops' second run
+    /// (`c10k serve --offload N`).
+    #[arg(long, default_value = "4")]
+    pub offload: usize,
     /// The c10k server binary [default: `c10k` next to this loadgen executable].
     #[arg(long)]
     pub server: Option<PathBuf>,

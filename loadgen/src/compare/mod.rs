@@ -17,6 +17,7 @@
 //! Markdown report on stdout and, with `--out DIR`, to `results.md`, `results.json` and charts.
 
 mod args;
+mod blocking;
 mod charts;
 mod idle;
 mod machine;
@@ -42,7 +43,7 @@ use plan::{plan, Subject};
 use probe::{Bound, Probe};
 use step::Runner;
 
-pub use args::CompareArgs;
+pub use args::{CompareArgs, Workload};
 pub use results::{
     CapacityStep, CommonRate, IdleStep, Machine, Pinning, Results, Settings, Skipped, Status,
 };
@@ -52,6 +53,9 @@ const COMMON_SHARE: f64 = 0.5;
 
 /// Runs the comparison; the exit code of `loadgen compare`.
 pub fn main(a: &CompareArgs) -> Result<ExitCode, Error> {
+    if a.workload == Workload::Blocking {
+        return blocking::main(a);
+    }
     let started = Instant::now();
     let p = plan(a)?;
     if let Some(dir) = &a.out {

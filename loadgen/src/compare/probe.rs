@@ -234,6 +234,7 @@ fn config(target: Target, opts: &ProbeOpts, rate: f64) -> Config {
         method: "GET".into(),
         body_size: 0,
         keepalive: true,
+        mix: Vec::new(),
     });
     let mut cfg = Config::new(mode, target.addr, opts.conns as usize);
     cfg.threads = opts.threads.max(1);

@@ -320,6 +320,11 @@ impl<C: Client, K: Clock> Engine<C, K> {
                 Outcome::Corrupted | Outcome::Reordered => {}
             }
             record_ns(&mut self.stats.latency, now - req.intended);
+            if let Some(p) = self.stats.per_path.get_mut(req.class as usize) {
+                p.completed += 1;
+                p.status_2xx += u64::from(matches!(o, Outcome::Status(200..=299)));
+                record_ns(&mut p.latency, now - req.intended);
+            }
             // Answered before any of it was written (a peer that answers unasked): no wait.
             let sent = if req.sent == UNSENT { now } else { req.sent };
             record_ns(&mut self.stats.service, now.saturating_sub(sent));

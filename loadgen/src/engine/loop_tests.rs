@@ -110,6 +110,7 @@ fn http(method: &str, body_size: usize) -> Http {
         method: method.into(),
         body_size,
         keepalive: true,
+        mix: Vec::new(),
     })
 }
 

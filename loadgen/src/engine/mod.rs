@@ -26,7 +26,7 @@ use socket2::Socket;
 
 use crate::client::{Client, Outcome};
 use crate::interval::{Feed, Snapshot};
-use crate::stats::{new_histogram, record_ns, Stats};
+use crate::stats::{new_histogram, record_ns, PathStats, Stats};
 use crate::sys;
 
 mod conn_io;
@@ -86,7 +86,12 @@ pub(crate) struct Schedule {
 
 impl Schedule {
     fn due(&self, k: u64) -> u64 {
-        self.origin + ((k * self.stride + self.offset) as f64 * 1e9 / self.rate) as u64
+        self.origin + (self.global(k) as f64 * 1e9 / self.rate) as u64
+    }
+
+    /// This thread's request `k` numbered over the whole run.
+    fn global(&self, k: u64) -> u64 {
+        k * self.stride + self.offset
     }
 
     /// When the loop wakes to send request `k`: the end of the tick it is due in.
@@ -157,6 +162,8 @@ struct Req {
     sent: u64,
     /// Where it starts in the connection's output.
     at: usize,
+    /// Its class ([`Client::class_of`]): which of `Stats::per_path` it is recorded in.
+    class: u8,
 }
 
 /// [`Req::sent`] of a request none of whose bytes has been written yet.
@@ -182,6 +189,8 @@ struct Conn<S> {
     inflight: VecDeque<Req>,
     /// The newest requests of `inflight` that are queued but not written at all yet.
     unsent: usize,
+    /// Requests issued on this slot, over its reconnections: their numbering in closed loop.
+    issued: u64,
     state: S,
     in_free: bool,
     ever_open: bool,
@@ -310,6 +319,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
                 stale: 0,
                 inflight: VecDeque::with_capacity(plan.pipeline),
                 unsent: 0,
+                issued: 0,
                 state: client.new_state(c.global as u32),
                 in_free: false,
                 ever_open: false,
@@ -368,6 +378,12 @@ impl<C: Client, K: Clock> Engine<C, K> {
             plan,
         };
         engine.stats.conns.requested = engine.conns.len() as u64;
+        engine.stats.per_path = engine
+            .client
+            .classes()
+            .into_iter()
+            .map(PathStats::new)
+            .collect();
         Ok(engine)
     }
 
@@ -542,24 +558,37 @@ impl<C: Client, K: Clock> Engine<C, K> {
         }
     }
 
-    /// Appends one request to the connection's output (the caller flushes; the request is
-    /// sent when its first byte is written).
-    fn issue(&mut self, idx: usize, intended: u64) {
+    /// The number of the next request on connection `idx` when nothing else numbers it (closed
+    /// loop, pings): its own count, from its index over the run, so that connections do not all
+    /// send a mix's rare path at once.
+    fn conn_seq(&self, idx: usize) -> u64 {
+        self.plan.conns[idx].global as u64 + self.conns[idx].issued
+    }
+
+    /// Appends request `seq` (which decides its class) to the connection's output (the caller
+    /// flushes; the request is sent when its first byte is written).
+    fn issue(&mut self, idx: usize, intended: u64, seq: u64) {
+        let class = self.client.class_of(seq);
         let c = &mut self.conns[idx];
         let at = c.out.len();
-        self.client.encode(&mut c.state, &mut c.out);
+        self.client.encode_class(&mut c.state, class, &mut c.out);
         c.inflight.push_back(Req {
             intended,
             sent: UNSENT,
             at,
+            class,
         });
         c.unsent += 1;
+        c.issued += 1;
         self.unresolved += 1;
         if intended >= self.measure_start {
             self.measured_issued += 1;
         }
         if intended >= self.measure_start && intended < self.measure_end {
             self.stats.reqs.sent += 1;
+            if let Some(p) = self.stats.per_path.get_mut(class as usize) {
+                p.sent += 1;
+            }
         }
     }
 
@@ -570,7 +599,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
             && self.conns[idx].inflight.len() < self.plan.pipeline
             && self.may_issue(now)
         {
-            self.issue(idx, now);
+            self.issue(idx, now, self.conn_seq(idx));
             any = true;
         }
         if any {
@@ -579,7 +608,9 @@ impl<C: Client, K: Clock> Engine<C, K> {
     }
 
     /// Open loop: send every request that is due on a free connection, oldest first; a request
-    /// still unsent after the timeout is a timeout.
+    /// still unsent after the timeout is a timeout. Requests are numbered on the run's one
+    /// schedule, so that which of them take which path of a mix is the same on every run,
+    /// whichever connection carries them.
     fn dispatch(&mut self, now: u64) {
         let Some(s) = self.plan.schedule else { return };
         while self.may_issue(now) {
@@ -588,6 +619,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
                 break;
             }
             if now - due >= self.plan.timeout {
+                let class = self.client.class_of(s.global(self.next_k));
                 self.next_k += 1;
                 self.unresolved += 1; // resolved at once, as a timeout
                 if due >= self.measure_start {
@@ -595,13 +627,16 @@ impl<C: Client, K: Clock> Engine<C, K> {
                 }
                 if self.in_window(due) {
                     self.stats.reqs.sent += 1;
+                    if let Some(p) = self.stats.per_path.get_mut(class as usize) {
+                        p.sent += 1;
+                    }
                 }
-                self.time_out(due, now);
+                self.time_out(due, class, now);
                 continue;
             }
             let Some(idx) = self.pop_free() else { break };
+            self.issue(idx, due, s.global(self.next_k));
             self.next_k += 1;
-            self.issue(idx, due);
             self.flush(idx);
             self.push_free(idx);
         }
@@ -618,8 +653,8 @@ impl<C: Client, K: Clock> Engine<C, K> {
         None
     }
 
-    /// Counts and records a request found past its timeout.
-    fn time_out(&mut self, intended: u64, now: u64) {
+    /// Counts and records a request of `class` found past its timeout.
+    fn time_out(&mut self, intended: u64, class: u8, now: u64) {
         self.unresolved -= 1;
         self.iv.timeouts += 1;
         self.iv.errors += 1;
@@ -629,6 +664,10 @@ impl<C: Client, K: Clock> Engine<C, K> {
         if self.in_window(intended) {
             self.stats.reqs.timeouts += 1;
             record_ns(&mut self.stats.latency, now - intended);
+            if let Some(p) = self.stats.per_path.get_mut(class as usize) {
+                p.timeouts += 1;
+                record_ns(&mut p.latency, now - intended);
+            }
         }
     }
 
@@ -644,7 +683,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
                 continue;
             }
             if self.conns[i].inflight.len() < self.plan.pipeline && now < self.measure_end {
-                self.issue(i, due);
+                self.issue(i, due, self.conn_seq(i));
                 self.flush(i);
             }
             if self.conns[i].gen == gen {
@@ -671,7 +710,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
                         self.conns[idx].inflight.pop_front();
                         self.conns[idx].popped();
                         self.conns[idx].stale += 1;
-                        self.time_out(r.intended, now);
+                        self.time_out(r.intended, r.class, now);
                         expired = true;
                     }
                     // An answer can no longer be matched in time, and a closed loop would wait

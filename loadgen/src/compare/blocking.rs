@@ -563,9 +563,10 @@ fn document(r: &BlockingResults) -> String {
     );
     let _ = writeln!(
         s,
-        "Machine: {} ({} CPUs), {}, {}; load average {} at the start, {} at the end. Pinning: server on CPUs {}, loadgen on CPUs {}.\n",
+        "Machine: {} ({} CPUs online, {} allowed to the comparison), {}, {}; load average {} at the start, {} at the end. Pinning: server on CPUs {}, loadgen on CPUs {}.\n",
         m.cpu,
-        m.nproc,
+        m.cpus_online,
+        m.cpus_allowed,
         m.kernel,
         m.date,
         m.loadavg_start.trim(),

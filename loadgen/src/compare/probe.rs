@@ -244,14 +244,14 @@ struct Sample {
     at: Instant,
     cpu_us: u64,
     stats: Option<serde_json::Value>,
-    /// This process's threads (loadgen's event loops run in it): ns run, ns waited for a CPU.
+    /// loadgen's event loops (threads of this process): ns run, ns waited for a CPU.
     own: server::SchedTime,
 }
 
 fn sample(target: Target, stats: bool) -> Sample {
     Sample {
         at: Instant::now(),
-        own: server::sched_time(std::process::id()).unwrap_or_default(),
+        own: server::sched_time(std::process::id(), crate::run::THREAD_NAME_PREFIX).unwrap_or_default(),
         cpu_us: target
             .pid
             .map_or(0, |p| server::cpu_us(&server::process_tree(p))),

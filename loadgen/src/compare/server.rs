@@ -71,6 +71,9 @@ impl Server {
         ])
         .args(["--proto", spec.proto])
         .args(["--idle-timeout", &spec.idle_timeout_s.to_string()])
+        // Idle connections of the sweep never send a byte: they must not time out as slow
+        // request heads either.
+        .args(["--header-timeout", &spec.idle_timeout_s.to_string()])
         .args(["--shutdown-grace", "2"]);
         if let Some(w) = spec.workers {
             cmd.args(["--workers", &w.to_string()]);
@@ -335,13 +338,22 @@ pub struct SchedTime {
     pub wait_ns: u64,
 }
 
-/// The [`SchedTime`] of a process's live threads.
-pub fn sched_time(pid: u32) -> Option<SchedTime> {
-    let live = tasks_sched_time(&Path::new("/proc").join(pid.to_string()))?;
-    Some(SchedTime {
-        run_ns: live.run_ns,
-        wait_ns: live.wait_ns,
-    })
+/// The [`SchedTime`] of a process's live threads whose name starts with `prefix` (loadgen's
+/// event loops are `loadgen-N`).
+pub fn sched_time(pid: u32, prefix: &str) -> Option<SchedTime> {
+    let tasks = std::fs::read_dir(Path::new("/proc").join(pid.to_string()).join("task")).ok()?;
+    let mut out = SchedTime::default();
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let text = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        let mut fields = text.split_whitespace().map(|v| v.parse::<u64>().ok());
+        out.run_ns += fields.next().flatten().unwrap_or(0);
+        out.wait_ns += fields.next().flatten().unwrap_or(0);
+    }
+    Some(out)
 }
 
 struct LiveTasks {

@@ -14,6 +14,8 @@ use super::server::{self, Server, Spec};
 
 /// Descriptors a process keeps for itself (listener, stdio, epoll, /proc reads).
 const SPARE_FDS: u64 = 64;
+/// The threads backend's default stack per connection thread, KiB (`c10k serve --thread-stack`).
+const THREAD_STACK_KIB: usize = 64;
 /// How long idle connections may take to open.
 const HOLD_CONNECT_TIME: Duration = Duration::from_secs(60);
 
@@ -40,6 +42,17 @@ impl Runner<'_> {
                 return Some(format!(
                     "busy-poll is a teaching backend that tries every connection in turn: skipped above {} conns",
                     self.a.busy_poll_max
+                ));
+            }
+        }
+        if let Subject::Backend("threads") = subject {
+            // A thread per connection, and pid_max and threads-max are the host's, whatever
+            // the --workers.
+            let cap = c10k::driver::threads::HostLimits::read().cap(THREAD_STACK_KIB);
+            if conns > cap.threads as u64 {
+                return Some(format!(
+                    "n/a: the threads backend needs a thread per connection, and this host allows at most {} (bound by {})",
+                    cap.threads, cap.bound
                 ));
             }
         }

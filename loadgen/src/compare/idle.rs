@@ -54,7 +54,10 @@ impl Hold {
             .args(["--duration", &format!("{}ms", hold_for.as_millis())])
             .args(["--interval", "100ms", "--threads", "1"])
             .args(["--procs", &procs.max(1).to_string()])
-            .args(["--connect-rate", "50000"]);
+            // A ramp the server's accept queue takes, and connects that may wait out a SYN
+            // retransmit or two (a server that accepts slowly is still being measured).
+            .args(["--connect-rate", &super::probe::CONNECT_RATE.to_string()])
+            .args(["--timeout", &format!("{}ms", within.as_millis() / 2)]);
         if let Some(sources) = sources_for(addr, conns, crate::sys::local_port_budget()) {
             cmd.args(["--source", &sources]);
         }

@@ -85,6 +85,11 @@ pub struct ServerSide {
     pub registered: Option<u64>,
     /// Descriptors the readiness mechanism looked at per request: see [`examined`].
     pub examined_per_req: Option<f64>,
+    /// Percentage of the window the server's threads, summed, were runnable but waited for a
+    /// CPU: other work on a shared machine (or, for a server of many threads, its own threads
+    /// on one core). A failure with a large one may be the machine's, not the I/O model's.
+    #[serde(default)]
+    pub waited_pct: f64,
 }
 
 /// One probe: a fixed offered rate, measured.
@@ -246,12 +251,22 @@ struct Sample {
     stats: Option<serde_json::Value>,
     /// loadgen's event loops (threads of this process): ns run, ns waited for a CPU.
     own: server::SchedTime,
+    /// The server's ns waited for a CPU (its live threads).
+    server_wait_ns: u64,
 }
 
 fn sample(target: Target, stats: bool) -> Sample {
     Sample {
         at: Instant::now(),
-        own: server::sched_time(std::process::id(), crate::run::THREAD_NAME_PREFIX).unwrap_or_default(),
+        own: server::sched_time(std::process::id(), crate::run::THREAD_NAME_PREFIX)
+            .unwrap_or_default(),
+        server_wait_ns: target.pid.map_or(0, |p| {
+            server::process_tree(p)
+                .iter()
+                .filter_map(|&p| server::sched_time(p, ""))
+                .map(|t| t.wait_ns)
+                .sum()
+        }),
         cpu_us: target
             .pid
             .map_or(0, |p| server::cpu_us(&server::process_tree(p))),
@@ -465,6 +480,9 @@ pub fn run(target: Target, opts: &ProbeOpts, rate: f64) -> Result<Probe, Error> 
                 0.0
             },
             cpu_pct: cpu / (window * 1e6) * 100.0,
+            waited_pct: end.server_wait_ns.saturating_sub(base.server_wait_ns) as f64
+                / (window * 1e9)
+                * 100.0,
             window_s: window,
             rss_kib: server::status_kib(&server::process_tree(pid), "VmRSS"),
             ..ServerSide::default()
@@ -642,10 +660,7 @@ mod tests {
         let w = window_10k();
         assert!(w.limit().unwrap().contains("waited for their CPU 40%"));
         // Unpinned, loadgen shares its CPU with the server by design: waiting is no verdict.
-        let shared = LoadgenWindow {
-            pinned: false,
-            ..w
-        };
+        let shared = LoadgenWindow { pinned: false, ..w };
         assert_eq!(shared.limit(), None);
         let idle = LoadgenWindow {
             run_ns: 300_000_000,
@@ -720,7 +735,9 @@ mod tests {
         assert_eq!(s.bound, Bound::Loadgen);
         assert_eq!(s.server_capacity(), None);
         let fails: Vec<_> = s.probes.iter().filter(|p| !p.pass).collect();
-        assert!(fails.iter().all(|p| p.loadgen_retries == 1 && p.loadgen_threads == 1));
+        assert!(fails
+            .iter()
+            .all(|p| p.loadgen_retries == 1 && p.loadgen_threads == 1));
     }
 
     #[test]

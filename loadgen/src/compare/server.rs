@@ -323,9 +323,7 @@ fn cpu_us_in(proc: &Path, pids: &[u32]) -> u64 {
             let Some(live) = tasks_sched_time(&dir) else {
                 return total_ticks.map(|t| t * TICK_US);
             };
-            let exited_ticks = total_ticks
-                .unwrap_or(0)
-                .saturating_sub(live.stat_ticks);
+            let exited_ticks = total_ticks.unwrap_or(0).saturating_sub(live.stat_ticks);
             Some(live.run_ns / 1000 + exited_ticks * TICK_US)
         })
         .sum()

@@ -16,6 +16,8 @@ use super::server::{self, Server, Spec};
 const SPARE_FDS: u64 = 64;
 /// The threads backend's default stack per connection thread, KiB (`c10k serve --thread-stack`).
 const THREAD_STACK_KIB: usize = 64;
+/// A server that waited for its CPU this share of a failing probe (%) gets a note.
+const SERVER_WAITED_PCT: f64 = 20.0;
 /// How long idle connections may take to open.
 const HOLD_CONNECT_TIME: Duration = Duration::from_secs(60);
 
@@ -156,6 +158,22 @@ impl Runner<'_> {
             Ok(search) => {
                 step.capacity = search.capacity;
                 step.bound = Some(search.bound);
+                // The server's own limit, or the machine's: say which when other work took
+                // the server's CPU during the probe that set the bound.
+                let lowest_fail = search
+                    .probes
+                    .iter()
+                    .filter(|p| !p.pass)
+                    .min_by(|a, b| a.target_rate.total_cmp(&b.target_rate));
+                if let Some(w) = lowest_fail
+                    .and_then(|p| p.server.as_ref())
+                    .map(|s| s.waited_pct)
+                    .filter(|&w| w >= SERVER_WAITED_PCT)
+                {
+                    step.notes.push(format!(
+                        "contended: at the lowest failing rate the server waited for its CPU {w:.0}% of the window (other work on the machine, or its own threads): a low figure"
+                    ));
+                }
                 if search.bound == Bound::Loadgen {
                     let lowest_fail = search
                         .probes
@@ -281,8 +299,9 @@ impl Runner<'_> {
                         Some(s.rss_kib.saturating_sub(step.rss_before_kib) as f64 / total as f64);
                 }
                 if let Some(why) = probe.loadgen_limit.as_deref().filter(|_| !probe.pass) {
-                    step.notes
-                        .push(format!("loadgen-bound ({why}): this row may measure loadgen"));
+                    step.notes.push(format!(
+                        "loadgen-bound ({why}): this row may measure loadgen"
+                    ));
                 }
                 step.probe = Some(probe);
             }

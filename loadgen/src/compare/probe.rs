@@ -294,7 +294,7 @@ pub struct LoadgenWindow {
     /// loadgen had CPUs of its own: waiting for one means other work took them, and it could
     /// not keep to its schedule.
     pub pinned: bool,
-    /// Its event loops woke late for their timers (more than 1% of wakeups).
+    /// Its event loops woke late for their timers (more than 1% of wakeups in the window).
     pub lagged: bool,
     /// When the last connection was established at the latest, ns from the start: the ramp's
     /// end plus the slowest connect.
@@ -465,7 +465,7 @@ pub fn run(target: Target, opts: &ProbeOpts, rate: f64) -> Result<Probe, Error> 
         run_ns: end.own.run_ns.saturating_sub(base.own.run_ns),
         wait_ns: end.own.wait_ns.saturating_sub(base.own.wait_ns),
         pinned: opts.loadgen_pinned,
-        lagged: own.wakeups > 0 && own.late_wakeups * 100 > own.wakeups,
+        lagged: own.measured_wakeups > 0 && own.measured_late_wakeups * 100 > own.measured_wakeups,
         connected_by_ns: (ramp(opts.conns).as_micros() as u64 + r.connect_latency_us.max) * 1000,
         window_start_ns: cfg.warmup.as_nanos() as u64,
     };

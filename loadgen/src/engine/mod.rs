@@ -427,6 +427,9 @@ impl<C: Client, K: Clock> Engine<C, K> {
                 }
                 None
             };
+            if self.in_window(now) {
+                self.stats.this.measured_wakeups += 1;
+            }
             self.turn(wait)?;
         }
     }

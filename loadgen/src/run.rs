@@ -14,10 +14,6 @@ use crate::interval::{Aggregator, Feed, Snapshot};
 use crate::report::{Report, Setup};
 use crate::stats::Stats;
 
-/// The name of loadgen's event-loop threads, before their number (compare reads their CPU time
-/// by it).
-pub(crate) const THREAD_NAME_PREFIX: &str = "loadgen-";
-
 pub(crate) fn run_local(
     cfg: &Config,
     on_interval: &mut dyn FnMut(&Snapshot),
@@ -93,7 +89,7 @@ pub(crate) fn run_local(
     let mut handles = Vec::new();
     for plan in plans {
         let mode = cfg.mode.clone();
-        let name = format!("{THREAD_NAME_PREFIX}{}", plan.thread);
+        let name = format!("loadgen-{}", plan.thread);
         let (thread, done) = (plan.thread, plan.snapshots.clone());
         let h = std::thread::Builder::new()
             .name(name)

@@ -6,7 +6,7 @@
 //! probe fails while loadgen's own event loop was saturated or lagging, the failure says nothing
 //! about the server: the search then reports a lower bound set by loadgen, never a capacity.
 //!
-//! "Saturated" is judged over the measured window alone, from loadgen's own threads' schedstat:
+//! "Saturated" is judged over the measured window alone, from loadgen's threads' own schedstat:
 //! the time they ran and, when loadgen has CPUs of its own, the time they waited to run. Over a
 //! whole run, connecting 10,000 sockets costs more CPU than the requests of a short probe, and a
 //! loadgen that waits for a CPU shared with other work is as late as a busy one. A probe whose
@@ -244,13 +244,11 @@ pub fn capacity(
     .map_err(Error::Io)
 }
 
-/// The server, and loadgen's own threads, at one moment.
+/// The server at one moment.
 struct Sample {
     at: Instant,
     cpu_us: u64,
     stats: Option<serde_json::Value>,
-    /// loadgen's event loops (threads of this process): ns run, ns waited for a CPU.
-    own: server::SchedTime,
     /// The server's ns waited for a CPU (its live threads).
     server_wait_ns: u64,
 }
@@ -258,12 +256,10 @@ struct Sample {
 fn sample(target: Target, stats: bool) -> Sample {
     Sample {
         at: Instant::now(),
-        own: server::sched_time(std::process::id(), crate::run::THREAD_NAME_PREFIX)
-            .unwrap_or_default(),
         server_wait_ns: target.pid.map_or(0, |p| {
             server::process_tree(p)
                 .iter()
-                .filter_map(|&p| server::sched_time(p, ""))
+                .filter_map(|&p| server::sched_time(p))
                 .map(|t| t.wait_ns)
                 .sum()
         }),
@@ -459,11 +455,13 @@ pub fn run(target: Target, opts: &ProbeOpts, rate: f64) -> Result<Probe, Error> 
         failed_on.push("errors".to_string());
     }
     let own = &r.loadgen.counters;
+    // loadgen's threads measure their own run and wait time over the window (they may be
+    // gone by the time this thread could read them).
     let window = LoadgenWindow {
-        wall_ns: end.at.duration_since(base.at).as_nanos() as u64,
+        wall_ns: (r.elapsed_s * 1e9) as u64,
         threads: cfg.threads,
-        run_ns: end.own.run_ns.saturating_sub(base.own.run_ns),
-        wait_ns: end.own.wait_ns.saturating_sub(base.own.wait_ns),
+        run_ns: own.measured_run_us * 1000,
+        wait_ns: own.measured_wait_us * 1000,
         pinned: opts.loadgen_pinned,
         lagged: own.measured_wakeups > 0 && own.measured_late_wakeups * 100 > own.measured_wakeups,
         connected_by_ns: (ramp(opts.conns).as_micros() as u64 + r.connect_latency_us.max) * 1000,

@@ -336,16 +336,11 @@ pub struct SchedTime {
     pub wait_ns: u64,
 }
 
-/// The [`SchedTime`] of a process's live threads whose name starts with `prefix` (loadgen's
-/// event loops are `loadgen-N`).
-pub fn sched_time(pid: u32, prefix: &str) -> Option<SchedTime> {
+/// The [`SchedTime`] of a process's live threads.
+pub fn sched_time(pid: u32) -> Option<SchedTime> {
     let tasks = std::fs::read_dir(Path::new("/proc").join(pid.to_string()).join("task")).ok()?;
     let mut out = SchedTime::default();
     for t in tasks.flatten() {
-        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if !comm.starts_with(prefix) {
-            continue;
-        }
         let text = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
         let mut fields = text.split_whitespace().map(|v| v.parse::<u64>().ok());
         out.run_ns += fields.next().flatten().unwrap_or(0);

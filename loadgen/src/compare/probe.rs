@@ -119,6 +119,9 @@ pub struct Probe {
     /// Why `loadgen_bound`.
     #[serde(default)]
     pub loadgen_limit: Option<String>,
+    /// Some connection was still opening when the measured window began.
+    #[serde(default)]
+    pub connects_late: bool,
     /// Event-loop threads this probe ran with.
     #[serde(default)]
     pub loadgen_threads: usize,
@@ -364,8 +367,8 @@ fn ramp(conns: u64) -> Duration {
 }
 
 /// Offers `rate` requests per second to `target` for one probe, and again while it fails
-/// because of loadgen (see [`retrying`]): a loadgen ceiling is worked around where it can be
-/// before it is reported. `threads` starts at `opts.threads` and keeps what a retry needed, so
+/// because of loadgen (see [`retrying`]; a longer warm-up when connections were still opening):
+/// a loadgen ceiling is worked around where it can be before it is reported. `threads` starts at `opts.threads` and keeps what a retry needed, so
 /// that the probes after it start there.
 pub fn run_retrying(
     target: Target,
@@ -373,12 +376,20 @@ pub fn run_retrying(
     threads: &mut usize,
     rate: f64,
 ) -> Result<Probe, Error> {
+    let mut warmup = opts.warmup;
     retrying(threads, opts.max_threads, &mut |t| {
         let o = ProbeOpts {
             threads: t,
+            warmup,
             ..opts.clone()
         };
-        run(target, &o, rate)
+        let p = run(target, &o, rate)?;
+        // Connects that waited out a SYN retransmit (a server or machine slower to accept than
+        // the ramp): give the next try the time they took.
+        if p.connects_late {
+            warmup = warmup * 2 + Duration::from_secs(1);
+        }
+        Ok(p)
     })
 }
 
@@ -505,6 +516,7 @@ pub fn run(target: Target, opts: &ProbeOpts, rate: f64) -> Result<Probe, Error> 
         loadgen_waited: window.waited(),
         loadgen_bound: loadgen_limit.is_some(),
         loadgen_limit,
+        connects_late: window.connected_by_ns >= window.window_start_ns,
         loadgen_threads: cfg.threads,
         loadgen_retries: 0,
         loadgen_cpu_us_per_req: if q.completed > 0 {

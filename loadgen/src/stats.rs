@@ -104,6 +104,14 @@ summable! {
         /// Event-loop wakeups and the ones that came more than 2 ms after the timer asked.
         pub wakeups: u64,
         pub late_wakeups: u64,
+        /// The same within the measured window (the connect ramp before it wakes late on a
+        /// busy machine without saying anything about the measurement).
+        pub measured_wakeups: u64,
+        pub measured_late_wakeups: u64,
+        /// What the event-loop threads ran, and waited for a CPU, over the measured window
+        /// (connecting before it excluded), microseconds, summed over threads.
+        pub measured_run_us: u64,
+        pub measured_wait_us: u64,
         /// Threads stopped early by SIGINT/SIGTERM.
         pub interrupted_threads: u64,
     }

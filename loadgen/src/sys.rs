@@ -54,6 +54,16 @@ pub fn thread_cpu_time() -> Duration {
     clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(Duration::ZERO, Duration::from)
 }
 
+/// Time the calling thread has run and has waited, runnable, for a CPU (ns), from
+/// /proc/thread-self/schedstat; zeros where it is missing.
+pub fn thread_sched_ns() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let mut f = text
+        .split_whitespace()
+        .map(|v| v.parse::<u64>().unwrap_or(0));
+    (f.next().unwrap_or(0), f.next().unwrap_or(0))
+}
+
 /// The ephemeral port range (`net.ipv4.ip_local_port_range`): ports per (source, destination).
 pub fn local_port_budget() -> u64 {
     read_port_range(Path::new("/proc/sys/net/ipv4/ip_local_port_range")).unwrap_or(28232)

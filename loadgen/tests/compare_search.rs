@@ -74,6 +74,8 @@ fn the_search_finds_a_known_capacity() {
         // and the achieved rate falls short anyway.
         p99_bound: Duration::from_millis(50),
         path: "/".into(),
+        loadgen_pinned: false,
+        max_threads: 1,
     };
     let search_opts = SearchOpts {
         start_rate: 200.0,

@@ -15,8 +15,21 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-/// Ports per source address we allow ourselves (of about 28,000 ephemeral ones).
-const PORTS_PER_SOURCE: u64 = 20_000;
+/// The share of the ephemeral ports we use per source address. connect() looks for a free port
+/// by trying them in turn (the even ones first): with most of the range in use, every connect
+/// scans thousands of ports, and 50,000 connects over two addresses took 31 s of system time and
+/// timed out. At a fifth of the range they take about 2 s.
+const PORT_SHARE: u64 = 5;
+
+/// Source addresses for `conns` connections to `addr`: 127.0.0.2, 127.0.0.3, ... on loopback
+/// when one address's share of `port_budget` ephemeral ports is not enough, else none (the
+/// kernel's choice).
+pub fn sources_for(addr: SocketAddr, conns: u64, port_budget: u64) -> Option<String> {
+    let per_source = (port_budget / PORT_SHARE).max(1);
+    let sources = conns.div_ceil(per_source);
+    (sources > 1 && addr.ip().is_loopback())
+        .then(|| format!("127.0.0.2-127.0.0.{}", (sources + 1).min(254)))
+}
 
 /// A running `loadgen hold`; killed if dropped.
 pub struct Hold {
@@ -41,10 +54,12 @@ impl Hold {
             .args(["--duration", &format!("{}ms", hold_for.as_millis())])
             .args(["--interval", "100ms", "--threads", "1"])
             .args(["--procs", &procs.max(1).to_string()])
-            .args(["--connect-rate", "50000"]);
-        let sources = conns.div_ceil(PORTS_PER_SOURCE);
-        if sources > 1 && addr.ip().is_loopback() {
-            cmd.args(["--source", &format!("127.0.0.2-127.0.0.{}", sources + 1)]);
+            // A ramp the server's accept queue takes, and connects that may wait out a SYN
+            // retransmit or two (a server that accepts slowly is still being measured).
+            .args(["--connect-rate", &super::probe::CONNECT_RATE.to_string()])
+            .args(["--timeout", &format!("{}ms", within.as_millis() / 2)]);
+        if let Some(sources) = sources_for(addr, conns, crate::sys::local_port_budget()) {
+            cmd.args(["--source", &sources]);
         }
         // A process group of its own: SIGTERM reaches its --procs workers too.
         cmd.env("RUST_LOG", "warn")
@@ -123,5 +138,23 @@ impl Drop for Hold {
             let _ = kill(Pid::from_raw(-(self.child.id() as i32)), Signal::SIGKILL);
             let _ = self.child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fifty_thousand_idle_connections_spread_over_sources() {
+        let lo: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        // 28,232 ports (32768-60999): 5,646 per address.
+        assert_eq!(sources_for(lo, 5_000, 28_232), None);
+        assert_eq!(
+            sources_for(lo, 50_000, 28_232).as_deref(),
+            Some("127.0.0.2-127.0.0.10")
+        );
+        let remote: SocketAddr = "10.0.0.1:8080".parse().unwrap();
+        assert_eq!(sources_for(remote, 50_000, 28_232), None);
     }
 }

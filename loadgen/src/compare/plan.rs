@@ -230,6 +230,11 @@ pub(super) fn plan(a: &CompareArgs) -> Result<Plan, Error> {
             threads,
             p99_bound: a.p99_bound,
             path: "/plaintext".into(),
+            loadgen_pinned: placement.loadgen.is_some() && placement.server.is_some(),
+            max_threads: placement
+                .loadgen
+                .as_ref()
+                .map_or(threads, |l| l.len().clamp(threads, 16)),
         },
         search: SearchOpts {
             start_rate: a.start_rate,

@@ -5,6 +5,12 @@
 //! each request's intended send time, so queueing counts) within the bound and no errors. When a
 //! probe fails while loadgen's own event loop was saturated or lagging, the failure says nothing
 //! about the server: the search then reports a lower bound set by loadgen, never a capacity.
+//!
+//! "Saturated" is judged over the measured window alone, from loadgen's threads' own schedstat:
+//! the time they ran and, when loadgen has CPUs of its own, the time they waited to run. Over a
+//! whole run, connecting 10,000 sockets costs more CPU than the requests of a short probe, and a
+//! loadgen that waits for a CPU shared with other work is as late as a busy one. A probe whose
+//! connections were still opening when the measured window began is not the server's either.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,6 +27,9 @@ use crate::interval::Snapshot;
 pub const ACHIEVED_SHARE: f64 = 0.99;
 /// A loadgen event loop busier than this during a failed probe makes the failure loadgen's.
 const LOADGEN_BUSY: f64 = 0.9;
+/// Retries of a probe that failed because of loadgen (with more threads where loadgen has the
+/// CPUs for them, or again as it was: other work on the machine comes and goes).
+pub const LOADGEN_RETRIES: usize = 1;
 /// How long `/stats` may take to answer a loaded server.
 const STATS_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -44,6 +53,12 @@ pub struct ProbeOpts {
     pub threads: usize,
     pub p99_bound: Duration,
     pub path: String,
+    /// loadgen has CPUs of its own (pinned apart from the server): time its threads waited for
+    /// a CPU counts against it too, as time they could not serve the schedule.
+    pub loadgen_pinned: bool,
+    /// The most event-loop threads a probe that failed because of loadgen is retried with (the
+    /// CPUs loadgen may use).
+    pub max_threads: usize,
 }
 
 /// The server's side of a probe, from /proc and `/stats` deltas over the measured window.
@@ -70,6 +85,11 @@ pub struct ServerSide {
     pub registered: Option<u64>,
     /// Descriptors the readiness mechanism looked at per request: see [`examined`].
     pub examined_per_req: Option<f64>,
+    /// Percentage of the window the server's threads, summed, were runnable but waited for a
+    /// CPU: other work on a shared machine (or, for a server of many threads, its own threads
+    /// on one core). A failure with a large one may be the machine's, not the I/O model's.
+    #[serde(default)]
+    pub waited_pct: f64,
 }
 
 /// One probe: a fixed offered rate, measured.
@@ -86,10 +106,29 @@ pub struct Probe {
     pub pass: bool,
     /// What failed: "rate", "p99", "errors".
     pub failed_on: Vec<String>,
-    /// loadgen's event loops: CPU over wall time (1.0 = always busy).
+    /// loadgen's event loops over the measured window: CPU over wall time per thread (1.0 =
+    /// always busy).
     pub loadgen_busy: f64,
-    /// loadgen saturated or woke late: a failure is loadgen's, not the server's.
+    /// The share of the measured window loadgen's threads waited for a CPU (runnable, not
+    /// running).
+    #[serde(default)]
+    pub loadgen_waited: f64,
+    /// loadgen saturated, waited for its CPU, woke late, or was still connecting: a failure is
+    /// loadgen's, not the server's.
     pub loadgen_bound: bool,
+    /// Why `loadgen_bound`.
+    #[serde(default)]
+    pub loadgen_limit: Option<String>,
+    /// Some connection was still opening when the measured window began.
+    #[serde(default)]
+    pub connects_late: bool,
+    /// Event-loop threads this probe ran with.
+    #[serde(default)]
+    pub loadgen_threads: usize,
+    /// Earlier tries at this rate that failed because of loadgen, then retried.
+    #[serde(default)]
+    pub loadgen_retries: usize,
+    /// loadgen's CPU per completed request over the measured window (connecting excluded).
     pub loadgen_cpu_us_per_req: f64,
     pub server: Option<ServerSide>,
 }
@@ -213,17 +252,90 @@ struct Sample {
     at: Instant,
     cpu_us: u64,
     stats: Option<serde_json::Value>,
+    /// The server's ns waited for a CPU (its live threads).
+    server_wait_ns: u64,
 }
 
 fn sample(target: Target, stats: bool) -> Sample {
     Sample {
         at: Instant::now(),
+        server_wait_ns: target.pid.map_or(0, |p| {
+            server::process_tree(p)
+                .iter()
+                .filter_map(|&p| server::sched_time(p))
+                .map(|t| t.wait_ns)
+                .sum()
+        }),
         cpu_us: target
             .pid
             .map_or(0, |p| server::cpu_us(&server::process_tree(p))),
         stats: (stats && target.ask_stats)
             .then(|| server::fetch_stats(target.addr, STATS_TIMEOUT))
             .flatten(),
+    }
+}
+
+/// New connections per second of a probe: a ramp the server's accept queue can take (all at
+/// once, 10,000 SYNs overflow a 4096 backlog, and the dropped ones retry a second later, inside
+/// the measured window).
+pub const CONNECT_RATE: f64 = 20_000.0;
+
+/// What loadgen did during one probe, to decide whether a failure was loadgen's.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadgenWindow {
+    /// The measured window, ns.
+    pub wall_ns: u64,
+    pub threads: usize,
+    /// ns loadgen's threads ran over the window.
+    pub run_ns: u64,
+    /// ns they were runnable but waited for a CPU over the window.
+    pub wait_ns: u64,
+    /// loadgen had CPUs of its own: waiting for one means other work took them, and it could
+    /// not keep to its schedule.
+    pub pinned: bool,
+    /// Its event loops woke late for their timers (more than 1% of wakeups in the window).
+    pub lagged: bool,
+    /// When the last connection was established at the latest, ns from the start: the ramp's
+    /// end plus the slowest connect.
+    pub connected_by_ns: u64,
+    /// When the measured window began, ns from the start.
+    pub window_start_ns: u64,
+}
+
+impl LoadgenWindow {
+    /// CPU over wall time per thread.
+    pub fn busy(&self) -> f64 {
+        self.run_ns as f64 / (self.wall_ns.max(1) as f64 * self.threads.max(1) as f64)
+    }
+
+    /// Time waited for a CPU over wall time per thread.
+    pub fn waited(&self) -> f64 {
+        self.wait_ns as f64 / (self.wall_ns.max(1) as f64 * self.threads.max(1) as f64)
+    }
+
+    /// Why loadgen, not the server, may have set this probe's result; None: it had room.
+    pub fn limit(&self) -> Option<String> {
+        let (busy, waited) = (self.busy(), self.waited());
+        if busy >= LOADGEN_BUSY {
+            return Some(format!("its event loops were {:.0}% busy", busy * 100.0));
+        }
+        if self.pinned && busy + waited >= LOADGEN_BUSY {
+            return Some(format!(
+                "its event loops ran {:.0}% and waited for their CPU {:.0}% of the window",
+                busy * 100.0,
+                waited * 100.0
+            ));
+        }
+        if self.lagged {
+            return Some("its event loops woke late for their timers".into());
+        }
+        if self.connected_by_ns >= self.window_start_ns {
+            return Some(format!(
+                "connections were still opening {:.0} ms into the measured window",
+                (self.connected_by_ns - self.window_start_ns) as f64 / 1e6
+            ));
+        }
+        None
     }
 }
 
@@ -240,12 +352,73 @@ fn config(target: Target, opts: &ProbeOpts, rate: f64) -> Config {
     cfg.threads = opts.threads.max(1);
     cfg.rate = Some(rate);
     cfg.duration = Some(opts.duration);
-    // Connecting many sockets takes time that must not count as queueing.
-    cfg.warmup = opts.warmup + Duration::from_micros(50 * opts.conns);
+    // Connecting many sockets takes time that must not count as queueing: a ramp, done before
+    // the warm-up's own time starts.
+    cfg.connect_rate = Some(CONNECT_RATE);
+    cfg.warmup = opts.warmup + ramp(opts.conns);
     // One interval for the warm-up and one for the measured window: a sample at each end.
     cfg.interval = opts.duration.max(Duration::from_millis(10));
     cfg.timeout = Duration::from_secs(5);
     cfg
+}
+
+/// How long the connect ramp of `conns` connections takes.
+fn ramp(conns: u64) -> Duration {
+    Duration::from_secs_f64(conns as f64 / CONNECT_RATE)
+}
+
+/// Offers `rate` requests per second to `target` for one probe, and again while it fails
+/// because of loadgen (see [`retrying`]; a longer warm-up when connections were still opening):
+/// a loadgen ceiling is worked around where it can be before it is reported. `threads` starts at `opts.threads` and keeps what a retry needed, so
+/// that the probes after it start there.
+pub fn run_retrying(
+    target: Target,
+    opts: &ProbeOpts,
+    threads: &mut usize,
+    rate: f64,
+) -> Result<Probe, Error> {
+    let mut warmup = opts.warmup;
+    retrying(threads, opts.max_threads, &mut |t| {
+        let o = ProbeOpts {
+            threads: t,
+            warmup,
+            ..opts.clone()
+        };
+        let p = run(target, &o, rate)?;
+        // Connects that waited out a SYN retransmit (a server or machine slower to accept than
+        // the ramp): give the next try the time they took.
+        if p.connects_late {
+            warmup = warmup * 2 + Duration::from_secs(1);
+        }
+        Ok(p)
+    })
+}
+
+/// The retry policy of [`run_retrying`] over any probe (`probe(threads)`): while a probe fails
+/// because of loadgen, double its threads up to `max_threads` (the CPUs loadgen has), then try
+/// [`LOADGEN_RETRIES`] more times as it is (other work on a shared machine comes and goes).
+pub fn retrying<E>(
+    threads: &mut usize,
+    max_threads: usize,
+    probe: &mut dyn FnMut(usize) -> Result<Probe, E>,
+) -> Result<Probe, E> {
+    *threads = (*threads).max(1);
+    let mut p = probe(*threads)?;
+    let mut retries = 0;
+    let mut at_max = 0;
+    while !p.pass && p.loadgen_bound {
+        if *threads < max_threads {
+            *threads = (*threads * 2).min(max_threads);
+        } else if at_max < LOADGEN_RETRIES {
+            at_max += 1;
+        } else {
+            break;
+        }
+        retries += 1;
+        p = probe(*threads)?;
+    }
+    p.loadgen_retries = retries;
+    Ok(p)
 }
 
 /// Offers `rate` requests per second to `target` for one probe.
@@ -293,9 +466,20 @@ pub fn run(target: Target, opts: &ProbeOpts, rate: f64) -> Result<Probe, Error> 
     if errors > 0 {
         failed_on.push("errors".to_string());
     }
-    let loadgen_busy = r.loadgen.thread_busy;
-    let loadgen_cpu_us =
-        (r.loadgen.counters.process_user_us + r.loadgen.counters.process_sys_us) as f64;
+    let own = &r.loadgen.counters;
+    // loadgen's threads measure their own run and wait time over the window (they may be
+    // gone by the time this thread could read them).
+    let window = LoadgenWindow {
+        wall_ns: (r.elapsed_s * 1e9) as u64,
+        threads: cfg.threads,
+        run_ns: own.measured_run_us * 1000,
+        wait_ns: own.measured_wait_us * 1000,
+        pinned: opts.loadgen_pinned,
+        lagged: own.measured_wakeups > 0 && own.measured_late_wakeups * 100 > own.measured_wakeups,
+        connected_by_ns: (ramp(opts.conns).as_micros() as u64 + r.connect_latency_us.max) * 1000,
+        window_start_ns: cfg.warmup.as_nanos() as u64,
+    };
+    let loadgen_limit = window.limit();
     let server = target.pid.map(|pid| {
         let window = end.at.duration_since(base.at).as_secs_f64().max(1e-6);
         let cpu = end.cpu_us.saturating_sub(base.cpu_us) as f64;
@@ -306,6 +490,9 @@ pub fn run(target: Target, opts: &ProbeOpts, rate: f64) -> Result<Probe, Error> 
                 0.0
             },
             cpu_pct: cpu / (window * 1e6) * 100.0,
+            waited_pct: end.server_wait_ns.saturating_sub(base.server_wait_ns) as f64
+                / (window * 1e9)
+                * 100.0,
             window_s: window,
             rss_kib: server::status_kib(&server::process_tree(pid), "VmRSS"),
             ..ServerSide::default()
@@ -326,10 +513,15 @@ pub fn run(target: Target, opts: &ProbeOpts, rate: f64) -> Result<Probe, Error> 
         conns_held: r.connections.open_at_end,
         pass: failed_on.is_empty(),
         failed_on,
-        loadgen_busy,
-        loadgen_bound: r.loadgen.bottleneck || loadgen_busy >= LOADGEN_BUSY,
+        loadgen_busy: window.busy(),
+        loadgen_waited: window.waited(),
+        loadgen_bound: loadgen_limit.is_some(),
+        loadgen_limit,
+        connects_late: window.connected_by_ns >= window.window_start_ns,
+        loadgen_threads: cfg.threads,
+        loadgen_retries: 0,
         loadgen_cpu_us_per_req: if q.completed > 0 {
-            loadgen_cpu_us / q.completed as f64
+            window.run_ns as f64 / 1e3 / q.completed as f64
         } else {
             0.0
         },
@@ -456,6 +648,107 @@ mod tests {
         assert_eq!(s.capacity, None);
         let s = search(&opts(), &mut fake(1e9, 1e9)).unwrap();
         assert_eq!(s.bound, Bound::MaxRate);
+    }
+
+    /// What the full run of 2026-12-02 saw at 10,000 connections: loadgen 60% busy over the
+    /// whole probe, so never "saturated", yet over the measured window it ran 55% of the time
+    /// and waited for its CPU 40% (the machine was shared): it could not keep to the schedule.
+    fn window_10k() -> LoadgenWindow {
+        LoadgenWindow {
+            wall_ns: 1_000_000_000,
+            threads: 1,
+            run_ns: 550_000_000,
+            wait_ns: 400_000_000,
+            pinned: true,
+            lagged: false,
+            connected_by_ns: 900_000_000,
+            window_start_ns: 1_000_000_000,
+        }
+    }
+
+    #[test]
+    fn loadgen_waiting_for_its_cpu_is_loadgen_bound() {
+        let w = window_10k();
+        assert!(w.limit().unwrap().contains("waited for their CPU 40%"));
+        // Unpinned, loadgen shares its CPU with the server by design: waiting is no verdict.
+        let shared = LoadgenWindow { pinned: false, ..w };
+        assert_eq!(shared.limit(), None);
+        let idle = LoadgenWindow {
+            run_ns: 300_000_000,
+            wait_ns: 50_000_000,
+            ..w
+        };
+        assert_eq!(idle.limit(), None);
+        let busy = LoadgenWindow {
+            run_ns: 1_900_000_000,
+            threads: 2,
+            ..idle
+        };
+        assert!(busy.limit().unwrap().contains("95% busy"));
+    }
+
+    #[test]
+    fn connections_still_opening_in_the_window_are_loadgen_bound() {
+        let late = LoadgenWindow {
+            run_ns: 100_000_000,
+            wait_ns: 0,
+            connected_by_ns: 2_050_000_000,
+            ..window_10k()
+        };
+        assert!(late.limit().unwrap().contains("still opening 1050 ms"));
+    }
+
+    /// A server of 20,000 req/s behind a loadgen thread that manages 8,000 req/s: with a second
+    /// thread (a second CPU) it manages 16,000, with four 32,000.
+    fn threaded_fake(threads: usize, rate: f64) -> Probe {
+        let loadgen_bound = rate > 8_000.0 * threads as f64;
+        Probe {
+            target_rate: rate,
+            pass: rate <= 20_000.0 && !loadgen_bound,
+            loadgen_bound,
+            loadgen_threads: threads,
+            ..Probe::default()
+        }
+    }
+
+    #[test]
+    fn a_loadgen_limit_is_retried_with_more_threads() {
+        let mut tried = Vec::new();
+        let mut threads = 1;
+        let s = search(&opts(), &mut |rate| {
+            retrying(&mut threads, 4, &mut |t| {
+                tried.push(t);
+                Ok::<_, String>(threaded_fake(t, rate))
+            })
+        })
+        .unwrap();
+        // 1 thread tops out at 8,000 req/s; retried with 2, then 4 at a higher rate, the search
+        // reaches the server's own limit, and the later probes start with the threads needed.
+        assert_eq!(s.bound, Bound::Server, "{:?}", s.probes);
+        assert_eq!(threads, 4);
+        let c = s.server_capacity().unwrap();
+        assert!((20_000.0 * 0.98..=20_000.0).contains(&c), "{c}");
+        assert!(tried.contains(&2));
+        assert!(s.probes.iter().any(|p| p.loadgen_retries >= 1 && p.pass));
+    }
+
+    #[test]
+    fn a_loadgen_limit_that_retrying_cannot_lift_is_still_marked() {
+        // One CPU for loadgen: the retry runs as it was, fails again, and the result is a lower
+        // bound, not a capacity.
+        let mut threads = 1;
+        let s = search(&opts(), &mut |rate| {
+            retrying(&mut threads, 1, &mut |t| {
+                Ok::<_, String>(threaded_fake(t, rate))
+            })
+        })
+        .unwrap();
+        assert_eq!(s.bound, Bound::Loadgen);
+        assert_eq!(s.server_capacity(), None);
+        let fails: Vec<_> = s.probes.iter().filter(|p| !p.pass).collect();
+        assert!(fails
+            .iter()
+            .all(|p| p.loadgen_retries == 1 && p.loadgen_threads == 1));
     }
 
     #[test]

@@ -71,6 +71,9 @@ impl Server {
         ])
         .args(["--proto", spec.proto])
         .args(["--idle-timeout", &spec.idle_timeout_s.to_string()])
+        // Idle connections of the sweep never send a byte: they must not time out as slow
+        // request heads either.
+        .args(["--header-timeout", &spec.idle_timeout_s.to_string()])
         .args(["--shutdown-grace", "2"]);
         if let Some(w) = spec.workers {
             cmd.args(["--workers", &w.to_string()]);
@@ -302,44 +305,85 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_string).collect())
 }
 
-/// CPU time of these processes, µs: the sum of their live threads' run time from
+/// CPU time of these processes, µs: the run time of their live threads from
 /// /proc/PID/task/TID/schedstat (nanoseconds, so that a short probe at a low rate is resolved),
-/// or, where schedstat is missing, user + system time from /proc/PID/stat (10 ms ticks).
-/// Threads that exit during a window take their time with them: a window's delta only counts
-/// threads alive at both ends (c10k's threads live as long as their connection).
+/// plus the time of the threads that have exited: the process's user + system time in
+/// /proc/PID/stat (which keeps what reaped threads used) less that of its live threads (10 ms
+/// ticks). The threads backend's threads live as long as their connection: without the second
+/// part, a window in which they exit would lose their time, and even go backwards.
 pub fn cpu_us(pids: &[u32]) -> u64 {
+    cpu_us_in(Path::new("/proc"), pids)
+}
+
+fn cpu_us_in(proc: &Path, pids: &[u32]) -> u64 {
     pids.iter()
         .filter_map(|&p| {
-            schedstat_ns(p)
-                .map(|ns| ns / 1000)
-                .or_else(|| stat_cpu_us(p))
+            let dir = proc.join(p.to_string());
+            let total_ticks = stat_ticks(&dir.join("stat"));
+            let Some(live) = tasks_sched_time(&dir) else {
+                return total_ticks.map(|t| t * TICK_US);
+            };
+            let exited_ticks = total_ticks.unwrap_or(0).saturating_sub(live.stat_ticks);
+            Some(live.run_ns / 1000 + exited_ticks * TICK_US)
         })
         .sum()
 }
 
-fn schedstat_ns(pid: u32) -> Option<u64> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let mut total = 0;
+/// Time the threads of a process ran and waited for a CPU, ns (schedstat's first two fields).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SchedTime {
+    pub run_ns: u64,
+    pub wait_ns: u64,
+}
+
+/// The [`SchedTime`] of a process's live threads.
+pub fn sched_time(pid: u32) -> Option<SchedTime> {
+    let tasks = std::fs::read_dir(Path::new("/proc").join(pid.to_string()).join("task")).ok()?;
+    let mut out = SchedTime::default();
+    for t in tasks.flatten() {
+        let text = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        let mut fields = text.split_whitespace().map(|v| v.parse::<u64>().ok());
+        out.run_ns += fields.next().flatten().unwrap_or(0);
+        out.wait_ns += fields.next().flatten().unwrap_or(0);
+    }
+    Some(out)
+}
+
+struct LiveTasks {
+    run_ns: u64,
+    wait_ns: u64,
+    /// Their user + system time from their own stat files, ticks.
+    stat_ticks: u64,
+}
+
+fn tasks_sched_time(process_dir: &Path) -> Option<LiveTasks> {
+    let tasks = std::fs::read_dir(process_dir.join("task")).ok()?;
+    let mut live = LiveTasks {
+        run_ns: 0,
+        wait_ns: 0,
+        stat_ticks: 0,
+    };
     let mut any = false;
     for t in tasks.flatten() {
         let text = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
-        if let Some(ns) = text
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<u64>().ok())
-        {
-            total += ns;
+        let mut fields = text.split_whitespace().map(|v| v.parse::<u64>().ok());
+        if let Some(Some(run)) = fields.next() {
+            live.run_ns += run;
+            live.wait_ns += fields.next().flatten().unwrap_or(0);
+            live.stat_ticks += stat_ticks(&t.path().join("stat")).unwrap_or(0);
             any = true;
         }
     }
-    any.then_some(total)
+    any.then_some(live)
 }
 
-fn stat_cpu_us(pid: u32) -> Option<u64> {
-    let f = stat_fields(pid)?;
+/// utime + stime of a /proc stat file, ticks.
+fn stat_ticks(path: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let f: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
     let u: u64 = f.get(11)?.parse().ok()?;
     let s: u64 = f.get(12)?.parse().ok()?;
-    Some((u + s) * TICK_US)
+    Some(u + s)
 }
 
 /// A /proc/PID/status memory field (`VmRSS`, `VmHWM`) summed over these processes, KiB.
@@ -353,4 +397,38 @@ pub fn status_kib(pids: &[u32], field: &str) -> u64 {
             line.split_whitespace().nth(1)?.parse::<u64>().ok()
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A /proc entry with `ticks` of user + system time for the whole process, and live threads
+    /// given as (schedstat run ns, their own ticks).
+    fn fake_process(root: &Path, pid: u32, ticks: (u64, u64), live: &[(u64, u64)]) {
+        let stat = |u: u64, s: u64| {
+            format!("{pid} (c10k) S 1 1 1 0 -1 0 0 0 0 0 {u} {s} 0 0 20 0 1 0 0 0 0\n")
+        };
+        let dir = root.join(pid.to_string());
+        std::fs::create_dir_all(dir.join("task")).unwrap();
+        std::fs::write(dir.join("stat"), stat(ticks.0, ticks.1)).unwrap();
+        for (i, &(run_ns, t)) in live.iter().enumerate() {
+            let task = dir.join("task").join((pid + i as u32).to_string());
+            std::fs::create_dir_all(&task).unwrap();
+            std::fs::write(task.join("schedstat"), format!("{run_ns} 5000 7\n")).unwrap();
+            std::fs::write(task.join("stat"), stat(t, 0)).unwrap();
+        }
+    }
+
+    #[test]
+    fn cpu_time_keeps_what_exited_threads_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // Two live threads (100 ms and 20 ms, 10 and 2 ticks); the process has used 40 ticks
+        // in all: 28 ticks (280 ms) were used by threads that have exited (a closed
+        // connection's thread, on the threads backend).
+        fake_process(root, 4242, (30, 10), &[(100_000_000, 10), (20_000_000, 2)]);
+        let us = cpu_us_in(root, &[4242]);
+        assert_eq!(us, 120_000 + 280_000);
+    }
 }

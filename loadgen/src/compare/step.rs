@@ -14,6 +14,10 @@ use super::server::{self, Server, Spec};
 
 /// Descriptors a process keeps for itself (listener, stdio, epoll, /proc reads).
 const SPARE_FDS: u64 = 64;
+/// The threads backend's default stack per connection thread, KiB (`c10k serve --thread-stack`).
+const THREAD_STACK_KIB: usize = 64;
+/// A server that waited for its CPU this share of a failing probe (%) gets a note.
+const SERVER_WAITED_PCT: f64 = 20.0;
 /// How long idle connections may take to open.
 const HOLD_CONNECT_TIME: Duration = Duration::from_secs(60);
 
@@ -40,6 +44,17 @@ impl Runner<'_> {
                 return Some(format!(
                     "busy-poll is a teaching backend that tries every connection in turn: skipped above {} conns",
                     self.a.busy_poll_max
+                ));
+            }
+        }
+        if let Subject::Backend("threads") = subject {
+            // A thread per connection, and pid_max and threads-max are the host's, whatever
+            // the --workers.
+            let cap = c10k::driver::threads::HostLimits::read().cap(THREAD_STACK_KIB);
+            if conns > cap.threads as u64 {
+                return Some(format!(
+                    "n/a: the threads backend needs a thread per connection, and this host allows at most {} (bound by {})",
+                    cap.threads, cap.bound
                 ));
             }
         }
@@ -127,8 +142,10 @@ impl Runner<'_> {
         step.rss_before_kib = started.rss_before;
         step.server_cpus_observed = started.cpus_observed.clone();
         let target = started.target;
+        let mut threads = opts.threads;
         let result = probe::search(&self.p.search, &mut |rate| {
-            let p = probe::run(target, &opts, rate).map_err(|e| e.to_string())?;
+            let p = probe::run_retrying(target, &opts, &mut threads, rate)
+                .map_err(|e| e.to_string())?;
             // A server that died fails every later probe: stop here.
             started.server.check_alive()?;
             Ok(p)
@@ -141,10 +158,38 @@ impl Runner<'_> {
             Ok(search) => {
                 step.capacity = search.capacity;
                 step.bound = Some(search.bound);
-                if search.bound == Bound::Loadgen {
+                // The server's own limit, or the machine's: say which when other work took
+                // the server's CPU during the probe that set the bound.
+                let lowest_fail = search
+                    .probes
+                    .iter()
+                    .filter(|p| !p.pass)
+                    .min_by(|a, b| a.target_rate.total_cmp(&b.target_rate));
+                if let Some(w) = lowest_fail
+                    .and_then(|p| p.server.as_ref())
+                    .map(|s| s.waited_pct)
+                    .filter(|&w| w >= SERVER_WAITED_PCT)
+                {
                     step.notes.push(format!(
-                        "loadgen-bound: its event loop{} saturated at the lowest failing rate; give it more CPUs (--loadgen-cpus) or another host",
-                        if self.p.threads > 1 { "s were" } else { " was" }
+                        "contended: at the lowest failing rate the server waited for its CPU {w:.0}% of the window (other work on the machine, or its own threads): a low figure"
+                    ));
+                }
+                if search.bound == Bound::Loadgen {
+                    let lowest_fail = search
+                        .probes
+                        .iter()
+                        .filter(|p| !p.pass)
+                        .min_by(|a, b| a.target_rate.total_cmp(&b.target_rate));
+                    step.notes.push(format!(
+                        "loadgen-bound at {} req/s ({}; tried {} time{} with up to {} thread{}): give it more CPUs (--loadgen-cpus) or another host",
+                        lowest_fail.map_or(0.0, |p| p.target_rate),
+                        lowest_fail
+                            .and_then(|p| p.loadgen_limit.as_deref())
+                            .unwrap_or("its event loops were the limit"),
+                        lowest_fail.map_or(1, |p| p.loadgen_retries + 1),
+                        if lowest_fail.is_some_and(|p| p.loadgen_retries > 0) { "s" } else { "" },
+                        lowest_fail.map_or(self.p.threads, |p| p.loadgen_threads),
+                        if lowest_fail.map_or(self.p.threads, |p| p.loadgen_threads) > 1 { "s" } else { "" },
                     ));
                 }
                 step.search = Some(search);
@@ -168,7 +213,9 @@ impl Runner<'_> {
         opts.duration *= 2;
         let life = opts.duration + opts.warmup + Duration::from_secs(10);
         let mut started = self.start(subject, self.a.workers, life)?;
-        let result = probe::run(started.target, &opts, rate).map_err(|e| e.to_string());
+        let mut threads = opts.threads;
+        let result = probe::run_retrying(started.target, &opts, &mut threads, rate)
+            .map_err(|e| e.to_string());
         let alive = started.server.check_alive();
         started.server.stop();
         alive?;
@@ -235,7 +282,8 @@ impl Runner<'_> {
         };
         let mut opts = opts;
         opts.duration *= 2;
-        let result = probe::run(started.target, &opts, rate);
+        let mut threads = opts.threads;
+        let result = probe::run_retrying(started.target, &opts, &mut threads, rate);
         let alive = started.server.check_alive();
         if let Some(h) = hold {
             h.stop();
@@ -250,9 +298,10 @@ impl Runner<'_> {
                     step.rss_per_conn_kib =
                         Some(s.rss_kib.saturating_sub(step.rss_before_kib) as f64 / total as f64);
                 }
-                if probe.loadgen_bound {
-                    step.notes
-                        .push("loadgen-bound: this row may measure loadgen".into());
+                if let Some(why) = probe.loadgen_limit.as_deref().filter(|_| !probe.pass) {
+                    step.notes.push(format!(
+                        "loadgen-bound ({why}): this row may measure loadgen"
+                    ));
                 }
                 step.probe = Some(probe);
             }

@@ -126,7 +126,7 @@ fn capacity_section(r: &Results, out: &mut String) {
         }
     }
     if r.capacity.iter().any(|s| s.bound == Some(Bound::Loadgen)) {
-        out.push_str("\n‡ loadgen's own CPU was the limit (its event loop saturated or woke late at the lowest failing rate): the server kept up with at least this rate, and its capacity is higher. Not a server result.\n");
+        out.push_str("\n‡ loadgen was the limit at the lowest failing rate (its event loops saturated, waited for their CPU, woke late, or were still connecting), even after a retry: the server kept up with at least this rate, and its capacity is higher. Not a server result.\n");
     }
 }
 
@@ -251,10 +251,14 @@ const COLUMNS: &str = "
 - **capacity req/s**: the highest offered rate (open loop, one global schedule) at which the
   server answered ≥ 99% of it with p99 within the bound. Latency is from each request's intended
   send time, so queueing in the server counts. Found by doubling the rate until a probe fails,
-  then bisecting. **‡**: the lowest failing probe failed while loadgen's event loop was saturated
-  or lagging: loadgen's ceiling, a lower bound on the server's capacity, never its capacity.
-- **CPU µs/req**: user + system time of the server's processes over the measured window
-  (`/proc/PID/stat`), divided by the requests answered.
+  then bisecting. **‡**: the lowest failing probe failed while loadgen was the limit over the
+  measured window (its event loops busy, or, pinned, busy plus waiting for their CPU ≥ 90%;
+  woken late; or connections still opening), even after a retry with more threads where it had
+  CPUs for them: loadgen's ceiling, a lower bound on the server's capacity, never its capacity.
+- **CPU µs/req**: the server's CPU time over the measured window (live threads' schedstat, plus
+  what threads that exited used, from `/proc/PID/stat`), divided by the requests answered.
+- **loadgen µs/req**: loadgen's event loops' CPU over the measured window (connecting
+  excluded), divided by the requests answered.
 - **syscalls/req**: the server's own counters (`/stats` deltas over the window): readiness waits
   (select, poll, epoll_wait, sigtimedwait, `io_uring_enter`), interest changes, reads, writes,
   accepts, realtime signals, overflow scans. **uring ops/req** and **completions/req** are apart:
@@ -262,7 +266,6 @@ const COLUMNS: &str = "
   shared memory, so neither is a syscall. The pool answers `/stats` only while a thread is free:
   its counters are not asked.
 - **p50, p99, p99.9 µs**: from the intended send time to the last byte of the answer.
-- **loadgen µs/req**: loadgen's own CPU per request: what the load cost to make.
 - **examined/req**: descriptors the I/O model looked at per request. select, poll and busy-poll
   hand every registered descriptor to each wait: waits × registered (connections + listener, per
   worker). sigio: signals taken, plus every descriptor per overflow scan. uring: completions.

@@ -110,6 +110,9 @@ impl<C: Client, K: Clock> Engine<C, K> {
             record_ns(&mut self.stats.loop_lag, late);
             if late > LATE_WAKEUP_NS {
                 self.stats.this.late_wakeups += 1;
+                if self.in_window(self.armed) {
+                    self.stats.this.measured_late_wakeups += 1;
+                }
             }
             self.armed = u64::MAX;
             return;

@@ -311,3 +311,28 @@ fn a_warmup_request_answered_after_the_warmup_is_in_no_measured_histogram() {
         "the first measured interval took a warmup request"
     );
 }
+
+/// A timer wakeup 5 ms late counts as loadgen lag either way, but as lag of the measurement only
+/// when it was due inside the measured window: on a busy machine the connect ramp before it
+/// wakes late and says nothing about the probe (compare judges loadgen by the window's).
+#[test]
+fn late_wakeups_in_the_measured_window_are_counted_apart() {
+    let mut r = rig(http("GET", 0), 1, Some(1), None, HOUR);
+    let e = &mut r.engine;
+    // The window: from 1 s to the end of the hour.
+    e.measure_start = 1_000 * MS;
+    e.measure_end = HOUR;
+    let timer = Event {
+        token: TIMER_TOKEN,
+        readable: true,
+        writable: false,
+        hangup: false,
+    };
+    for armed in [500 * MS, 2_000 * MS] {
+        e.armed = armed;
+        r.clock.set(armed + 5 * MS);
+        e.handle(timer);
+    }
+    assert_eq!(e.stats.this.late_wakeups, 2);
+    assert_eq!(e.stats.this.measured_late_wakeups, 1);
+}

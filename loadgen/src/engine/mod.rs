@@ -281,6 +281,9 @@ struct Engine<C: Client, K: Clock> {
     iv_index: u64,
     next_check: u64,
     check_every: u64,
+    /// This thread's (run, wait) ns when the measured window began (see
+    /// [`sys::thread_sched_ns`]).
+    window_sched: Option<(u64, u64)>,
 }
 
 /// Runs one thread's share of the run to its end.
@@ -294,6 +297,11 @@ pub(crate) fn run_thread<C: Client>(client: C, plan: ThreadPlan) -> io::Result<S
     engine.finish(end);
     let wall = Duration::from_nanos(end - wall0);
     let cpu = sys::thread_cpu_time().saturating_sub(cpu0);
+    if let Some((run0, wait0)) = engine.window_sched {
+        let (run, wait) = sys::thread_sched_ns();
+        engine.stats.this.measured_run_us = run.saturating_sub(run0) / 1000;
+        engine.stats.this.measured_wait_us = wait.saturating_sub(wait0) / 1000;
+    }
     let s = &mut engine.stats;
     s.this.threads = 1;
     s.this.thread_cpu_us = cpu.as_micros() as u64;
@@ -375,6 +383,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
             iv_index: 0,
             next_check: check_every,
             check_every,
+            window_sched: None,
             plan,
         };
         engine.stats.conns.requested = engine.conns.len() as u64;
@@ -414,6 +423,9 @@ impl<C: Client, K: Clock> Engine<C, K> {
         };
         loop {
             let now = self.now();
+            if self.window_sched.is_none() && now >= self.measure_start {
+                self.window_sched = Some(sys::thread_sched_ns());
+            }
             self.connect_due(now);
             if !self.started && now >= self.plan.origin {
                 self.start_requests(now);
@@ -451,6 +463,9 @@ impl<C: Client, K: Clock> Engine<C, K> {
                 }
                 None
             };
+            if self.in_window(now) {
+                self.stats.this.measured_wakeups += 1;
+            }
             self.turn(wait)?;
         }
     }

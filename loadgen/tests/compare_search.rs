@@ -67,12 +67,15 @@ fn the_search_finds_a_known_capacity() {
     };
     let opts = ProbeOpts {
         conns: 8,
-        duration: Duration::from_millis(500),
-        warmup: Duration::from_millis(100),
+        // A second: the requests still in flight when the window closes (a few at these
+        // rates) are not completed in it, and must stay well under the 1% shortfall allowed.
+        duration: Duration::from_secs(1),
+        warmup: Duration::from_millis(200),
         threads: 1,
-        // Loose: the machine may be shared; past the capacity the queue grows without bound
-        // and the achieved rate falls short anyway.
-        p99_bound: Duration::from_millis(50),
+        // Loose: the machine may be shared (a scheduling hiccup must not fail a probe below the
+        // capacity); past the capacity the queue grows without bound and the achieved rate falls
+        // short of 99% anyway: 2% over it, 30 of 1,530 requests are still queued at the end.
+        p99_bound: Duration::from_millis(200),
         path: "/".into(),
         loadgen_pinned: false,
         max_threads: 1,

@@ -27,6 +27,8 @@ pub(super) struct UringConn {
     pub(super) sent: usize,
     pub(super) recv_armed: bool,
     pub(super) send_armed: bool,
+    /// A shutdown of the writing side of its direct descriptor is in flight.
+    pub(super) shutdown_armed: bool,
     /// The (multishot) recv in flight has been asked to stop; cleared by its last completion.
     pub(super) recv_cancelled: bool,
     pub(super) peer_eof: bool,
@@ -70,6 +72,7 @@ impl UringConn {
             sent: 0,
             recv_armed: false,
             send_armed: false,
+            shutdown_armed: false,
             recv_cancelled: false,
             peer_eof: false,
             phase: Phase::Serving,

@@ -280,6 +280,7 @@ impl Uring {
                 Some(Op::Signals) => self.on_signals(),
                 Some(Op::Recv) => self.on_recv(token, result, flags),
                 Some(Op::Send) => self.on_send(token, result),
+                Some(Op::ShutdownWrite) => self.on_shutdown_write(token),
                 Some(Op::Cancel | Op::Cleanup) | None => {}
             }
         }
@@ -435,8 +436,8 @@ impl Uring {
         if result > 0 {
             self.env.counters.bytes_out += result as u64;
         }
-        ring::push_shutdown_write(&mut self.ring, &mut self.env.counters.syscalls, slot);
-        self.close_direct(slot);
+        ring::push_shutdown_then_close(&mut self.ring, &mut self.env.counters.syscalls, slot);
+        self.direct_slot_freed();
     }
 
     /// Out of descriptors: stop accepting until a connection closes or a short pause has passed.
@@ -703,7 +704,13 @@ impl Uring {
             }
             ConnFd::Direct(slot) => {
                 // Queued after the last send's completion, so it cannot overtake it.
-                ring::push_shutdown_write(&mut self.ring, &mut self.env.counters.syscalls, *slot);
+                ring::push_shutdown_write(
+                    &mut self.ring,
+                    &mut self.env.counters.syscalls,
+                    *slot,
+                    token,
+                );
+                conn.shutdown_armed = true;
             }
         }
         conn.phase = Phase::Lingering;
@@ -738,7 +745,7 @@ impl Uring {
         let done = self
             .conns
             .get_mut(token)
-            .is_some_and(|c| c.closing && !c.recv_armed && !c.send_armed);
+            .is_some_and(|c| c.closing && !c.recv_armed && !c.send_armed && !c.shutdown_armed);
         if !done {
             return;
         }
@@ -762,9 +769,22 @@ impl Uring {
         }
     }
 
+    /// The writing side of a direct descriptor is shut down: its slot may be closed now.
+    fn on_shutdown_write(&mut self, token: Token) {
+        if let Some(conn) = self.conns.get_mut(token) {
+            conn.shutdown_armed = false;
+            self.free_if_done(token);
+        }
+    }
+
     /// Closes a direct descriptor whose connection has no operation in flight.
     fn close_direct(&mut self, slot: u32) {
         ring::push_close_direct(&mut self.ring, &mut self.env.counters.syscalls, slot);
+        self.direct_slot_freed();
+    }
+
+    /// A direct descriptor's close is queued: its slot counts as free again.
+    fn direct_slot_freed(&mut self) {
         if let Some(table) = self.direct.as_mut() {
             table.open = table.open.saturating_sub(1);
         }

@@ -46,10 +46,14 @@ pub(super) enum Op {
     Send = 4,
     Cancel = 5,
     // 6 is `offload::WAKE`'s.
-    /// Closing or shutting down a direct descriptor: nothing to do when it completes.
+    /// Closing a direct descriptor: nothing to do when it completes.
     Cleanup = 7,
     /// The 503 sent to a connection refused on a direct descriptor.
     Refusal = 8,
+    /// Shutting down the writing side of a connection's direct descriptor. Tracked, not fire and
+    /// forget: the kernel runs it on a worker thread and looks the slot up only then, so the
+    /// slot must not be closed (and handed to the next accept) before it completes.
+    ShutdownWrite = 9,
 }
 
 pub(super) fn user_data(op: Op, token: Token) -> u64 {
@@ -65,6 +69,7 @@ pub(super) fn decode(user_data: u64) -> (Option<Op>, Token) {
         5 => Some(Op::Cancel),
         7 => Some(Op::Cleanup),
         8 => Some(Op::Refusal),
+        9 => Some(Op::ShutdownWrite),
         _ => None,
     };
     (op, user_data & 0x00ff_ffff_ffff_ffff)
@@ -239,11 +244,47 @@ pub(super) fn push_close_direct(ring: &mut IoUring, syscalls: &mut Syscalls, slo
     unsafe { push(ring, syscalls, &entry) };
 }
 
-/// Shuts down the writing side of a direct descriptor (an ordinary one takes the syscall).
-pub(super) fn push_shutdown_write(ring: &mut IoUring, syscalls: &mut Syscalls, slot: u32) {
-    let entry = opcode::Shutdown::new(Fixed(slot), libc::SHUT_WR)
+/// Shuts down the writing side of a refused connection's direct descriptor, then closes it: the
+/// close is linked behind the shutdown, which the kernel runs on a worker thread and which looks
+/// the slot up only then (closed first, the slot could already hold the next connection).
+pub(super) fn push_shutdown_then_close(ring: &mut IoUring, syscalls: &mut Syscalls, slot: u32) {
+    let shutdown = opcode::Shutdown::new(Fixed(slot), libc::SHUT_WR)
+        .build()
+        .flags(squeue::Flags::IO_LINK)
+        .user_data(user_data(Op::Cleanup, 0));
+    let close = opcode::Close::new(Fixed(slot))
         .build()
         .user_data(user_data(Op::Cleanup, 0));
+    // A link must not be split over two submissions: room for both first.
+    while {
+        let sq = ring.submission();
+        sq.capacity() - sq.len() < 2
+    } {
+        syscalls.waits += 1;
+        if let Err(e) = ring.submit() {
+            if !matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) {
+                log::warn!("io_uring submit: {e}");
+            }
+        }
+    }
+    // SAFETY: neither carries a pointer into our memory.
+    unsafe {
+        push(ring, syscalls, &shutdown);
+        push(ring, syscalls, &close);
+    }
+}
+
+/// Shuts down the writing side of connection `token`'s direct descriptor (an ordinary one takes
+/// the syscall); its completion comes back as [`Op::ShutdownWrite`].
+pub(super) fn push_shutdown_write(
+    ring: &mut IoUring,
+    syscalls: &mut Syscalls,
+    slot: u32,
+    token: Token,
+) {
+    let entry = opcode::Shutdown::new(Fixed(slot), libc::SHUT_WR)
+        .build()
+        .user_data(user_data(Op::ShutdownWrite, token));
     // SAFETY: a shutdown carries no pointer into our memory.
     unsafe { push(ring, syscalls, &entry) };
 }
@@ -583,6 +624,7 @@ mod tests {
             Op::Cancel,
             Op::Cleanup,
             Op::Refusal,
+            Op::ShutdownWrite,
         ];
         for op in ops {
             let token: Token = (0x00ab_cdef << 32) | 0xdead_beef;

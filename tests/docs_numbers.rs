@@ -9,7 +9,8 @@
 //!
 //! - the path starts in `docs/results/results.json` (or `file=NAME` under `docs/results/`); a
 //!   segment `key` enters an object, `key[field=value,...]` picks the one element of the array
-//!   `key` whose fields print as those values, and a bare number indexes an array;
+//!   `key` whose fields print as those values (`null` matches a JSON null), and a bare number
+//!   indexes an array;
 //! - `fmt=.N` prints N decimals; `fmt=,.N` also groups thousands with commas;
 //! - `scale=X` multiplies first (e.g. `scale=1024` turns KiB into bytes); `scale=1/1024` divides;
 //! - `rs=FILE` (a Rust file, from the repository root) makes the path the name of a `const` in
@@ -120,6 +121,8 @@ fn scalar_text(value: &Value) -> Option<String> {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
+        // `[offload=null]` picks the run that had no such setting (blocking.json's inline runs).
+        Value::Null => Some("null".to_string()),
         _ => None,
     }
 }

@@ -518,3 +518,16 @@ fn code_constants_are_read_from_their_source() {
     );
     assert_eq!(problems.len(), 1, "{problems:?}");
 }
+
+#[test]
+fn a_null_setting_is_picked_by_null() {
+    // blocking.json's runs differ only by `offload`, which is null for a run without it.
+    let runs: Value = serde_json::json!({"runs": [
+        {"backend": "epoll", "offload": null, "p99": 48991},
+        {"backend": "epoll", "offload": 4, "p99": 12647},
+    ]});
+    let inline = resolve(&runs, "runs[backend=epoll,offload=null]/p99");
+    assert_eq!(inline.map(|v| v.as_f64()), Ok(Some(48991.0)));
+    let offloaded = resolve(&runs, "runs[backend=epoll,offload=4]/p99");
+    assert_eq!(offloaded.map(|v| v.as_f64()), Ok(Some(12647.0)));
+}

@@ -2,7 +2,8 @@
 //!
 //! Invariant: every registered descriptor is in the kernel's interest list under its token, and
 //! nothing else is. Level-triggered by default; with `edge` each registration carries EPOLLET and
-//! the reactor (told by `Features::edge_triggered`) drains every ready descriptor to EAGAIN.
+//! the reactor (told by `Features::edge_triggered`) reads a ready descriptor until a short read
+//! (epoll(7): the buffer is drained) or, when the event said hang-up, until EOF.
 //! EPOLLRDHUP is asked for together with EPOLLIN, never alone: a peer's half-close is a reason to
 //! read (and see EOF), and a level-triggered RDHUP left armed on a connection that is only
 //! writing would be reported on every wait, a loop that wakes without progress.

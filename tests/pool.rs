@@ -21,12 +21,6 @@ const QUEUE_PER_THREAD: usize = 256;
 /// Requests sent past what one frozen worker may hold.
 const OVER: usize = 44;
 
-fn counter(stats: &serde_json::Value, name: &str) -> u64 {
-    stats[name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("/stats has no counter {name}: {stats}"))
-}
-
 /// The server's thread named `name` (std names its threads through prctl, shown in `comm`).
 fn thread_named(server: &Server, name: &str) -> Pid {
     let pid = server.pid();

@@ -25,16 +25,7 @@ use crate::common::*;
 const LONG_SLEEP_MS: u32 = 10_000;
 
 fn start_with(backend: &[&str], extra: &[&str]) -> Server {
-    let mut args = backend.to_vec();
-    args.extend(["--proto", "http"]);
-    args.extend(extra);
-    Server::start(&args)
-}
-
-fn counter(stats: &serde_json::Value, name: &str) -> u64 {
-    stats[name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("/stats has no counter {name}: {stats}"))
+    start_speaking(backend, "http", extra)
 }
 
 /// A single event loop that runs blocking work on its own thread unless told to offload it.

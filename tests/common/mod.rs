@@ -364,6 +364,21 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// GET /stats as JSON.
+/// A counter of a `/stats` document; a missing one fails the test with the document.
+pub fn counter(stats: &serde_json::Value, name: &str) -> u64 {
+    stats[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("/stats has no counter {name}: {stats}"))
+}
+
+/// Starts `backend` speaking `proto`, with `extra` arguments.
+pub fn start_speaking(backend: &[&str], proto: &str, extra: &[&str]) -> Server {
+    let mut args = backend.to_vec();
+    args.extend(["--proto", proto]);
+    args.extend(extra);
+    Server::start(&args)
+}
+
 pub fn stats(server: &Server) -> serde_json::Value {
     let r = http_once(
         server,

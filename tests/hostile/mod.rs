@@ -10,19 +10,6 @@ use nix::sys::signal::Signal;
 
 use crate::common::*;
 
-fn start_with(backend: &[&str], proto: &str, extra: &[&str]) -> Server {
-    let mut args = backend.to_vec();
-    args.extend(["--proto", proto]);
-    args.extend(extra);
-    Server::start(&args)
-}
-
-fn counter(stats: &serde_json::Value, name: &str) -> u64 {
-    stats[name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("/stats has no counter {name}: {stats}"))
-}
-
 /// Everything the server did that a spinning loop would inflate: syscalls, and io_uring
 /// operations and completions (which are not syscalls).
 fn work_done(stats: &serde_json::Value) -> u64 {
@@ -88,7 +75,7 @@ fn signal_all(pids: &[nix::unistd::Pid], signal: Signal) {
 /// HTTP (header timeout) and echo (idle timeout) alike, and counted as a timeout.
 pub fn silent_connection_is_closed_at_its_deadline(backend: &[&str]) {
     for proto in ["http", "echo"] {
-        let server = start_with(
+        let server = start_speaking(
             backend,
             proto,
             &["--header-timeout", "0.5", "--idle-timeout", "0.5"],
@@ -118,7 +105,7 @@ pub fn silent_connection_is_closed_at_its_deadline(backend: &[&str]) {
 /// is still cut at the header deadline (the deadline runs from the head's first byte, not from
 /// its last), gets a 408 and is closed.
 pub fn slow_drip_header_is_cut_at_its_deadline(backend: &[&str]) {
-    let server = start_with(backend, "http", &["--header-timeout", "0.4"]);
+    let server = start_speaking(backend, "http", &["--header-timeout", "0.4"]);
     let mut stream = server.connect();
     let head = b"GET / HTTP/1.1\r\nHost: t\r\nX-Drip: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
     let mut sent = 0;
@@ -160,7 +147,7 @@ pub fn slow_drip_header_is_cut_at_its_deadline(backend: &[&str]) {
 /// no progress, and the write timeout cuts it. (The client still has megabytes buffered to read,
 /// so it learns of the close only when it reads them: asked through `/stats` meanwhile.)
 pub fn slow_reader_is_cut_by_the_write_timeout(backend: &[&str]) {
-    let server = start_with(backend, "http", &["--write-timeout", "0.4"]);
+    let server = start_speaking(backend, "http", &["--write-timeout", "0.4"]);
     let mut stream = server.connect();
     stream
         .write_all(b"GET /bytes/1073741824 HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -203,7 +190,7 @@ pub fn half_closed_client_that_reads_nothing_does_not_spin(backend: &[&str]) {
         eprintln!("busy-poll: spinning is its model (it polls every connection without waiting)");
         return;
     }
-    let server = start_with(backend, "http", &[]);
+    let server = start_speaking(backend, "http", &[]);
     let stream = server.connect();
     (&stream)
         .write_all(b"GET /bytes/1073741824 HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -241,7 +228,7 @@ pub fn half_closed_client_that_reads_nothing_does_not_spin(backend: &[&str]) {
 /// Item 3: connections that arrive in one burst while the server is busy are all accepted and
 /// served, though they are more than one turn's accept budget and bring a single readiness edge.
 pub fn burst_of_connections_is_all_served(backend: &[&str]) {
-    let server = start_with(backend, "echo", &[]);
+    let server = start_speaking(backend, "echo", &[]);
     let pids = server_pids(&server);
     // Frozen, the server cannot accept: 600 connections complete in the kernel's backlog and
     // the listener becomes readable once, with all of them queued.
@@ -264,7 +251,7 @@ pub fn burst_of_connections_is_all_served(backend: &[&str]) {
 /// the client reads a clean EOF: no reset and no lost request. Idle keep-alive connections may
 /// bring one more request in the drain window: it is answered with `Connection: close`.
 pub fn sigterm_answers_requests_already_received(backend: &[&str]) {
-    let server = start_with(backend, "http", &[]);
+    let server = start_speaking(backend, "http", &[]);
     let pids = server_pids(&server);
     let keep_alive = |n: usize| -> Vec<HttpReader<TcpStream>> {
         (0..n)
@@ -331,7 +318,7 @@ pub fn sigterm_answers_requests_already_received(backend: &[&str]) {
 /// Item 9, idle: a keep-alive connection that brings nothing more is shut down cleanly once the
 /// drain window is over, and the server exits well within its grace period.
 pub fn sigterm_shuts_idle_keep_alive_connections_cleanly(backend: &[&str]) {
-    let server = start_with(backend, "http", &[]);
+    let server = start_speaking(backend, "http", &[]);
     let mut idle = HttpReader::new(server.connect());
     idle.inner_mut()
         .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")

@@ -283,24 +283,13 @@ pub(super) fn main(a: &CompareArgs) -> Result<ExitCode, Error> {
         wall_s: started.elapsed().as_secs_f64(),
     };
     let report = markdown(&results);
-    {
-        use std::io::Write as _;
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(report.as_bytes());
-        let _ = out.flush();
-    }
-    if let Some(dir) = &a.out {
-        write_outputs(dir, &results)?;
-    }
-    eprintln!(
-        "compare blocking: done in {:.1} s{}",
-        started.elapsed().as_secs_f64(),
-        a.out
-            .as_ref()
-            .map(|d| format!("; results in {}", d.display()))
-            .unwrap_or_default()
-    );
-    Ok(ExitCode::SUCCESS)
+    super::publish(
+        "compare blocking",
+        &report,
+        a.out.as_deref(),
+        started,
+        |dir| write_outputs(dir, &results),
+    )
 }
 
 fn describe(r: &BlockingRun, st: &BlockingSettings) -> String {

@@ -200,19 +200,32 @@ pub fn main(a: &CompareArgs) -> Result<ExitCode, Error> {
     results.machine.loadavg_end = loadavg();
     results.wall_s = started.elapsed().as_secs_f64();
     let report = table::markdown(&results);
+    publish("compare", &report, a.out.as_deref(), started, |dir| {
+        write_outputs(dir, &results)
+    })
+}
+
+/// Prints a comparison's report, writes its files into `--out` if given, and says where they
+/// went and how long the whole run took.
+pub(crate) fn publish(
+    what: &str,
+    report: &str,
+    out_dir: Option<&Path>,
+    started: Instant,
+    write: impl FnOnce(&Path) -> Result<(), Error>,
+) -> Result<ExitCode, Error> {
     {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(report.as_bytes());
         let _ = out.flush();
     }
-    if let Some(dir) = &a.out {
-        write_outputs(dir, &results)?;
+    if let Some(dir) = out_dir {
+        write(dir)?;
     }
     eprintln!(
-        "compare: done in {:.1} s{}",
+        "{what}: done in {:.1} s{}",
         started.elapsed().as_secs_f64(),
-        a.out
-            .as_ref()
+        out_dir
             .map(|d| format!("; results in {}", d.display()))
             .unwrap_or_default()
     );

@@ -52,21 +52,8 @@ impl UringOffload {
         let entry = opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32)
             .build()
             .user_data(WAKE);
-        loop {
-            // SAFETY: a poll carries no pointer into our memory.
-            if unsafe { ring.submission().push(&entry) }.is_ok() {
-                syscalls.uring_ops += 1;
-                return;
-            }
-            // The submission queue is full: hand it to the kernel and try again.
-            syscalls.waits += 1;
-            if let Err(e) = ring.submit() {
-                if !matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) {
-                    log::warn!("io_uring submit: {e}");
-                    return;
-                }
-            }
-        }
+        // SAFETY: a poll carries no pointer into our memory.
+        unsafe { super::ring::push(ring, syscalls, &entry) };
     }
 
     /// Hands `conn`'s paused session to a helper; the connection is away until it is back.

@@ -260,12 +260,7 @@ pub(super) fn push_shutdown_then_close(ring: &mut IoUring, syscalls: &mut Syscal
         let sq = ring.submission();
         sq.capacity() - sq.len() < 2
     } {
-        syscalls.waits += 1;
-        if let Err(e) = ring.submit() {
-            if !matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) {
-                log::warn!("io_uring submit: {e}");
-            }
-        }
+        make_room(ring, syscalls);
     }
     // SAFETY: neither carries a pointer into our memory.
     unsafe {
@@ -374,18 +369,23 @@ pub(super) unsafe fn push_send(
 ///
 /// # Safety
 /// Every pointer the entry carries must stay valid until the operation's completion is reaped.
-unsafe fn push(ring: &mut IoUring, syscalls: &mut Syscalls, entry: &squeue::Entry) {
+pub(super) unsafe fn push(ring: &mut IoUring, syscalls: &mut Syscalls, entry: &squeue::Entry) {
     loop {
         // SAFETY: the caller guarantees the entry's pointers outlive the operation.
         if unsafe { ring.submission().push(entry) }.is_ok() {
             syscalls.uring_ops += 1;
             return;
         }
-        syscalls.waits += 1;
-        if let Err(e) = ring.submit() {
-            if !matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) {
-                log::warn!("io_uring submit: {e}");
-            }
+        make_room(ring, syscalls);
+    }
+}
+
+/// The submission queue is full (or lacks room for a link): hands what it holds to the kernel.
+fn make_room(ring: &mut IoUring, syscalls: &mut Syscalls) {
+    syscalls.waits += 1;
+    if let Err(e) = ring.submit() {
+        if !matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) {
+            log::warn!("io_uring submit: {e}");
         }
     }
 }

@@ -11,7 +11,6 @@ use crate::config::{split, Config, Mode};
 use crate::engine::{run_thread, ConnPlan, Schedule, ThreadPlan};
 use crate::error::Error;
 use crate::interval::{Aggregator, Feed, Snapshot};
-use crate::ports;
 use crate::report::{Report, Setup};
 use crate::stats::Stats;
 
@@ -50,6 +49,8 @@ pub(crate) fn run_local(
                 start,
                 origin,
                 target: cfg.target,
+                sources: cfg.sources.clone(),
+                source_ports: cfg.source_ports,
                 conns: Vec::new(),
                 pipeline: cfg.pipeline,
                 timeout: ns(cfg.timeout),
@@ -80,7 +81,6 @@ pub(crate) fn run_local(
         let t = (g / share.of) % threads;
         plans[t].conns.push(ConnPlan {
             global: g,
-            source: ports::source_for(&cfg.sources, cfg.source_ports, g),
             // A hold's ramp is what it measures: it starts at the start instant. Other runs
             // connect before it, so that their requests start on the schedule.
             connect_at: cfg.connect_rate.map_or(0, |r| (g as f64 * 1e9 / r) as u64)

@@ -19,8 +19,8 @@ impl<C: Client, K: Clock> Engine<C, K> {
 
     pub(super) fn start_connect(&mut self, idx: usize, now: u64) {
         self.stats.conns.attempts += 1;
-        // The plan's slot, not a copy in the connection: 32 bytes less per connection.
-        let source = self.plan.conns[idx].source;
+        // Worked out now, not kept per connection: 32 bytes less for each.
+        let source = self.plan.source_of(idx);
         match sys::connect(self.plan.target, source) {
             Ok(sys::Connect::Done(s)) => {
                 let token = self.token(idx);
@@ -334,6 +334,9 @@ impl<C: Client, K: Clock> Engine<C, K> {
         }
         self.outcomes = outcomes;
         self.outcomes.clear();
+        if self.plan.hold {
+            self.conns[idx].release_idle_buffers();
+        }
         close
     }
 

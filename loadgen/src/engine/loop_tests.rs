@@ -62,9 +62,10 @@ fn rig<C: Client>(
         start: Instant::now(),
         origin: 0,
         target: listener.local_addr().unwrap(),
+        sources: Vec::new(),
+        source_ports: None,
         conns: vec![ConnPlan {
             global: 0,
-            source: None,
             connect_at: 0,
         }],
         pipeline,
@@ -230,6 +231,29 @@ fn a_hold_keeps_probing_after_a_lost_ping() {
     assert_eq!(r.engine.conns[0].phase, Phase::Open);
 }
 
+/// A held connection owns no heap memory between pings: what the ping used (its place in the
+/// in-flight queue, its bytes) is freed once it is answered, and the next ping works as before.
+#[test]
+fn a_held_connection_frees_its_buffers_between_pings() {
+    let size = 64;
+    let mut r = rig(Echo::new(size), 1, None, Some(100 * MS), HOUR);
+    for (round, at) in [(1, 100), (2, 200)] {
+        r.clock.set(at * MS);
+        r.engine.ping_due(at * MS);
+        assert!(r.engine.conns[0].inflight.capacity() > 0);
+        let mut ping = vec![0; size];
+        r.peer.read_exact(&mut ping).unwrap();
+        r.peer.write_all(&ping).unwrap();
+        pump(&mut r.engine, |e| e.stats.reqs.verified == round);
+        let c = &r.engine.conns[0];
+        assert_eq!(
+            (c.inflight.capacity(), c.out.capacity(), c.carry.capacity()),
+            (0, 0, 0),
+            "after ping {round}"
+        );
+    }
+}
+
 /// An open loop of 100K req/s (one due every 10 µs) on a 100 µs tick: the loop does not wake
 /// for each request but at the end of the tick, and that one wakeup sends every request due
 /// in it, each keeping its due time as the start of its latency.
@@ -242,9 +266,10 @@ fn the_open_loop_wakes_once_per_tick_and_sends_what_is_due() {
         thread: 0,
         start: Instant::now(),
         target: listener.local_addr().unwrap(),
+        sources: Vec::new(),
+        source_ports: None,
         conns: vec![ConnPlan {
             global: 0,
-            source: None,
             connect_at: 0,
         }],
         pipeline: 1000,

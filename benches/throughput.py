@@ -123,9 +123,16 @@ def measure(servers, args):
                 cpu_ms = (after - before) * 1e3 / TICK
                 per_mib = cpu_ms / (received / MIB) if received else float("nan")
                 results[workload][name].append((rate, per_mib, errors))
-                print(f"round {round_no} {workload:<5} {name:<14} {rate / MIB:9.1f} MiB/s "
+                print(f"round {round_no} {workload:<5} {label(name):<14} {rate / MIB:9.1f} MiB/s "
                       f"{per_mib:6.3f} ms CPU/MiB  errors {errors}", file=sys.stderr, flush=True)
     return results
+
+
+def label(name):
+    """A server's name in the results: `@BINARY` shortened to the binary's file name, since the
+    checked spans' paths split at `/`."""
+    server, at, binary = name.partition("@")
+    return f"{server}@{os.path.basename(binary)}" if at else name
 
 
 def summary(servers, results, args, command):
@@ -140,7 +147,7 @@ def summary(servers, results, args, command):
             rate_ratios = [r[0] / q[0] for r, q in zip(rounds, by_server[ref])]
             cpu_ratios = [r[1] / q[1] for r, q in zip(rounds, by_server[ref])]
             rows.append({
-                "server": name,
+                "server": label(name),
                 "per_round": [{"mib_per_s": r[0] / MIB, "cpu_ms_per_mib": r[1], "errors": r[2]}
                               for r in rounds],
                 "mib_per_s_median": statistics.median(r[0] / MIB for r in rounds),

@@ -456,6 +456,18 @@ mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
 
+    /// Accepted sockets rely on it to send a large response's tail without waiting for an ACK.
+    #[test]
+    fn set_nodelay_turns_nagle_off() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(!accepted.nodelay().unwrap(), "Nagle is on by default");
+        set_nodelay(accepted.as_raw_fd()).unwrap();
+        assert!(accepted.nodelay().unwrap());
+        drop(client);
+    }
+
     /// The shutdown sweep relies on this count: connections the kernel completed and nobody
     /// accepted yet, going down as they are accepted.
     #[test]

@@ -89,6 +89,23 @@ pub fn accept(listener: RawFd, nonblocking: bool) -> io::Result<OwnedFd> {
     }
 }
 
+/// `setsockopt(TCP_NODELAY)`: a response's last partial segment goes out at once instead of
+/// waiting (Nagle) for the ACK of the data before it, which the client may delay by up to 40 ms.
+/// Without it a large response written in windows stalls at its tail, and a streamed echo at
+/// every message.
+pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: the option value points at a live c_int and its size is passed with it.
+    syscall!(setsockopt(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_NODELAY,
+        (&one as *const libc::c_int).cast(),
+        std::mem::size_of::<libc::c_int>() as libc::socklen_t
+    ))
+    .map(drop)
+}
+
 /// `shutdown(fd, SHUT_WR)`: sends FIN after the pending output, keeps the read side open.
 pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
     syscall!(shutdown(fd, libc::SHUT_WR)).map(drop)
@@ -438,6 +455,18 @@ pub fn adopt_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
 mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
+
+    /// Accepted sockets rely on it to send a large response's tail without waiting for an ACK.
+    #[test]
+    fn set_nodelay_turns_nagle_off() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(!accepted.nodelay().unwrap(), "Nagle is on by default");
+        set_nodelay(accepted.as_raw_fd()).unwrap();
+        assert!(accepted.nodelay().unwrap());
+        drop(client);
+    }
 
     /// The shutdown sweep relies on this count: connections the kernel completed and nobody
     /// accepted yet, going down as they are accepted.

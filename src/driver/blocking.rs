@@ -288,6 +288,8 @@ fn accept_up_to(acceptor: &mut impl Acceptor, listener: RawFd, limit: usize) -> 
             }
         };
         acceptor.env().local.connections_total += 1;
+        // As the reactor does: see sys::set_nodelay. Not fatal when it fails.
+        let _ = sys::set_nodelay(fd.as_raw_fd());
         if !acceptor.admit(fd) {
             return Some(Instant::now() + ACCEPT_PAUSE);
         }

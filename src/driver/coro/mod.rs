@@ -267,6 +267,8 @@ async fn accept_loop(ctx: Rc<Ctx>, listener: Socket) {
 }
 
 fn admit(ctx: &Rc<Ctx>, fd: OwnedFd) {
+    // As the reactor does: see sys::set_nodelay. Not fatal when it fails.
+    let _ = sys::set_nodelay(fd.as_raw_fd());
     {
         let mut env = ctx.env.borrow_mut();
         env.counters.connections_total += 1;

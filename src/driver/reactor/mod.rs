@@ -526,6 +526,8 @@ impl Reactor {
             return;
         }
         let raw = fd.as_raw_fd();
+        // Not fatal: a socket without it is only slower at the tail of large responses.
+        let _ = sys::set_nodelay(raw);
         let session = Session::new(self.options.config.proto);
         let now = self.shared.clock.now_ms;
         let conn = ReadyConn {

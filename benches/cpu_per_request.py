@@ -219,14 +219,14 @@ def summary(servers, by_mode, args, command):
     }
 
 
-def span(path, shown_value, fmt):
+def span(path, shown_value, fmt, json_name=JSON_NAME):
     """A figure as tests/docs_numbers.rs checks it against JSON_NAME. The text is rounded half
     away from zero, as the checker rounds, so that a fresh table passes as written."""
     decimals = int(fmt.lstrip(",."))
     factor = 10 ** decimals
     rounded = math.copysign(math.floor(abs(shown_value) * factor + 0.5), shown_value) / factor
     text = f"{rounded:,.{decimals}f}" if fmt.startswith(",") else f"{rounded:.{decimals}f}"
-    return f"<!-- num: {path} file={JSON_NAME} fmt={fmt} -->{text}<!-- /num -->"
+    return f"<!-- num: {path} file={json_name} fmt={fmt} -->{text}<!-- /num -->"
 
 
 def table(data):
@@ -269,18 +269,32 @@ def doc_text(data):
     )
 
 
-def write_doc(path, text):
+def write_doc(path, text, begin=DOC_BEGIN, end=DOC_END):
+    """Replaces the generated section of a Markdown file (between its markers) or appends it."""
     with open(path) as f:
         doc = f.read()
-    block = f"{DOC_BEGIN}\n{text}\n{DOC_END}"
-    if DOC_BEGIN in doc and DOC_END in doc:
-        start_at = doc.index(DOC_BEGIN)
-        end_at = doc.index(DOC_END) + len(DOC_END)
-        doc = doc[:start_at] + block + doc[end_at:]
+    block = f"{begin}\n{text}\n{end}"
+    if begin in doc and end in doc:
+        doc = doc[:doc.index(begin)] + block + doc[doc.index(end) + len(end):]
     else:
         doc = doc.rstrip("\n") + "\n\n" + block + "\n"
     with open(path, "w") as f:
         f.write(doc)
+
+
+def save_and_show(data, text, args, json_name, begin=DOC_BEGIN, end=DOC_END):
+    """Writes a fresh run's JSON (with --write-json, or beside the doc with --write-doc), prints
+    the table, and with --write-doc puts it into the doc."""
+    if not args.from_json:
+        json_path = args.write_json or (
+            os.path.join(ROOT, "docs", "results", json_name) if args.write_doc else None)
+        if json_path:
+            with open(json_path, "w") as f:
+                json.dump(data, f, indent=1, ensure_ascii=False)
+                f.write("\n")
+    print(text)
+    if args.write_doc:
+        write_doc(args.write_doc, text, begin, end)
 
 
 def main():
@@ -312,16 +326,7 @@ def main():
         by_mode = {p: measure(servers, args, p) for p in pipelines}
         command = " ".join(["benches/cpu_per_request.py"] + sys.argv[1:])
         data = summary(servers, by_mode, args, command)
-        json_path = args.write_json or (
-            os.path.join(ROOT, "docs", "results", JSON_NAME) if args.write_doc else None)
-        if json_path:
-            with open(json_path, "w") as f:
-                json.dump(data, f, indent=1, ensure_ascii=False)
-                f.write("\n")
-    text = doc_text(data)
-    print(text)
-    if args.write_doc:
-        write_doc(args.write_doc, text)
+    save_and_show(data, doc_text(data), args, JSON_NAME)
 
 if __name__ == "__main__":
     main()

@@ -176,22 +176,8 @@ def summary(servers, results, args, command):
 
 
 def span(path, value, fmt):
-    """A checked span over JSON_NAME (cpu_per_request's, pointed at this file)."""
-    return cpu_per_request.span(path, value, fmt).replace(
-        f"file={cpu_per_request.JSON_NAME}", f"file={JSON_NAME}")
-
-
-def write_doc(path, text):
-    """Replaces this script's section (between its markers) or appends it."""
-    with open(path) as f:
-        doc = f.read()
-    block = f"{DOC_BEGIN}\n{text}\n{DOC_END}"
-    if DOC_BEGIN in doc and DOC_END in doc:
-        doc = doc[:doc.index(DOC_BEGIN)] + block + doc[doc.index(DOC_END) + len(DOC_END):]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
-    with open(path, "w") as f:
-        f.write(doc)
+    """A checked span over JSON_NAME."""
+    return cpu_per_request.span(path, value, fmt, JSON_NAME)
 
 
 def table(data):
@@ -254,16 +240,7 @@ def main():
         results = measure(servers, args)
         command = " ".join(["benches/throughput.py"] + sys.argv[1:])
         data = summary(servers, results, args, command)
-        json_path = args.write_json or (
-            os.path.join(ROOT, "docs", "results", JSON_NAME) if args.write_doc else None)
-        if json_path:
-            with open(json_path, "w") as f:
-                json.dump(data, f, indent=1, ensure_ascii=False)
-                f.write("\n")
-    text = doc_text(data)
-    print(text)
-    if args.write_doc:
-        write_doc(args.write_doc, text)
+    cpu_per_request.save_and_show(data, doc_text(data), args, JSON_NAME, DOC_BEGIN, DOC_END)
 
 
 if __name__ == "__main__":

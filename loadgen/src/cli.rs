@@ -90,6 +90,10 @@ pub struct Common {
     /// Start the run this long from now (--start-at, relative).
     #[arg(long, value_parser = parse_duration, conflicts_with = "start_at")]
     pub start_in: Option<Duration>,
+    /// How the event loops do their I/O: epoll (a syscall per read and write) or uring (the
+    /// sends and receives of many connections in one io_uring_enter).
+    #[arg(long, value_enum, default_value = "epoll")]
+    pub engine: crate::config::EngineKind,
     /// Event-loop threads per process [default: number of cores].
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
@@ -242,6 +246,7 @@ impl Common {
         let mut cfg = Config::new(mode, target, conns);
         cfg.threads = self.threads.unwrap_or_else(default_threads);
         cfg.procs = self.procs;
+        cfg.engine = self.engine;
         cfg.requests = self.requests;
         cfg.duration = match self.requests {
             Some(_) => None,

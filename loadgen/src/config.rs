@@ -77,6 +77,29 @@ pub struct Config {
     /// The loadgen executable started for `procs > 1` (default: this executable).
     #[serde(skip)]
     pub worker_exe: Option<PathBuf>,
+    /// How each event-loop thread does its connections' I/O (`--engine`).
+    #[serde(default)]
+    pub engine: EngineKind,
+}
+
+/// An event loop's I/O (`--engine`). Both run the same loop (`crate::engine`): epoll reads and
+/// writes each ready connection with its own syscalls; uring submits the sends and receives of
+/// many connections in one io_uring_enter per turn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    #[default]
+    Epoll,
+    Uring,
+}
+
+impl EngineKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Epoll => "epoll",
+            EngineKind::Uring => "uring",
+        }
+    }
 }
 
 /// Process `index` of `of`.
@@ -159,6 +182,7 @@ impl Config {
             start_at: None,
             worker: None,
             worker_exe: None,
+            engine: EngineKind::Epoll,
         }
     }
 

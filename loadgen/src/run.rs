@@ -92,13 +92,14 @@ pub(crate) fn run_local(
         let mode = cfg.mode.clone();
         let name = format!("loadgen-{}", plan.thread);
         let (thread, done) = (plan.thread, plan.snapshots.clone());
+        let engine = cfg.engine;
         let h = std::thread::Builder::new()
             .name(name)
             .spawn(move || {
                 let stats = match mode {
-                    Mode::Http(o) => run_thread(Http::new(&o), plan),
-                    Mode::Echo { size } => run_thread(Echo::new(size), plan),
-                    Mode::Hold(h) => run_thread(Echo::new(h.ping_size), plan),
+                    Mode::Http(o) => run_thread(Http::new(&o), plan, engine),
+                    Mode::Echo { size } => run_thread(Echo::new(size), plan, engine),
+                    Mode::Hold(h) => run_thread(Echo::new(h.ping_size), plan, engine),
                 };
                 // The threads still running go on reporting intervals without this one.
                 let _ = done.send((thread, Feed::Done));

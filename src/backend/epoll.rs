@@ -61,6 +61,14 @@ impl Epoll {
     }
 }
 
+/// The epoll set itself, for a loop that waits on it from inside another (loadgen's io_uring
+/// engine polls it for its connects and timers).
+impl AsRawFd for Epoll {
+    fn as_raw_fd(&self) -> RawFd {
+        self.epfd.as_raw_fd()
+    }
+}
+
 impl Poller for Epoll {
     fn name(&self) -> &'static str {
         "epoll"

@@ -85,6 +85,9 @@ impl<C: Client, K: Clock> Engine<C, K> {
         self.connecting -= 1;
         self.open += 1;
         record_ns(&mut self.stats.connect, now - since);
+        if self.ring.is_some() {
+            self.uring_opened(idx);
+        }
         if self.plan.hold {
             if let Some(p) = self.plan.ping {
                 let gen = self.conns[idx].gen;
@@ -163,7 +166,6 @@ impl<C: Client, K: Clock> Engine<C, K> {
     /// loop) take that instant, since a read returns all its bytes at once; a turn that reads
     /// several times does not give them all the turn's first instant.
     pub(super) fn on_readable(&mut self, idx: usize) {
-        let gen = self.conns[idx].gen;
         loop {
             let Some(fd) = self.conns[idx].socket.as_ref().map(AsRawFd::as_raw_fd) else {
                 return;
@@ -172,53 +174,68 @@ impl<C: Client, K: Clock> Engine<C, K> {
             if matches!(&read, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
                 return;
             }
+            let filled = matches!(read, Ok(n) if n == self.rbuf.len());
             let now = self.now();
-            let n = match read {
-                Ok(0) => {
-                    let c = &mut self.conns[idx];
-                    if let Some(o) = self.client.on_eof(&mut c.state) {
-                        self.outcomes.push(o);
-                        self.complete_all(idx, now);
-                    }
-                    return self.close(idx, Close::Eof, now);
-                }
-                Ok(n) => n,
-                Err(_) => return self.close(idx, Close::Reset, now),
-            };
-            self.iv.bytes_received += n as u64;
-            if self.in_window(now) {
-                self.stats.reqs.bytes_received += n as u64;
-            }
-            if let Err(e) = self.decode(idx, n) {
-                log::debug!("protocol error: {}", e.0);
-                self.stats.reqs.protocol_errors += 1;
-                self.iv.errors += 1;
-                self.complete_all(idx, now);
-                return self.close(idx, Close::Error, now);
-            }
-            let responses = self.outcomes.len();
-            let closing = self.complete_all(idx, now);
-            if self.conns[idx].gen != gen {
-                return;
-            }
-            if closing {
-                return self.close(idx, Close::Error, now);
-            }
-            if responses > 0 {
-                if self.client.close_after_response() || self.conns[idx].peer_closing {
-                    return self.close(idx, Close::Done, now);
-                }
-                if self.plan.schedule.is_some() {
-                    self.push_free(idx);
-                    self.dispatch(now);
-                } else if !self.plan.hold {
-                    self.refill(idx, now);
-                }
-            }
-            if n < self.rbuf.len() || self.conns[idx].gen != gen {
+            if !self.received(idx, read, now) || !filled {
                 return;
             }
         }
+    }
+
+    /// Handles what one read of connection `idx` returned at `now`: bytes in `rbuf[..n]`, EOF
+    /// or an error. Returns whether the connection is still the same one, open.
+    pub(super) fn received(&mut self, idx: usize, read: io::Result<usize>, now: u64) -> bool {
+        let gen = self.conns[idx].gen;
+        let n = match read {
+            Ok(0) => {
+                let c = &mut self.conns[idx];
+                if let Some(o) = self.client.on_eof(&mut c.state) {
+                    self.outcomes.push(o);
+                    self.complete_all(idx, now);
+                }
+                self.close(idx, Close::Eof, now);
+                return false;
+            }
+            Ok(n) => n,
+            Err(_) => {
+                self.close(idx, Close::Reset, now);
+                return false;
+            }
+        };
+        self.iv.bytes_received += n as u64;
+        if self.in_window(now) {
+            self.stats.reqs.bytes_received += n as u64;
+        }
+        if let Err(e) = self.decode(idx, n) {
+            log::debug!("protocol error: {}", e.0);
+            self.stats.reqs.protocol_errors += 1;
+            self.iv.errors += 1;
+            self.complete_all(idx, now);
+            self.close(idx, Close::Error, now);
+            return false;
+        }
+        let responses = self.outcomes.len();
+        let closing = self.complete_all(idx, now);
+        if self.conns[idx].gen != gen {
+            return false;
+        }
+        if closing {
+            self.close(idx, Close::Error, now);
+            return false;
+        }
+        if responses > 0 {
+            if self.client.close_after_response() || self.conns[idx].peer_closing {
+                self.close(idx, Close::Done, now);
+                return false;
+            }
+            if self.plan.schedule.is_some() {
+                self.push_free(idx);
+                self.dispatch(now);
+            } else if !self.plan.hold {
+                self.refill(idx, now);
+            }
+        }
+        self.conns[idx].gen == gen
     }
 
     /// Decodes `rbuf[..n]` (after any carried bytes) into `self.outcomes`.
@@ -343,6 +360,9 @@ impl<C: Client, K: Clock> Engine<C, K> {
     /// Writes the connection's output until it is empty or the socket is full. The clock is read
     /// before every send.
     pub(super) fn flush(&mut self, idx: usize) {
+        if self.ring.is_some() {
+            return self.uring_flush(idx);
+        }
         let c = &mut self.conns[idx];
         let Some(fd) = c.socket.as_ref().map(AsRawFd::as_raw_fd) else {
             return;
@@ -389,6 +409,10 @@ impl<C: Client, K: Clock> Engine<C, K> {
         if c.phase != Phase::Open {
             return;
         }
+        if self.ring.is_some() {
+            self.uring_closed(idx);
+        }
+        let c = &mut self.conns[idx];
         if !c.carry.is_empty() || self.client.mid_response(&c.state) {
             self.stats.reqs.truncated += 1;
         }

@@ -23,6 +23,7 @@ use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFl
 use socket2::Socket;
 
 use crate::client::{Client, Outcome};
+pub(crate) use crate::config::EngineKind;
 use crate::interval::{Feed, Snapshot};
 use crate::stats::{new_histogram, record_ns, PathStats, Stats};
 use crate::sys;
@@ -32,6 +33,7 @@ mod conn_io;
 #[cfg(test)]
 mod loop_tests;
 mod plan;
+mod uring;
 
 /// One thread's read buffer.
 const READ_BUF: usize = 256 * 1024;
@@ -209,17 +211,30 @@ struct Engine<C: Client, K: Clock> {
     /// This thread's (run, wait) ns when the measured window began (see
     /// [`sys::thread_sched_ns`]).
     window_sched: Option<(u64, u64)>,
+    /// The io_uring engine's ring (`--engine uring`): connections' reads and writes go through
+    /// it, and epoll keeps only connects, the timer and the signals (see [`uring`]).
+    ring: Option<Box<uring::Ring>>,
 }
 
 /// Runs one thread's share of the run to its end.
-pub(crate) fn run_thread<C: Client>(client: C, plan: ThreadPlan) -> io::Result<Stats> {
+pub(crate) fn run_thread<C: Client>(
+    client: C,
+    plan: ThreadPlan,
+    kind: EngineKind,
+) -> io::Result<Stats> {
     let cpu0 = sys::thread_cpu_time();
     let clock = Monotonic(plan.start);
     let mut engine = Engine::new(client, plan, clock)?;
+    if kind == EngineKind::Uring {
+        engine.ring = Some(Box::new(uring::Ring::new(engine.conns.len())?));
+    }
     let wall0 = engine.now();
     engine.run()?;
     let end = engine.now();
     engine.finish(end);
+    if let Some(ring) = engine.ring.take() {
+        ring.close();
+    }
     let wall = Duration::from_nanos(end - wall0);
     let cpu = sys::thread_cpu_time().saturating_sub(cpu0);
     if let Some((run0, wait0)) = engine.window_sched {
@@ -309,6 +324,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
             next_check: check_every,
             check_every,
             window_sched: None,
+            ring: None,
             plan,
         };
         engine.stats.conns.requested = engine.conns.len() as u64;
@@ -408,9 +424,17 @@ impl<C: Client, K: Clock> Engine<C, K> {
 
     /// Waits for readiness (`wait` None: until the timer fires) and handles what is ready.
     fn turn(&mut self, wait: Option<Duration>) -> io::Result<()> {
+        self.stats.this.wakeups += 1;
+        if self.ring.is_some() {
+            return self.turn_uring(wait);
+        }
+        self.poll_epoll(wait)
+    }
+
+    /// One epoll_wait, and what it reported handled.
+    fn poll_epoll(&mut self, wait: Option<Duration>) -> io::Result<()> {
         self.events.clear();
         self.poller.poll(&mut self.events, wait)?;
-        self.stats.this.wakeups += 1;
         let events = std::mem::take(&mut self.events);
         for ev in &events {
             self.handle(*ev);

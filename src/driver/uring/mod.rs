@@ -62,9 +62,9 @@ use nix::sys::signalfd::SignalFd;
 use self::accept::DirectTable;
 use self::conn::{give_back_buffers, produce, Phase, UringConn};
 pub use self::ring::probe;
-use self::ring::{
-    decode, BufRing, ConnFd, Op, Setup, ACCEPT_DIRECT, ACCEPT_REGULAR, BUF_GROUP, BUF_SIZE,
-};
+/// Shared with loadgen's io_uring engine, which receives the same way.
+pub use self::ring::BufRing;
+use self::ring::{decode, ConnFd, Op, Setup, ACCEPT_DIRECT, ACCEPT_REGULAR, BUF_GROUP, BUF_SIZE};
 
 use super::kit::{
     self, Deadlines, RateLimitedLog, Slab, Timed, Token, ACCEPT_PAUSE, LINGER_BYTES, LINGER_TIME,

@@ -422,7 +422,7 @@ const _: () = assert!(std::mem::size_of::<RawBuf>() == 16);
 /// back, once per loop turn, only about twice what recent turns consumed: a few hundred hot
 /// buffers serve 256 busy connections, and a burst that runs the ring dry (ENOBUFS, reported
 /// through [`BufRing::starved`]) doubles the amount for the next turn.
-pub(super) struct BufRing {
+pub struct BufRing {
     entries: NonNull<RawBuf>,
     entries_layout: std::alloc::Layout,
     buffers: NonNull<u8>,
@@ -441,7 +441,7 @@ pub(super) struct BufRing {
 }
 
 impl BufRing {
-    pub(super) fn new(ring: &IoUring, count: u16, size: usize, group: u16) -> io::Result<BufRing> {
+    pub fn new(ring: &IoUring, count: u16, size: usize, group: u16) -> io::Result<BufRing> {
         assert!(
             count.is_power_of_two(),
             "buffer ring size must be a power of two"
@@ -498,7 +498,7 @@ impl BufRing {
 
     /// Takes back buffer `bid`, which a completion handed us (each one exactly once), now that
     /// its data has been copied out. It returns to the ring at the next [`BufRing::top_up`].
-    pub(super) fn recycle(&mut self, bid: u16) {
+    pub fn recycle(&mut self, bid: u16) {
         assert!(bid < self.count, "buffer id out of range");
         self.in_ring = self.in_ring.saturating_sub(1);
         self.taken_this_turn += 1;
@@ -506,7 +506,7 @@ impl BufRing {
     }
 
     /// A recv found the ring empty (ENOBUFS): the next top-up puts in more.
-    pub(super) fn starved(&mut self) {
+    pub fn starved(&mut self) {
         self.starved = true;
     }
 
@@ -515,7 +515,7 @@ impl BufRing {
     /// more than two per connection (plus the spare): a multishot recv takes buffers as long as
     /// its socket has data, so this also bounds what one connection that sends without reading
     /// can pile up in one turn, before its recv is cancelled.
-    pub(super) fn top_up(&mut self, connections: usize) {
+    pub fn top_up(&mut self, connections: usize) {
         let decayed = self.peak_per_turn - self.peak_per_turn / 16;
         self.peak_per_turn = decayed.max(self.taken_this_turn);
         if self.starved {
@@ -582,7 +582,7 @@ impl BufRing {
     }
 
     /// The `len` bytes the kernel received into buffer `bid`.
-    pub(super) fn data(&self, bid: u16, len: usize) -> &[u8] {
+    pub fn data(&self, bid: u16, len: usize) -> &[u8] {
         assert!(
             bid < self.count && len <= self.size,
             "buffer id or length out of range"

@@ -10,136 +10,161 @@ fn url(s: &Server, path: &str) -> String {
 
 #[test]
 fn http_requests_are_all_accounted_for() {
-    let server = c10k_server("http");
-    let (r, out) = run_json(&[
-        "http",
-        &url(&server, "/plaintext"),
-        "-c",
-        "8",
-        "-t",
-        "2",
-        "-n",
-        "600",
-    ]);
-    assert!(out.status.success(), "stderr: {}", stderr(&out));
-    assert_eq!(u(&r, "connections.requested"), 8);
-    assert_eq!(u(&r, "connections.established"), 8);
-    assert_eq!(u(&r, "connections.failed"), 0);
-    assert_eq!(u(&r, "requests.completed"), 600);
-    assert_eq!(u(&r, "requests.status_2xx"), 600);
-    assert_eq!(u(&r, "requests.timeouts"), 0);
-    assert_eq!(u(&r, "requests.protocol_errors"), 0);
-    assert_eq!(u(&r, "requests.in_flight_at_end"), 0);
-    assert_eq!(u(&r, "latency_us.count"), 600);
-    assert_eq!(u(&r, "service_time_us.count"), 600);
-    assert!(u(&r, "latency_us.p50") <= u(&r, "latency_us.p99"));
-    assert!(u(&r, "latency_us.p99") <= u(&r, "latency_us.max"));
-    assert!(u(&r, "requests.bytes_received") >= 600 * "Hello, World!".len() as u64);
-    assert_eq!(u(&r, "connect_latency_us.count"), 8);
-    assert!(u(&r, "loadgen.counters.threads") == 2);
-    let text = stdout(&out);
-    assert!(text.contains("established 8"), "{text}");
-    assert!(text.contains("2xx 600"), "{text}");
+    for engine in engines() {
+        let server = c10k_server("http");
+        let (r, out) = run_json_on(
+            engine,
+            &[
+                "http",
+                &url(&server, "/plaintext"),
+                "-c",
+                "8",
+                "-t",
+                "2",
+                "-n",
+                "600",
+            ],
+        );
+        assert!(out.status.success(), "stderr: {}", stderr(&out));
+        assert_eq!(u(&r, "connections.requested"), 8);
+        assert_eq!(u(&r, "connections.established"), 8);
+        assert_eq!(u(&r, "connections.failed"), 0);
+        assert_eq!(u(&r, "requests.completed"), 600);
+        assert_eq!(u(&r, "requests.status_2xx"), 600);
+        assert_eq!(u(&r, "requests.timeouts"), 0);
+        assert_eq!(u(&r, "requests.protocol_errors"), 0);
+        assert_eq!(u(&r, "requests.in_flight_at_end"), 0);
+        assert_eq!(u(&r, "latency_us.count"), 600);
+        assert_eq!(u(&r, "service_time_us.count"), 600);
+        assert!(u(&r, "latency_us.p50") <= u(&r, "latency_us.p99"));
+        assert!(u(&r, "latency_us.p99") <= u(&r, "latency_us.max"));
+        assert!(u(&r, "requests.bytes_received") >= 600 * "Hello, World!".len() as u64);
+        assert_eq!(u(&r, "connect_latency_us.count"), 8);
+        assert!(u(&r, "loadgen.counters.threads") == 2);
+        let text = stdout(&out);
+        assert!(text.contains("established 8"), "{text}");
+        assert!(text.contains("2xx 600"), "{text}");
+    }
 }
 
 #[test]
 fn http_pipelined_post_with_body() {
-    let server = c10k_server("http");
-    let (r, out) = run_json(&[
-        "http",
-        &url(&server, "/echo"),
-        "-c",
-        "3",
-        "-t",
-        "1",
-        "-n",
-        "300",
-        "--pipeline",
-        "8",
-        "--method",
-        "POST",
-        "--body-size",
-        "1000",
-    ]);
-    assert!(out.status.success(), "stderr: {}", stderr(&out));
-    assert_eq!(u(&r, "requests.completed"), 300);
-    assert_eq!(u(&r, "requests.status_2xx"), 300);
-    assert!(u(&r, "requests.bytes_received") >= 300 * 1000);
-    assert_eq!(u(&r, "setup.pipeline"), 8);
+    for engine in engines() {
+        let server = c10k_server("http");
+        let (r, out) = run_json_on(
+            engine,
+            &[
+                "http",
+                &url(&server, "/echo"),
+                "-c",
+                "3",
+                "-t",
+                "1",
+                "-n",
+                "300",
+                "--pipeline",
+                "8",
+                "--method",
+                "POST",
+                "--body-size",
+                "1000",
+            ],
+        );
+        assert!(out.status.success(), "stderr: {}", stderr(&out));
+        assert_eq!(u(&r, "requests.completed"), 300);
+        assert_eq!(u(&r, "requests.status_2xx"), 300);
+        assert!(u(&r, "requests.bytes_received") >= 300 * 1000);
+        assert_eq!(u(&r, "setup.pipeline"), 8);
+    }
 }
 
 #[test]
 fn http_without_keepalive_opens_a_connection_per_request() {
-    let server = c10k_server("http");
-    let (r, out) = run_json(&[
-        "http",
-        &url(&server, "/"),
-        "-c",
-        "2",
-        "-t",
-        "1",
-        "-n",
-        "50",
-        "--no-keepalive",
-    ]);
-    assert!(out.status.success(), "stderr: {}", stderr(&out));
-    assert_eq!(u(&r, "requests.completed"), 50);
-    assert_eq!(u(&r, "connections.established"), 2);
-    // One connect per request, plus the replacements of the last ones.
-    assert!(u(&r, "connections.attempts") >= 50, "{r}");
+    for engine in engines() {
+        let server = c10k_server("http");
+        let (r, out) = run_json_on(
+            engine,
+            &[
+                "http",
+                &url(&server, "/"),
+                "-c",
+                "2",
+                "-t",
+                "1",
+                "-n",
+                "50",
+                "--no-keepalive",
+            ],
+        );
+        assert!(out.status.success(), "stderr: {}", stderr(&out));
+        assert_eq!(u(&r, "requests.completed"), 50);
+        assert_eq!(u(&r, "connections.established"), 2);
+        // One connect per request, plus the replacements of the last ones.
+        assert!(u(&r, "connections.attempts") >= 50, "{r}");
+    }
 }
 
 #[test]
 fn echo_verifies_every_byte() {
-    let server = c10k_server("echo");
-    let (r, out) = run_json(&[
-        "echo",
-        &server.addr.to_string(),
-        "-c",
-        "4",
-        "-t",
-        "2",
-        "-n",
-        "1000",
-        "--pipeline",
-        "8",
-        "--size",
-        "300",
-    ]);
-    assert!(out.status.success(), "stderr: {}", stderr(&out));
-    assert_eq!(u(&r, "requests.completed"), 1000);
-    assert_eq!(u(&r, "requests.verified"), 1000);
-    assert_eq!(u(&r, "requests.corrupted"), 0);
-    assert_eq!(u(&r, "requests.truncated"), 0);
-    assert_eq!(u(&r, "requests.reordered"), 0);
-    assert_eq!(u(&r, "requests.bytes_received"), 300_000);
+    for engine in engines() {
+        let server = c10k_server("echo");
+        let (r, out) = run_json_on(
+            engine,
+            &[
+                "echo",
+                &server.addr.to_string(),
+                "-c",
+                "4",
+                "-t",
+                "2",
+                "-n",
+                "1000",
+                "--pipeline",
+                "8",
+                "--size",
+                "300",
+            ],
+        );
+        assert!(out.status.success(), "stderr: {}", stderr(&out));
+        assert_eq!(u(&r, "requests.completed"), 1000);
+        assert_eq!(u(&r, "requests.verified"), 1000);
+        assert_eq!(u(&r, "requests.corrupted"), 0);
+        assert_eq!(u(&r, "requests.truncated"), 0);
+        assert_eq!(u(&r, "requests.reordered"), 0);
+        assert_eq!(u(&r, "requests.bytes_received"), 300_000);
+    }
 }
 
 #[test]
 fn hold_keeps_every_connection_and_pings_them() {
-    let server = c10k_server("echo");
-    let (r, out) = run_json(&[
-        "hold",
-        &server.addr.to_string(),
-        "-c",
-        "300",
-        "-d",
-        "1s",
-        "--connect-rate",
-        "3000",
-        "--ping-interval",
-        "200ms",
-        "--procs",
-        "2",
-    ]);
-    assert!(out.status.success(), "stderr: {}", stderr(&out));
-    assert_eq!(u(&r, "connections.requested"), 300);
-    assert_eq!(u(&r, "connections.established"), 300);
-    assert_eq!(u(&r, "connections.open_at_end"), 300);
-    assert_eq!(u(&r, "setup.procs"), 2);
-    assert!(u(&r, "requests.verified") >= 300, "{r}");
-    assert_eq!(u(&r, "requests.corrupted"), 0);
-    assert!(stdout(&out).contains("held: 300 of 300"));
+    for engine in engines() {
+        let server = c10k_server("echo");
+        let (r, out) = run_json_on(
+            engine,
+            &[
+                "hold",
+                &server.addr.to_string(),
+                "-c",
+                "300",
+                "-d",
+                "1s",
+                "--connect-rate",
+                "3000",
+                "--ping-interval",
+                "200ms",
+                "--procs",
+                "2",
+            ],
+        );
+        assert!(out.status.success(), "stderr: {}", stderr(&out));
+        assert_eq!(u(&r, "connections.requested"), 300);
+        assert_eq!(u(&r, "connections.established"), 300);
+        assert_eq!(u(&r, "connections.open_at_end"), 300);
+        assert_eq!(u(&r, "setup.procs"), 2);
+        assert!(u(&r, "requests.verified") >= 300, "{r}");
+        assert_eq!(u(&r, "requests.corrupted"), 0);
+        assert!(stdout(&out).contains("held: 300 of 300"));
+    }
 }
 
 #[test]
@@ -230,59 +255,69 @@ fn source_ports_refuse_more_connections_than_pairs() {
 
 #[test]
 fn intervals_and_hdr_log() {
-    let server = c10k_server("http");
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("lat.hlog");
-    let (r, out) = run_json(&[
-        "http",
-        &url(&server, "/"),
-        "-c",
-        "2",
-        "-t",
-        "1",
-        "-d",
-        "1s",
-        "--interval",
-        "250ms",
-        "--hdr-log",
-        log.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "stderr: {}", stderr(&out));
-    let lines: Vec<serde_json::Value> = stderr(&out)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    assert!(lines.len() >= 3, "interval lines: {}", stderr(&out));
-    let sum: u64 = lines.iter().map(|l| l["requests"].as_u64().unwrap()).sum();
-    assert_eq!(sum, u(&r, "requests.completed"));
-    for l in &lines {
-        assert!(l["req_per_s"].is_number() && l["p99_us"].is_number());
-        assert!(l["conns_open"].as_u64().unwrap() <= 2);
+    for engine in engines() {
+        let server = c10k_server("http");
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("lat.hlog");
+        let (r, out) = run_json_on(
+            engine,
+            &[
+                "http",
+                &url(&server, "/"),
+                "-c",
+                "2",
+                "-t",
+                "1",
+                "-d",
+                "1s",
+                "--interval",
+                "250ms",
+                "--hdr-log",
+                log.to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "stderr: {}", stderr(&out));
+        let lines: Vec<serde_json::Value> = stderr(&out)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        assert!(lines.len() >= 3, "interval lines: {}", stderr(&out));
+        let sum: u64 = lines.iter().map(|l| l["requests"].as_u64().unwrap()).sum();
+        assert_eq!(sum, u(&r, "requests.completed"));
+        for l in &lines {
+            assert!(l["req_per_s"].is_number() && l["p99_us"].is_number());
+            assert!(l["conns_open"].as_u64().unwrap() <= 2);
+        }
+        assert!(lines.iter().any(|l| l["conns_open"].as_u64() == Some(2)));
+        let intervals = loadgen::hdrlog::read(&std::fs::read(&log).unwrap()).unwrap();
+        let samples: u64 = intervals.iter().map(|i| i.hist.len()).sum();
+        assert_eq!(samples, u(&r, "requests.completed"));
     }
-    assert!(lines.iter().any(|l| l["conns_open"].as_u64() == Some(2)));
-    let intervals = loadgen::hdrlog::read(&std::fs::read(&log).unwrap()).unwrap();
-    let samples: u64 = intervals.iter().map(|i| i.hist.len()).sum();
-    assert_eq!(samples, u(&r, "requests.completed"));
 }
 
 #[test]
 fn refused_connections_are_counted_and_exit_2() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let (r, out) = run_json(&[
-        "http",
-        &format!("http://127.0.0.1:{port}/"),
-        "-c",
-        "5",
-        "-d",
-        "1s",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert_eq!(u(&r, "connections.established"), 0);
-    assert_eq!(u(&r, "connections.econnrefused"), 5);
-    assert!(stderr(&out).contains("no connection"), "{}", stderr(&out));
+    for engine in engines() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (r, out) = run_json_on(
+            engine,
+            &[
+                "http",
+                &format!("http://127.0.0.1:{port}/"),
+                "-c",
+                "5",
+                "-d",
+                "1s",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(u(&r, "connections.established"), 0);
+        assert_eq!(u(&r, "connections.econnrefused"), 5);
+        assert!(stderr(&out).contains("no connection"), "{}", stderr(&out));
+    }
 }
 
 #[test]
@@ -310,40 +345,44 @@ fn library_api_runs_a_report() {
 
 #[test]
 fn sigint_stops_the_run_with_a_report() {
-    use std::io::BufRead;
-    let server = c10k_server("http");
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("r.json");
-    let mut child = loadgen()
-        .args([
-            "http",
-            &url(&server, "/"),
-            "-c",
-            "2",
-            "-t",
-            "2",
-            "-d",
-            "20s",
-            "--interval",
-            "100ms",
-            "--json",
-            json.to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The first interval line says the run is under way.
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    assert!(first.contains("req_per_s"), "{first}");
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{status:?}");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert!(u(&r, "loadgen.counters.interrupted_threads") >= 1);
-    assert!(r["elapsed_s"].as_f64().unwrap() < 20.0);
-    assert!(u(&r, "requests.completed") > 0);
+    for engine in engines() {
+        use std::io::BufRead;
+        let server = c10k_server("http");
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("r.json");
+        let mut child = loadgen()
+            .args([
+                "http",
+                &url(&server, "/"),
+                "-c",
+                "2",
+                "-t",
+                "2",
+                "-d",
+                "20s",
+                "--interval",
+                "100ms",
+                "--engine",
+                engine,
+                "--json",
+                json.to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The first interval line says the run is under way.
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        assert!(first.contains("req_per_s"), "{first}");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{status:?}");
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert!(u(&r, "loadgen.counters.interrupted_threads") >= 1);
+        assert!(r["elapsed_s"].as_f64().unwrap() < 20.0);
+        assert!(u(&r, "requests.completed") > 0);
+    }
 }

@@ -61,58 +61,68 @@ fn stalling_http(every: u64, stall: Duration) -> String {
 /// service-time median stays far below that.
 #[test]
 fn corrected_latency_shows_a_stall_that_service_time_hides() {
-    let addr = stalling_http(100, Duration::from_secs(1));
-    let (r, out) = run_json(&[
-        "http",
-        &format!("http://{addr}/"),
-        "-c",
-        "1",
-        "--rate",
-        "100",
-        "-d",
-        "3s",
-        "--timeout",
-        "10s",
-    ]);
-    assert!(out.status.success(), "stderr: {}", stderr(&out));
-    assert_eq!(u(&r, "requests.timeouts"), 0);
-    let corrected_p99 = u(&r, "latency_us.p99");
-    let service_p50 = u(&r, "service_time_us.p50");
-    assert!(
-        corrected_p99 >= 500_000,
-        "corrected p99 {corrected_p99} µs: {r}"
-    );
-    assert!(service_p50 < 250_000, "service p50 {service_p50} µs");
-    assert!(u(&r, "latency_us.p50") >= service_p50);
-    assert!(r["rates"]["target_req_per_s"].as_f64() == Some(100.0));
+    for engine in engines() {
+        let addr = stalling_http(100, Duration::from_secs(1));
+        let (r, out) = run_json_on(
+            engine,
+            &[
+                "http",
+                &format!("http://{addr}/"),
+                "-c",
+                "1",
+                "--rate",
+                "100",
+                "-d",
+                "3s",
+                "--timeout",
+                "10s",
+            ],
+        );
+        assert!(out.status.success(), "stderr: {}", stderr(&out));
+        assert_eq!(u(&r, "requests.timeouts"), 0);
+        let corrected_p99 = u(&r, "latency_us.p99");
+        let service_p50 = u(&r, "service_time_us.p50");
+        assert!(
+            corrected_p99 >= 500_000,
+            "corrected p99 {corrected_p99} µs: {r}"
+        );
+        assert!(service_p50 < 250_000, "service p50 {service_p50} µs");
+        assert!(u(&r, "latency_us.p50") >= service_p50);
+        assert!(r["rates"]["target_req_per_s"].as_f64() == Some(100.0));
+    }
 }
 
 /// The same stall in closed loop with a timeout shorter than the stall: the stalled requests are
 /// counted as timeouts and recorded (at their age when found), not dropped.
 #[test]
 fn timeouts_are_recorded_not_dropped() {
-    let addr = stalling_http(20, Duration::from_millis(1500));
-    let (r, out) = run_json(&[
-        "http",
-        &format!("http://{addr}/"),
-        "-c",
-        "1",
-        "-n",
-        "30",
-        "--timeout",
-        "300ms",
-    ]);
-    assert!(out.status.success(), "stderr: {}", stderr(&out));
-    let timeouts = u(&r, "requests.timeouts");
-    assert!(timeouts >= 1, "{r}");
-    assert_eq!(
-        u(&r, "latency_us.count"),
-        u(&r, "requests.completed") + timeouts
-    );
-    assert!(u(&r, "latency_us.max") >= 300_000);
-    // The connection of a timed-out request is replaced, so the run goes on to its end.
-    assert!(u(&r, "connections.closed_on_timeout") >= 1);
-    assert_eq!(u(&r, "requests.completed") + timeouts, 30);
+    for engine in engines() {
+        let addr = stalling_http(20, Duration::from_millis(1500));
+        let (r, out) = run_json_on(
+            engine,
+            &[
+                "http",
+                &format!("http://{addr}/"),
+                "-c",
+                "1",
+                "-n",
+                "30",
+                "--timeout",
+                "300ms",
+            ],
+        );
+        assert!(out.status.success(), "stderr: {}", stderr(&out));
+        let timeouts = u(&r, "requests.timeouts");
+        assert!(timeouts >= 1, "{r}");
+        assert_eq!(
+            u(&r, "latency_us.count"),
+            u(&r, "requests.completed") + timeouts
+        );
+        assert!(u(&r, "latency_us.max") >= 300_000);
+        // The connection of a timed-out request is replaced, so the run goes on to its end.
+        assert!(u(&r, "connections.closed_on_timeout") >= 1);
+        assert_eq!(u(&r, "requests.completed") + timeouts, 30);
+    }
 }
 
 /// Echo server that passes every byte through `f(position, byte)`: None drops it. After
@@ -145,46 +155,55 @@ fn faulty_echo(f: fn(u64, u8) -> Option<u8>, cut_after: Option<u64>) -> String {
     })
 }
 
-fn echo_run(addr: &str) -> serde_json::Value {
-    let (r, out) = run_json(&[
-        "echo",
-        addr,
-        "-c",
-        "1",
-        "-n",
-        "6",
-        "--size",
-        "64",
-        "--timeout",
-        "500ms",
-    ]);
+fn echo_run(engine: &str, addr: &str) -> serde_json::Value {
+    let (r, out) = run_json_on(
+        engine,
+        &[
+            "echo",
+            addr,
+            "-c",
+            "1",
+            "-n",
+            "6",
+            "--size",
+            "64",
+            "--timeout",
+            "500ms",
+        ],
+    );
     assert!(out.status.success(), "stderr: {}", stderr(&out));
     r
 }
 
 #[test]
 fn echo_catches_a_flipped_byte() {
-    let addr = faulty_echo(|pos, b| Some(if pos == 100 { b ^ 0x20 } else { b }), None);
-    let r = echo_run(&addr);
-    assert!(u(&r, "requests.corrupted") >= 1, "{r}");
-    assert!(u(&r, "connections.closed_on_error") >= 1);
-    assert!(u(&r, "requests.verified") >= 1);
+    for engine in engines() {
+        let addr = faulty_echo(|pos, b| Some(if pos == 100 { b ^ 0x20 } else { b }), None);
+        let r = echo_run(engine, &addr);
+        assert!(u(&r, "requests.corrupted") >= 1, "{r}");
+        assert!(u(&r, "connections.closed_on_error") >= 1);
+        assert!(u(&r, "requests.verified") >= 1);
+    }
 }
 
 #[test]
 fn echo_catches_a_dropped_byte() {
-    let addr = faulty_echo(|pos, b| (pos != 100).then_some(b), None);
-    let r = echo_run(&addr);
-    assert!(
-        u(&r, "requests.corrupted") + u(&r, "requests.truncated") >= 1,
-        "{r}"
-    );
+    for engine in engines() {
+        let addr = faulty_echo(|pos, b| (pos != 100).then_some(b), None);
+        let r = echo_run(engine, &addr);
+        assert!(
+            u(&r, "requests.corrupted") + u(&r, "requests.truncated") >= 1,
+            "{r}"
+        );
+    }
 }
 
 #[test]
 fn echo_catches_a_truncated_message() {
-    let addr = faulty_echo(|_, b| Some(b), Some(100));
-    let r = echo_run(&addr);
-    assert!(u(&r, "requests.truncated") >= 1, "{r}");
-    assert!(u(&r, "connections.closed_by_peer") >= 1);
+    for engine in engines() {
+        let addr = faulty_echo(|_, b| Some(b), Some(100));
+        let r = echo_run(engine, &addr);
+        assert!(u(&r, "requests.truncated") >= 1, "{r}");
+        assert!(u(&r, "connections.closed_by_peer") >= 1);
+    }
 }

@@ -143,29 +143,34 @@ fn echo_after(withhold: usize) -> String {
 /// connection is never pinged again: one timeout, no answer, no later loss counted.)
 #[test]
 fn hold_keeps_probing_a_connection_after_lost_pings() {
-    let addr = echo_after(3 * 64);
-    let (r, out) = run_json(&[
-        "hold",
-        &addr,
-        "-c",
-        "1",
-        "-d",
-        "2s",
-        "--ping-interval",
-        "100ms",
-        "--ping-size",
-        "64",
-        "--timeout",
-        "150ms",
-    ]);
-    assert!(out.status.success(), "stderr: {}", stderr(&out));
-    assert!(u(&r, "requests.timeouts") >= 2, "{r}");
-    assert!(u(&r, "requests.late") >= 2, "{r}");
-    assert!(u(&r, "requests.verified") >= 1, "{r}");
-    assert_eq!(u(&r, "requests.corrupted"), 0, "{r}");
-    assert_eq!(u(&r, "requests.reordered"), 0, "{r}");
-    assert_eq!(u(&r, "requests.protocol_errors"), 0, "{r}");
-    assert_eq!(u(&r, "connections.open_at_end"), 1, "{r}");
+    for engine in engines() {
+        let addr = echo_after(3 * 64);
+        let (r, out) = run_json_on(
+            engine,
+            &[
+                "hold",
+                &addr,
+                "-c",
+                "1",
+                "-d",
+                "2s",
+                "--ping-interval",
+                "100ms",
+                "--ping-size",
+                "64",
+                "--timeout",
+                "150ms",
+            ],
+        );
+        assert!(out.status.success(), "stderr: {}", stderr(&out));
+        assert!(u(&r, "requests.timeouts") >= 2, "{r}");
+        assert!(u(&r, "requests.late") >= 2, "{r}");
+        assert!(u(&r, "requests.verified") >= 1, "{r}");
+        assert_eq!(u(&r, "requests.corrupted"), 0, "{r}");
+        assert_eq!(u(&r, "requests.reordered"), 0, "{r}");
+        assert_eq!(u(&r, "requests.protocol_errors"), 0, "{r}");
+        assert_eq!(u(&r, "connections.open_at_end"), 1, "{r}");
+    }
 }
 
 /// An HTTP server that answers `per_connection` requests on each connection, the last with
@@ -216,19 +221,24 @@ fn closes_after(per_connection: usize) -> String {
 /// (before, it sent the next request at once and counted it aborted at the EOF).
 #[test]
 fn connection_close_from_the_server_is_not_an_abort() {
-    let addr = closes_after(3);
-    let (r, out) = run_json(&[
-        "http",
-        &format!("http://{addr}/"),
-        "-c",
-        "2",
-        "-t",
-        "1",
-        "-n",
-        "60",
-    ]);
-    assert!(out.status.success(), "stderr: {}", stderr(&out));
-    assert_eq!(u(&r, "requests.aborted"), 0, "{r}");
-    assert_eq!(u(&r, "requests.status_2xx"), 60, "{r}");
-    assert!(u(&r, "connections.attempts") >= 20, "{r}");
+    for engine in engines() {
+        let addr = closes_after(3);
+        let (r, out) = run_json_on(
+            engine,
+            &[
+                "http",
+                &format!("http://{addr}/"),
+                "-c",
+                "2",
+                "-t",
+                "1",
+                "-n",
+                "60",
+            ],
+        );
+        assert!(out.status.success(), "stderr: {}", stderr(&out));
+        assert_eq!(u(&r, "requests.aborted"), 0, "{r}");
+        assert_eq!(u(&r, "requests.status_2xx"), 60, "{r}");
+        assert!(u(&r, "connections.attempts") >= 20, "{r}");
+    }
 }

@@ -90,42 +90,47 @@ fn histogram(report: &serde_json::Value, path: &str) -> (u64, u64, u64) {
 /// on the server's side as in the report.
 #[test]
 fn open_loop_sends_each_path_its_exact_share() {
-    let (addr, seen) = recording_server("", Duration::ZERO);
-    let url = format!("http://{addr}");
-    let (r, out) = run_json(&[
-        "http",
-        &url,
-        "--mix",
-        "/a=3,/b=1",
-        "-c",
-        "4",
-        "-t",
-        "2",
-        "-n",
-        "400",
-        "--rate",
-        "2000",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    for (path, n) in [("/a", 300), ("/b", 100)] {
-        assert_eq!(u(&r, &format!("per_path.{path}.sent")), n, "{r}");
-        assert_eq!(u(&r, &format!("per_path.{path}.completed")), n, "{r}");
-        assert_eq!(u(&r, &format!("per_path.{path}.status_2xx")), n, "{r}");
-        assert_eq!(
-            u(&r, &format!("per_path.{path}.latency_us.count")),
-            n,
-            "{r}"
+    for engine in engines() {
+        let (addr, seen) = recording_server("", Duration::ZERO);
+        let url = format!("http://{addr}");
+        let (r, out) = run_json_on(
+            engine,
+            &[
+                "http",
+                &url,
+                "--mix",
+                "/a=3,/b=1",
+                "-c",
+                "4",
+                "-t",
+                "2",
+                "-n",
+                "400",
+                "--rate",
+                "2000",
+            ],
         );
-        assert_eq!(count(&seen, path), n as usize, "server side of {path}");
+        assert!(out.status.success(), "{}", stderr(&out));
+        for (path, n) in [("/a", 300), ("/b", 100)] {
+            assert_eq!(u(&r, &format!("per_path.{path}.sent")), n, "{r}");
+            assert_eq!(u(&r, &format!("per_path.{path}.completed")), n, "{r}");
+            assert_eq!(u(&r, &format!("per_path.{path}.status_2xx")), n, "{r}");
+            assert_eq!(
+                u(&r, &format!("per_path.{path}.latency_us.count")),
+                n,
+                "{r}"
+            );
+            assert_eq!(count(&seen, path), n as usize, "server side of {path}");
+        }
+        assert_eq!(u(&r, "latency_us.count"), 400);
+        // The text report shows each path.
+        let text = stdout(&out);
+        assert!(
+            text.contains("path /a: 300 sent, 300 completed (300 2xx), 0 timeouts"),
+            "{text}"
+        );
+        assert!(text.contains("path /b: 100 sent"), "{text}");
     }
-    assert_eq!(u(&r, "latency_us.count"), 400);
-    // The text report shows each path.
-    let text = stdout(&out);
-    assert!(
-        text.contains("path /a: 300 sent, 300 completed (300 2xx), 0 timeouts"),
-        "{text}"
-    );
-    assert!(text.contains("path /b: 100 sent"), "{text}");
 }
 
 /// Closed loop on one connection: the connection's own count orders the paths, the same on

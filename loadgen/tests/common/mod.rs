@@ -19,6 +19,33 @@ pub fn run(args: &[&str]) -> Output {
     loadgen().args(args).output().expect("loadgen runs")
 }
 
+/// Every `--engine`: the tests of behaviour that does not depend on how the event loop does
+/// its I/O run once per engine, so a new engine is tested by adding it here.
+pub const ENGINES: &[&str] = &["epoll", "uring"];
+
+/// The engines of [`ENGINES`] this machine can run (io_uring may be missing or disabled; the
+/// tests then say so and run the others).
+pub fn engines() -> Vec<&'static str> {
+    ENGINES
+        .iter()
+        .copied()
+        .filter(|&e| match (e, c10k::driver::uring::probe()) {
+            ("uring", Err(why)) => {
+                eprintln!("io_uring unavailable here ({why}); --engine uring skipped");
+                false
+            }
+            _ => true,
+        })
+        .collect()
+}
+
+/// [`run_json`] with `--engine engine`.
+pub fn run_json_on(engine: &str, args: &[&str]) -> (serde_json::Value, Output) {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--engine", engine]);
+    run_json(&all)
+}
+
 /// Runs loadgen with `args` plus `--json FILE` and returns the parsed report with the output.
 pub fn run_json(args: &[&str]) -> (serde_json::Value, Output) {
     let dir = tempfile::tempdir().unwrap();

@@ -91,9 +91,10 @@ pub struct Common {
     #[arg(long, value_parser = parse_duration, conflicts_with = "start_at")]
     pub start_in: Option<Duration>,
     /// How the event loops do their I/O: epoll (a syscall per read and write) or uring (the
-    /// sends and receives of many connections in one io_uring_enter).
-    #[arg(long, value_enum, default_value = "epoll")]
-    pub engine: crate::config::EngineKind,
+    /// sends and receives of many connections in one io_uring_enter) [default: uring where
+    /// io_uring works, else epoll; epoll for hold].
+    #[arg(long, value_enum)]
+    pub engine: Option<crate::config::EngineKind>,
     /// Event-loop threads per process [default: number of cores].
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
@@ -246,7 +247,9 @@ impl Common {
         let mut cfg = Config::new(mode, target, conns);
         cfg.threads = self.threads.unwrap_or_else(default_threads);
         cfg.procs = self.procs;
-        cfg.engine = self.engine;
+        if let Some(e) = self.engine {
+            cfg.engine = e;
+        }
         cfg.requests = self.requests;
         cfg.duration = match self.requests {
             Some(_) => None,

@@ -94,6 +94,18 @@ pub enum EngineKind {
 }
 
 impl EngineKind {
+    /// The engine a run of `mode` gets unless told: uring where io_uring works, since it costs
+    /// less CPU per request (docs/loadgen.md, "loadgen vs wrk"); epoll for a hold, whose figure
+    /// is memory per connection, mostly idle ones that batching does not help, and for which
+    /// uring keeps more per connection (its slot, and an armed receive in the kernel).
+    pub fn default_for(mode: &Mode) -> EngineKind {
+        match mode {
+            Mode::Hold(_) => EngineKind::Epoll,
+            _ if c10k::driver::uring::probe().is_ok() => EngineKind::Uring,
+            _ => EngineKind::Epoll,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             EngineKind::Epoll => "epoll",
@@ -161,6 +173,7 @@ impl Mode {
 impl Config {
     /// A closed-loop run of 10 s over `conns` connections, one thread per core.
     pub fn new(mode: Mode, target: SocketAddr, conns: usize) -> Config {
+        let engine = EngineKind::default_for(&mode);
         Config {
             mode,
             target,
@@ -182,7 +195,7 @@ impl Config {
             start_at: None,
             worker: None,
             worker_exe: None,
-            engine: EngineKind::Epoll,
+            engine,
         }
     }
 

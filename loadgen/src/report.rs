@@ -73,6 +73,9 @@ pub struct Setup {
     pub sources: Vec<String>,
     /// How many runs were merged into this report.
     pub merged_runs: u64,
+    /// The event loops' I/O (`--engine`): "epoll", "uring", or "mixed" in a merge of both.
+    #[serde(default)]
+    pub engine: String,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -311,6 +314,9 @@ impl Report {
                 _ => None,
             };
             setup.merged_runs += r.setup.merged_runs.max(1);
+            if r.setup.engine != setup.engine {
+                setup.engine = "mixed".into();
+            }
         }
         setup.conns = conns;
         setup.procs = procs;
@@ -337,12 +343,13 @@ impl Report {
         };
         let _ = writeln!(
             s,
-            "loadgen {} {}: {} connections, {} threads x {} processes, pipeline {}, {}, {:.2} s measured{}",
+            "loadgen {} {}: {} connections, {} threads x {} processes ({}), pipeline {}, {}, {:.2} s measured{}",
             self.mode,
             self.target,
             st.conns,
             st.threads,
             st.procs,
+            if st.engine.is_empty() { "epoll" } else { &st.engine },
             st.pipeline,
             load,
             self.elapsed_s,

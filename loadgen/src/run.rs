@@ -137,6 +137,7 @@ pub(crate) fn run_local(
         timeout_s: cfg.timeout.as_secs_f64(),
         sources: cfg.sources.iter().map(ToString::to_string).collect(),
         merged_runs: 1,
+        engine: cfg.engine.name().into(),
     };
     Ok(Report::new(
         cfg.mode.name(),

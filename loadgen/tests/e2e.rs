@@ -26,6 +26,7 @@ fn http_requests_are_all_accounted_for() {
             ],
         );
         assert!(out.status.success(), "stderr: {}", stderr(&out));
+        assert_eq!(r["setup"]["engine"], engine, "{r}");
         assert_eq!(u(&r, "connections.requested"), 8);
         assert_eq!(u(&r, "connections.established"), 8);
         assert_eq!(u(&r, "connections.failed"), 0);

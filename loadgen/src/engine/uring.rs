@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use c10k::backend::Poller;
 use c10k::driver::uring::BufRing;
-use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
+use io_uring::types::{CancelBuilder, Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 
 use super::{Clock, Close, Engine, Phase};
@@ -114,6 +114,9 @@ impl Ring {
             .setup_single_issuer()
             .setup_defer_taskrun()
             .build(SQ_ENTRIES)?;
+        // Slot `idx` of the ring's file table is connection `idx`'s socket while it is open: an
+        // operation on a registered file skips the descriptor lookup and its reference count.
+        ring.submitter().register_files_sparse(conns as u32)?;
         let count = (conns * 2).clamp(256, 32_768).next_power_of_two() as u16;
         let bufs = BufRing::new(&ring, count, BUF_SIZE, BUF_GROUP)?;
         Ok(Ring {
@@ -145,8 +148,8 @@ impl Ring {
         }
     }
 
-    fn push_recv(&mut self, fd: RawFd, idx: usize, gen: u32) {
-        let entry = opcode::RecvMulti::new(Fd(fd), BUF_GROUP)
+    fn push_recv(&mut self, idx: usize, gen: u32) {
+        let entry = opcode::RecvMulti::new(Fixed(idx as u32), BUF_GROUP)
             .build()
             .user_data(user_data(Op::Recv, idx, gen));
         // SAFETY: the recv writes only into buffers of the registered ring, which outlives it
@@ -156,11 +159,11 @@ impl Ring {
     }
 
     /// Sends the rest of slot `idx`'s `sending`.
-    fn push_send(&mut self, fd: RawFd, idx: usize, gen: u32) {
+    fn push_send(&mut self, idx: usize, gen: u32) {
         let slot = &self.slots[idx];
         let data = &slot.sending[slot.sent..];
         let len = data.len().min(u32::MAX as usize) as u32;
-        let entry = opcode::Send::new(Fd(fd), data.as_ptr(), len)
+        let entry = opcode::Send::new(Fixed(idx as u32), data.as_ptr(), len)
             .flags(libc::MSG_NOSIGNAL)
             .build()
             .user_data(user_data(Op::Send, idx, gen));
@@ -263,15 +266,20 @@ impl<C: Client, K: Clock> Engine<C, K> {
             return;
         };
         let fd = s.as_raw_fd();
+        let r = self
+            .ring
+            .as_deref_mut()
+            .expect("the uring engine has a ring");
         let ready = self
             .poller
             .deregister(fd)
-            .and_then(|()| s.set_nonblocking(false));
+            .and_then(|()| s.set_nonblocking(false))
+            .and_then(|()| r.ring.submitter().register_files_update(idx as u32, &[fd]));
         if ready.is_err() {
             let now = self.now();
             return self.close(idx, Close::Reset, now);
         }
-        self.ring().push_recv(fd, idx, gen);
+        self.ring().push_recv(idx, gen & GEN_MASK);
     }
 
     /// Connection `idx` closes: its receive is cancelled (the socket is released when that
@@ -283,6 +291,9 @@ impl<C: Client, K: Clock> Engine<C, K> {
             r.slots[idx].recv_gen = None;
             r.push_cancel_recv(idx, gen);
         }
+        // The table lets go of the socket (operations in flight hold their own reference); an
+        // empty slot stays empty.
+        let _ = r.ring.submitter().register_files_update(idx as u32, &[-1]);
     }
 
     /// Connection `idx` has output: it is sent at the start of the next turn.
@@ -309,16 +320,16 @@ impl<C: Client, K: Clock> Engine<C, K> {
             if slot.send_gen.is_some() || c.phase != Phase::Open || c.out.is_empty() {
                 continue;
             }
-            let Some(fd) = c.socket.as_ref().map(AsRawFd::as_raw_fd) else {
+            if c.socket.is_none() {
                 continue;
-            };
+            }
             c.out_pos = c.out.len();
             c.written(now);
             slot.sending.clear();
             std::mem::swap(&mut slot.sending, &mut c.out);
             slot.sent = 0;
             c.out_pos = 0;
-            r.push_send(fd, idx, c.gen & GEN_MASK);
+            r.push_send(idx, c.gen & GEN_MASK);
         }
         queued.clear();
         r.to_flush = queued;
@@ -337,10 +348,8 @@ impl<C: Client, K: Clock> Engine<C, K> {
             let idx = i as usize;
             let c = &self.conns[idx];
             let gen = c.gen & GEN_MASK;
-            if c.phase == Phase::Open && r.slots[idx].recv_gen != Some(gen) {
-                if let Some(fd) = c.socket.as_ref().map(AsRawFd::as_raw_fd) {
-                    r.push_recv(fd, idx, gen);
-                }
+            if c.phase == Phase::Open && c.socket.is_some() && r.slots[idx].recv_gen != Some(gen) {
+                r.push_recv(idx, gen);
             }
         }
         if !r.epoll_armed {
@@ -348,11 +357,14 @@ impl<C: Client, K: Clock> Engine<C, K> {
         }
         r.bufs.top_up(open);
         r.enter(wait)?;
+        // Every completion reaped together had happened by now: they take this one instant, as
+        // a read's responses take the instant after the read.
         let cqes = std::mem::take(&mut r.cqes);
+        let now = self.now();
         for &(ud, res, flags) in &cqes {
             match decode(ud) {
-                (Some(Op::Recv), idx, gen) => self.on_recv(idx, gen, res, flags),
-                (Some(Op::Send), idx, gen) => self.on_send(idx, gen, res),
+                (Some(Op::Recv), idx, gen) => self.on_recv(idx, gen, res, flags, now),
+                (Some(Op::Send), idx, gen) => self.on_send(idx, gen, res, now),
                 (Some(Op::Epoll), _, _) => {
                     self.ring().epoll_armed = false;
                     self.poll_epoll(Some(Duration::ZERO))?;
@@ -371,7 +383,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
             .is_some_and(|c| c.phase == Phase::Open && c.gen & GEN_MASK == gen)
     }
 
-    fn on_recv(&mut self, idx: usize, gen: u32, res: i32, flags: u32) {
+    fn on_recv(&mut self, idx: usize, gen: u32, res: i32, flags: u32, now: u64) {
         let current = self.is_current(idx, gen);
         let r = self.ring();
         let armed = cqueue::more(flags);
@@ -385,7 +397,6 @@ impl<C: Client, K: Clock> Engine<C, K> {
             }
             return;
         }
-        let now = self.now();
         let read = match res {
             n if n > 0 => {
                 let n = n as usize;
@@ -419,9 +430,8 @@ impl<C: Client, K: Clock> Engine<C, K> {
         }
     }
 
-    fn on_send(&mut self, idx: usize, gen: u32, res: i32) {
+    fn on_send(&mut self, idx: usize, gen: u32, res: i32, now: u64) {
         let current = self.is_current(idx, gen);
-        let now = self.now();
         let hold = self.plan.hold;
         let in_window = self.in_window(now);
         let r = self.ring();
@@ -446,9 +456,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
             .expect("the uring engine has a ring");
         let slot = &mut r.slots[idx];
         if current && slot.sent < slot.sending.len() {
-            if let Some(fd) = self.conns[idx].socket.as_ref().map(AsRawFd::as_raw_fd) {
-                return r.push_send(fd, idx, gen);
-            }
+            return r.push_send(idx, gen);
         }
         slot.sending.clear();
         slot.sent = 0;

@@ -101,7 +101,7 @@ impl EngineKind {
     pub fn default_for(mode: &Mode) -> EngineKind {
         match mode {
             Mode::Hold(_) => EngineKind::Epoll,
-            _ if c10k::driver::uring::probe().is_ok() => EngineKind::Uring,
+            _ if crate::engine::probe_uring().is_ok() => EngineKind::Uring,
             _ => EngineKind::Epoll,
         }
     }

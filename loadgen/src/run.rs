@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::client::echo::Echo;
 use crate::client::http::Http;
-use crate::config::{split, Config, Mode};
+use crate::config::{split, Config, EngineKind, Mode};
 use crate::engine::{run_thread, ConnPlan, Schedule, ThreadPlan};
 use crate::error::Error;
 use crate::interval::{Aggregator, Feed, Snapshot};
@@ -39,6 +39,10 @@ pub(crate) fn run_local(
             ns(Duration::from_secs_f64(at - now))
         }
     };
+    if cfg.engine == EngineKind::Uring {
+        crate::engine::probe_uring()
+            .map_err(|why| Error::Config(format!("--engine uring: {why}")))?;
+    }
     let cpu0 = c10k::sys::process_cpu_time();
     let (tx, rx) = mpsc::channel();
     let mut plans: Vec<ThreadPlan> = (0..threads)

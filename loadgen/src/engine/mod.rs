@@ -34,6 +34,7 @@ mod conn_io;
 mod loop_tests;
 mod plan;
 mod uring;
+pub(crate) use uring::probe as probe_uring;
 
 /// One thread's read buffer.
 const READ_BUF: usize = 256 * 1024;

@@ -104,16 +104,28 @@ pub(crate) struct Ring {
     in_flight: usize,
 }
 
+/// Whether this engine can run here, and if not, why: what the server's uring driver needs
+/// (`c10k::driver::uring::probe`), and the ring setup below (Linux ≥ 6.1).
+pub(crate) fn probe() -> Result<(), String> {
+    c10k::driver::uring::probe()?;
+    new_ring(8)
+        .map(drop)
+        .map_err(|e| format!("no io_uring with SINGLE_ISSUER | DEFER_TASKRUN (Linux ≥ 6.1): {e}"))
+}
+
+/// Completions are produced only inside our own io_uring_enter (no task-work interrupts of the
+/// loop, no locking for other issuers); the loop enters once per turn anyway.
+fn new_ring(entries: u32) -> io::Result<IoUring> {
+    IoUring::builder()
+        .setup_cqsize(entries * 8)
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build(entries)
+}
+
 impl Ring {
     pub(super) fn new(conns: usize) -> io::Result<Ring> {
-        if let Err(why) = c10k::driver::uring::probe() {
-            return Err(io::Error::other(format!("--engine uring: {why}")));
-        }
-        let ring = IoUring::builder()
-            .setup_cqsize(SQ_ENTRIES * 8)
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            .build(SQ_ENTRIES)?;
+        let ring = new_ring(SQ_ENTRIES)?;
         // Slot `idx` of the ring's file table is connection `idx`'s socket while it is open: an
         // operation on a registered file skips the descriptor lookup and its reference count.
         ring.submitter().register_files_sparse(conns as u32)?;

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use c10k::backend::Poller;
 use c10k::driver::uring::BufRing;
-use io_uring::types::{CancelBuilder, Fd, Fixed, SubmitArgs, Timespec};
+use io_uring::types::{CancelBuilder, Fd, Fixed};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 
 use super::{Clock, Close, Engine, Phase};
@@ -205,23 +205,7 @@ impl Ring {
     /// One io_uring_enter: submits what is queued and waits for a completion (`wait` None:
     /// without a limit; the timer's poll completes in time), then takes the completions.
     fn enter(&mut self, wait: Option<Duration>) -> io::Result<()> {
-        let result = match wait {
-            None => self.ring.submit_and_wait(1),
-            Some(d) => {
-                let ts = Timespec::from(d);
-                let args = SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(1, &args)
-            }
-        };
-        match result {
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
-                ) => {}
-            Err(e) => return Err(e),
-        }
+        c10k::driver::uring::submit_and_wait(&self.ring, wait)?;
         self.cqes.clear();
         for cqe in self.ring.completion() {
             self.cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
@@ -329,10 +313,11 @@ impl<C: Client, K: Clock> Engine<C, K> {
             slot.queued = false;
             let c = &mut self.conns[idx];
             // Behind a send in flight: its completion queues this again.
-            if slot.send_gen.is_some() || c.phase != Phase::Open || c.out.is_empty() {
-                continue;
-            }
-            if c.socket.is_none() {
+            if slot.send_gen.is_some()
+                || c.phase != Phase::Open
+                || c.socket.is_none()
+                || c.out.is_empty()
+            {
                 continue;
             }
             c.out_pos = c.out.len();

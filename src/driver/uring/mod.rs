@@ -55,16 +55,15 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use io_uring::types::{SubmitArgs, Timespec};
 use io_uring::{cqueue, IoUring};
 use nix::sys::signalfd::SignalFd;
 
 use self::accept::DirectTable;
 use self::conn::{give_back_buffers, produce, Phase, UringConn};
-pub use self::ring::probe;
 /// Shared with loadgen's io_uring engine, which receives the same way.
 pub use self::ring::BufRing;
 use self::ring::{decode, ConnFd, Op, Setup, ACCEPT_DIRECT, ACCEPT_REGULAR, BUF_GROUP, BUF_SIZE};
+pub use self::ring::{probe, submit_and_wait};
 
 use super::kit::{
     self, Deadlines, RateLimitedLog, Slab, Timed, Token, ACCEPT_PAUSE, LINGER_BYTES, LINGER_TIME,
@@ -218,26 +217,7 @@ impl Uring {
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.bufs.top_up(self.conns.len());
         self.env.counters.syscalls.waits += 1;
-        let result = match timeout {
-            None => self.ring.submit_and_wait(1),
-            Some(d) => {
-                let ts = Timespec::from(d);
-                let args = SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(1, &args)
-            }
-        };
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+        submit_and_wait(&self.ring, timeout)
     }
 
     fn next_timeout(&self) -> Option<Duration> {

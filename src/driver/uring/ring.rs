@@ -9,8 +9,9 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
 
-use io_uring::types::{BufRingEntry, Fd, Fixed};
+use io_uring::types::{BufRingEntry, Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{opcode, squeue, IoUring, Probe};
 
 use crate::driver::kit::Token;
@@ -73,6 +74,32 @@ pub(super) fn decode(user_data: u64) -> (Option<Op>, Token) {
         _ => None,
     };
     (op, user_data & 0x00ff_ffff_ffff_ffff)
+}
+
+/// One io_uring_enter: submits what is queued and waits for one completion, or until `timeout`
+/// (None: without a limit). Running out of time, a signal and a full completion queue (EBUSY:
+/// the caller reaps, then enters again) are not errors.
+pub fn submit_and_wait(ring: &IoUring, timeout: Option<Duration>) -> io::Result<()> {
+    let result = match timeout {
+        None => ring.submit_and_wait(1),
+        Some(d) => {
+            let ts = Timespec::from(d);
+            let args = SubmitArgs::new().timespec(&ts);
+            ring.submitter().submit_with_args(1, &args)
+        }
+    };
+    match result {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether io_uring can serve here, and if not, why: old kernel, seccomp, io_uring_disabled.

@@ -104,7 +104,7 @@ impl ServerState {
         let grace_end = Instant::now() + options.config.shutdown_grace;
         let window = match options.config.proto {
             Proto::Echo => Duration::ZERO,
-            Proto::Http => super::keepalive_drain_window(options.config.shutdown_grace),
+            Proto::Http => options.config.keepalive_drain_window(),
         };
         let window_end = Instant::now() + window;
         let _ = self.drain_until.set(window_end);

@@ -42,7 +42,7 @@
 //!   ([`Session::drain`]): the response in progress or the next one is its last, with `Connection:
 //!   close`, then writing is shut down and input drained (linger) so the client reads the response,
 //!   not a reset. Idle keep-alive connections keep their recv armed for the drain window
-//!   ([`super::KEEPALIVE_DRAIN_WINDOW`]), since closing them at once would race with a request on
+//!   (`--keepalive-drain`), since closing them at once would race with a request on
 //!   its way; when it ends, those with nothing pending are closed. Whatever is left at the end of
 //!   the grace period is cancelled.
 
@@ -684,8 +684,7 @@ impl Uring {
         }
         let now = Instant::now();
         self.shutdown_deadline = Some(now + self.options.config.shutdown_grace);
-        self.drain_until =
-            Some(now + super::keepalive_drain_window(self.options.config.shutdown_grace));
+        self.drain_until = Some(now + self.options.config.keepalive_drain_window());
         self.accept_paused_until = None;
         if let Some(listener) = &self.listener {
             // Stop listening now, before any drained connection is told `Connection: close`:

@@ -119,6 +119,13 @@ counter_struct! {
         pub uring_ops: u64,
         /// io_uring receives re-armed after the kernel ended them (ENOBUFS, or a multishot ending).
         pub recv_rearms: u64,
+        /// io_uring receives armed (a multishot one stays armed for many requests): operations
+        /// among `uring_ops`, not syscalls, so that `syscalls_total` compares across models.
+        pub uring_recvs: u64,
+        /// io_uring sends submitted (operations, not syscalls).
+        pub uring_sends: u64,
+        /// Connections that io_uring accepts delivered (operations, not syscalls).
+        pub uring_accepts: u64,
     }
 }
 

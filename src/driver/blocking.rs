@@ -290,6 +290,9 @@ fn accept_up_to(acceptor: &mut impl Acceptor, listener: RawFd, limit: usize) -> 
         acceptor.env().local.connections_total += 1;
         // As the reactor does: see sys::set_nodelay. Not fatal when it fails.
         let _ = sys::set_nodelay(fd.as_raw_fd());
+        // Counted before the connection has a thread that could answer `/stats`: a client
+        // that asks on it must see itself among `connections_total`.
+        acceptor.env().flush();
         if !acceptor.admit(fd) {
             return Some(Instant::now() + ACCEPT_PAUSE);
         }

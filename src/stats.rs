@@ -229,7 +229,7 @@ mod tests {
         let c = Counters::from_words(words.clone().try_into().unwrap());
         assert_eq!(c.to_words().to_vec(), words);
         assert_eq!(c.connections_current, 1);
-        assert_eq!(c.syscalls.recv_rearms, Counters::WORDS as u64);
+        assert_eq!(c.syscalls.uring_accepts, Counters::WORDS as u64);
         let mut sum = c;
         sum.merge(&c);
         assert_eq!(sum.syscalls.uring_ops, 2 * c.syscalls.uring_ops);

@@ -12,14 +12,15 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use c10k::backend::epoll::Epoll;
 use c10k::backend::{Event, Interest, Poller};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::time::TimeSpec;
-use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use nix::sys::timerfd::{self, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use nix::time::{clock_nanosleep, ClockId, ClockNanosleepFlags};
 use socket2::Socket;
 
 use crate::client::{Client, Outcome};
@@ -45,6 +46,16 @@ const SIGNAL_TOKEN: u64 = u64::MAX - 1;
 /// The event loop's clock: nanoseconds since the run's start.
 pub(crate) trait Clock {
     fn now(&self) -> u64;
+
+    /// CLOCK_REALTIME now, ns since the epoch: the clock of the kernel's receive timestamps.
+    fn real(&self) -> u64;
+
+    /// When bytes the kernel stamped `stamp` (SO_TIMESTAMPNS: CLOCK_REALTIME ns) came, on this
+    /// clock: their age on the real clock, back from now. Never after now.
+    fn received(&self, stamp: u64) -> u64 {
+        let now = self.now();
+        now.saturating_sub(self.real().saturating_sub(stamp))
+    }
 }
 
 /// The real clock (CLOCK_MONOTONIC through [`Instant`]).
@@ -53,6 +64,12 @@ pub(crate) struct Monotonic(pub Instant);
 impl Clock for Monotonic {
     fn now(&self) -> u64 {
         self.0.elapsed().as_nanos() as u64
+    }
+
+    fn real(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
     }
 }
 
@@ -182,6 +199,8 @@ struct Engine<C: Client, K: Clock> {
     conns: Vec<Conn<C::State>>,
     stats: Stats,
     rbuf: Vec<u8>,
+    /// Room for a read's control message: its receive timestamp (open loop).
+    cmsg: Vec<u8>,
     outcomes: Vec<Outcome>,
     events: Vec<Event>,
     /// Open connections with room for another request (open loop), checked when popped.
@@ -214,6 +233,9 @@ struct Engine<C: Client, K: Clock> {
 /// Runs one thread's share of the run to its end.
 pub(crate) fn run_thread<C: Client>(client: C, plan: ThreadPlan) -> io::Result<Stats> {
     let cpu0 = sys::thread_cpu_time();
+    // The open loop sleeps to its ticks (Engine::sleep_until): without this, the kernel may let
+    // such a sleep run up to 50 µs over (the default timer slack), half a default tick.
+    let _ = nix::sys::prctl::set_timerslack(1);
     let clock = Monotonic(plan.start);
     let mut engine = Engine::new(client, plan, clock)?;
     let wall0 = engine.now();
@@ -269,7 +291,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
         };
         let check_every = (plan.timeout / 10).clamp(5_000_000, 200_000_000);
         let timer = TimerFd::new(
-            ClockId::CLOCK_MONOTONIC,
+            timerfd::ClockId::CLOCK_MONOTONIC,
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
         )?;
         let mut poller = Epoll::new(false)?;
@@ -290,6 +312,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
             conns,
             stats: Stats::default(),
             rbuf: vec![0; READ_BUF],
+            cmsg: nix::cmsg_space!(TimeSpec),
             outcomes: Vec::new(),
             events: Vec::with_capacity(1024),
             free: Vec::new(),
@@ -377,6 +400,14 @@ impl<C: Client, K: Clock> Engine<C, K> {
                 return Ok(());
             }
             let deadline = self.deadline(now).min(next_tick);
+            if self.in_window(now) {
+                self.stats.this.measured_wakeups += 1;
+            }
+            if deadline > now && self.reads_wait_for_tick(now, deadline) {
+                self.sleep_until(deadline);
+                self.turn(Some(Duration::ZERO))?;
+                continue;
+            }
             let wait = if deadline <= now {
                 Some(Duration::ZERO)
             } else {
@@ -388,9 +419,6 @@ impl<C: Client, K: Clock> Engine<C, K> {
                 }
                 None
             };
-            if self.in_window(now) {
-                self.stats.this.measured_wakeups += 1;
-            }
             self.turn(wait)?;
         }
     }
@@ -402,6 +430,48 @@ impl<C: Client, K: Clock> Engine<C, K> {
         if self.plan.schedule.is_none() && !self.plan.hold {
             for idx in 0..self.conns.len() {
                 self.refill(idx, now);
+            }
+        }
+    }
+
+    /// Open loop below saturation: whether the loop sleeps to `deadline` and only then reads what
+    /// came meanwhile, instead of waking for each response. Below saturation every response
+    /// arrives alone, and a wakeup per response (a sleep, a switch back) cost more than all the
+    /// rest of a request. So the loop wakes once per tick, when the next request is due within
+    /// one, while a connection is free to send it on (when none is, a response is what it waits
+    /// for). A response read up to a tick after it came still completes when it came: see
+    /// [`Clock::received`].
+    fn reads_wait_for_tick(&self, now: u64, deadline: u64) -> bool {
+        let Some(s) = &self.plan.schedule else {
+            return false;
+        };
+        s.tick > 0
+            && self.started
+            && self.connecting == 0
+            && !self.free.is_empty()
+            && deadline - now <= s.tick
+    }
+
+    /// Sleeps to `deadline` (no descriptor can wake the loop) and counts a late wakeup like the
+    /// timer's.
+    fn sleep_until(&mut self, deadline: u64) {
+        let now = self.now();
+        if deadline > now {
+            let t = TimeSpec::from_duration(Duration::from_nanos(deadline - now));
+            // EINTR (a signal the caller did not block) only ends the sleep early.
+            let _ = clock_nanosleep(ClockId::CLOCK_MONOTONIC, ClockNanosleepFlags::empty(), &t);
+        }
+        self.count_lag(deadline);
+    }
+
+    /// Records how late the loop woke for `deadline`.
+    fn count_lag(&mut self, deadline: u64) {
+        let late = self.now().saturating_sub(deadline);
+        record_ns(&mut self.stats.loop_lag, late);
+        if late > LATE_WAKEUP_NS {
+            self.stats.this.late_wakeups += 1;
+            if self.in_window(deadline) {
+                self.stats.this.measured_late_wakeups += 1;
             }
         }
     }

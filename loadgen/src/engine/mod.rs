@@ -6,8 +6,9 @@
 //! Times are nanoseconds since the run's start (`ThreadPlan::start`), read from a [`Clock`] that
 //! is a parameter of the loop, so that tests can say what time it is: once per wakeup, per
 //! timer or connect event, after every read that returned bytes (the completion time of the
-//! responses it completes), and before every send (the send time of the requests whose first
-//! byte it writes).
+//! responses it completes; in open loop the kernel's receive timestamp of its last byte, through
+//! [`Clock::received`]), and before every send (the send time of the requests whose first byte
+//! it writes).
 
 use std::collections::VecDeque;
 use std::io;
@@ -19,8 +20,7 @@ use c10k::backend::{Event, Interest, Poller};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::time::TimeSpec;
-use nix::sys::timerfd::{self, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
-use nix::time::{clock_nanosleep, ClockId, ClockNanosleepFlags};
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use socket2::Socket;
 
 use crate::client::{Client, Outcome};
@@ -33,6 +33,7 @@ mod conn_io;
 #[cfg(test)]
 mod loop_tests;
 mod plan;
+mod tick;
 
 /// One thread's read buffer.
 const READ_BUF: usize = 256 * 1024;
@@ -291,7 +292,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
         };
         let check_every = (plan.timeout / 10).clamp(5_000_000, 200_000_000);
         let timer = TimerFd::new(
-            timerfd::ClockId::CLOCK_MONOTONIC,
+            ClockId::CLOCK_MONOTONIC,
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
         )?;
         let mut poller = Epoll::new(false)?;
@@ -430,48 +431,6 @@ impl<C: Client, K: Clock> Engine<C, K> {
         if self.plan.schedule.is_none() && !self.plan.hold {
             for idx in 0..self.conns.len() {
                 self.refill(idx, now);
-            }
-        }
-    }
-
-    /// Open loop below saturation: whether the loop sleeps to `deadline` and only then reads what
-    /// came meanwhile, instead of waking for each response. Below saturation every response
-    /// arrives alone, and a wakeup per response (a sleep, a switch back) cost more than all the
-    /// rest of a request. So the loop wakes once per tick, when the next request is due within
-    /// one, while a connection is free to send it on (when none is, a response is what it waits
-    /// for). A response read up to a tick after it came still completes when it came: see
-    /// [`Clock::received`].
-    fn reads_wait_for_tick(&self, now: u64, deadline: u64) -> bool {
-        let Some(s) = &self.plan.schedule else {
-            return false;
-        };
-        s.tick > 0
-            && self.started
-            && self.connecting == 0
-            && !self.free.is_empty()
-            && deadline - now <= s.tick
-    }
-
-    /// Sleeps to `deadline` (no descriptor can wake the loop) and counts a late wakeup like the
-    /// timer's.
-    fn sleep_until(&mut self, deadline: u64) {
-        let now = self.now();
-        if deadline > now {
-            let t = TimeSpec::from_duration(Duration::from_nanos(deadline - now));
-            // EINTR (a signal the caller did not block) only ends the sleep early.
-            let _ = clock_nanosleep(ClockId::CLOCK_MONOTONIC, ClockNanosleepFlags::empty(), &t);
-        }
-        self.count_lag(deadline);
-    }
-
-    /// Records how late the loop woke for `deadline`.
-    fn count_lag(&mut self, deadline: u64) {
-        let late = self.now().saturating_sub(deadline);
-        record_ns(&mut self.stats.loop_lag, late);
-        if late > LATE_WAKEUP_NS {
-            self.stats.this.late_wakeups += 1;
-            if self.in_window(deadline) {
-                self.stats.this.measured_late_wakeups += 1;
             }
         }
     }

@@ -455,7 +455,11 @@ impl<C: Client, K: Clock> Engine<C, K> {
 
 /// Reads into `buf` and returns, with the byte count, the kernel's receive timestamp of the last
 /// byte read (SO_TIMESTAMPNS, CLOCK_REALTIME ns) when it gave one.
-fn read_stamped(fd: RawFd, buf: &mut [u8], cmsg: &mut Vec<u8>) -> io::Result<(usize, Option<u64>)> {
+pub(super) fn read_stamped(
+    fd: RawFd,
+    buf: &mut [u8],
+    cmsg: &mut Vec<u8>,
+) -> io::Result<(usize, Option<u64>)> {
     loop {
         let mut iov = [IoSliceMut::new(buf)];
         let msg = match recvmsg::<()>(fd, &mut iov, Some(&mut *cmsg), MsgFlags::empty()) {

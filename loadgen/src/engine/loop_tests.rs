@@ -368,10 +368,34 @@ fn the_open_loop_reads_per_tick_while_a_connection_is_free() {
     assert!(!closed.engine.reads_wait_for_tick(0, 1));
 }
 
+/// Waits until the kernel stamps received packets: it turns stamping on for the whole host a
+/// moment after the first socket asks (from a work queue), so the first packets after that can
+/// come unstamped. A socket pair asks and bounces a byte until it comes stamped; it is returned
+/// to be kept open, since stamping goes off again once no socket asks.
+fn kernel_stamps_packets() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut b, _) = listener.accept().unwrap();
+    nix::sys::socket::setsockopt(&a, nix::sys::socket::sockopt::ReceiveTimestampns, &true).unwrap();
+    let mut cmsg = nix::cmsg_space!(TimeSpec);
+    let mut buf = [0; 1];
+    for _ in 0..100_000 {
+        b.write_all(b"x").unwrap();
+        let (n, stamp) = conn_io::read_stamped(a.as_raw_fd(), &mut buf, &mut cmsg).unwrap();
+        assert_eq!(n, 1);
+        if stamp.is_some() {
+            return (a, b);
+        }
+        std::thread::yield_now();
+    }
+    panic!("the kernel never stamped a received packet");
+}
+
 /// A response read a while after it came (the loop slept to its tick) completes when it came,
 /// by the kernel's receive timestamp, not when the loop read it.
 #[test]
 fn a_response_read_late_completes_when_it_came() {
+    let _stamping = kernel_stamps_packets();
     let (mut e, clock, mut peer) = open_loop(1_000.0, 100_000, 1);
     let mut req = vec![0; e.conns[0].out.len()];
     peer.read_exact(&mut req).unwrap();

@@ -47,6 +47,13 @@ pub struct Config {
     #[arg(long, default_value = "10", value_name = "SECS", value_parser = parse_seconds)]
     #[serde(serialize_with = "seconds")]
     pub shutdown_grace: Duration,
+    /// Seconds after SIGINT/SIGTERM during which an idle keep-alive connection may still bring
+    /// one more request (answered with `Connection: close`) before it is shut down: closing it at
+    /// once would race with a request already on its way (RFC 9112 §9.6). Never longer than
+    /// `--shutdown-grace`.
+    #[arg(long, default_value = "1", value_name = "SECS", value_parser = parse_seconds)]
+    #[serde(serialize_with = "seconds")]
+    pub keepalive_drain: Duration,
     /// Seconds a request head may take to arrive whole (then HTTP 408 and close).
     #[arg(long, default_value = "30", value_name = "SECS", value_parser = parse_seconds)]
     #[serde(serialize_with = "seconds")]
@@ -96,6 +103,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// How long idle keep-alive connections may bring one more request after SIGTERM: the
+    /// `--keepalive-drain` window, cut to the grace period.
+    pub fn keepalive_drain_window(&self) -> Duration {
+        self.keepalive_drain.min(self.shutdown_grace)
+    }
+
     /// Processes serving the port: `--workers`, or in a worker the count its master gave it.
     pub fn worker_processes(&self) -> usize {
         self.worker_count.unwrap_or(self.workers)
@@ -197,6 +210,8 @@ mod tests {
             "9",
             "--shutdown-grace",
             "0.25",
+            "--keepalive-drain",
+            "0.125",
             "--header-timeout",
             "1.5",
             "--idle-timeout",

@@ -119,6 +119,13 @@ counter_struct! {
         pub uring_ops: u64,
         /// io_uring receives re-armed after the kernel ended them (ENOBUFS, or a multishot ending).
         pub recv_rearms: u64,
+        /// io_uring receives armed (a multishot one stays armed for many requests): operations
+        /// among `uring_ops`, not syscalls, so that `syscalls_total` compares across models.
+        pub uring_recvs: u64,
+        /// io_uring sends submitted (operations, not syscalls).
+        pub uring_sends: u64,
+        /// Connections that io_uring accepts delivered (operations, not syscalls).
+        pub uring_accepts: u64,
     }
 }
 
@@ -222,7 +229,7 @@ mod tests {
         let c = Counters::from_words(words.clone().try_into().unwrap());
         assert_eq!(c.to_words().to_vec(), words);
         assert_eq!(c.connections_current, 1);
-        assert_eq!(c.syscalls.recv_rearms, Counters::WORDS as u64);
+        assert_eq!(c.syscalls.uring_accepts, Counters::WORDS as u64);
         let mut sum = c;
         sum.merge(&c);
         assert_eq!(sum.syscalls.uring_ops, 2 * c.syscalls.uring_ops);

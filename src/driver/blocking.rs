@@ -104,7 +104,7 @@ impl ServerState {
         let grace_end = Instant::now() + options.config.shutdown_grace;
         let window = match options.config.proto {
             Proto::Echo => Duration::ZERO,
-            Proto::Http => super::keepalive_drain_window(options.config.shutdown_grace),
+            Proto::Http => options.config.keepalive_drain_window(),
         };
         let window_end = Instant::now() + window;
         let _ = self.drain_until.set(window_end);
@@ -290,6 +290,9 @@ fn accept_up_to(acceptor: &mut impl Acceptor, listener: RawFd, limit: usize) -> 
         acceptor.env().local.connections_total += 1;
         // As the reactor does: see sys::set_nodelay. Not fatal when it fails.
         let _ = sys::set_nodelay(fd.as_raw_fd());
+        // Counted before the connection has a thread that could answer `/stats`: a client
+        // that asks on it must see itself among `connections_total`.
+        acceptor.env().flush();
         if !acceptor.admit(fd) {
             return Some(Instant::now() + ACCEPT_PAUSE);
         }

@@ -39,17 +39,6 @@ pub struct DriverOptions {
 /// No deadline (loop-clock milliseconds).
 pub const NEVER: u64 = u64::MAX;
 
-/// On SIGTERM, how long an idle keep-alive connection may still bring one more request (answered
-/// with `Connection: close`) before it is shut down. Closing it at once would race with a request
-/// the client has already sent (RFC 9112 §9.6); proxies drain the same way. Never longer than the
-/// shutdown grace period.
-pub const KEEPALIVE_DRAIN_WINDOW: Duration = Duration::from_secs(1);
-
-/// The keep-alive drain window under this grace period.
-pub fn keepalive_drain_window(shutdown_grace: Duration) -> Duration {
-    KEEPALIVE_DRAIN_WINDOW.min(shutdown_grace)
-}
-
 /// Milliseconds since a loop started, read once per wake-up: connections store 8-byte stamps
 /// instead of 16-byte `Instant`s, and a connection's turn reads no clock.
 #[derive(Debug)]

@@ -23,7 +23,7 @@
 //!   response in progress finishes and is the last, and the next request is answered with
 //!   `Connection: close`, then writing is shut down and the input drained (linger), so the client
 //!   reads the response, not a reset. An idle keep-alive connection gets a drain window
-//!   ([`super::KEEPALIVE_DRAIN_WINDOW`]) for that next request, since closing it at once would race
+//!   (`--keepalive-drain`) for that next request, since closing it at once would race
 //!   with a request already on its way; when the window is over, what has arrived is still served
 //!   and a connection with nothing pending is closed. Threads that went idle before the signal
 //!   (blocked in `read` under the idle timeout) are woken at the end of the window with

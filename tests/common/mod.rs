@@ -183,7 +183,14 @@ impl<R: Read> HttpReader<R> {
 
     fn fill(&mut self) -> io::Result<bool> {
         let mut chunk = [0u8; 65536];
-        let n = self.inner.read(&mut chunk)?;
+        // EINTR is not the server's doing: a read under SO_RCVTIMEO fails with it when this
+        // process was stopped and continued (signal(7)). Retried, as `read_exact` does.
+        let n = loop {
+            match self.inner.read(&mut chunk) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(n > 0)
     }

@@ -2,12 +2,15 @@
 //! with the requests in flight, writing, closing.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::io::IoSliceMut;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 use c10k::backend::{Event, Interest, Poller};
+use nix::errno::Errno;
+use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
 use socket2::Socket;
 
-use super::{Clock, Close, Engine, Phase, LATE_WAKEUP_NS, SIGNAL_TOKEN, TIMER_TOKEN, UNSENT};
+use super::{Clock, Close, Engine, Phase, SIGNAL_TOKEN, TIMER_TOKEN, UNSENT};
 use crate::client::{Client, Outcome};
 use crate::stats::record_ns;
 use crate::sys;
@@ -21,7 +24,16 @@ impl<C: Client, K: Clock> Engine<C, K> {
         self.stats.conns.attempts += 1;
         // Worked out now, not kept per connection: 32 bytes less for each.
         let source = self.plan.source_of(idx);
-        match sys::connect(self.plan.target, source) {
+        let connected = sys::connect(self.plan.target, source);
+        if self.plan.schedule.is_some() {
+            if let Ok(sys::Connect::Done(s) | sys::Connect::InProgress(s)) = &connected {
+                // The open loop reads responses up to a tick after they came
+                // (Engine::reads_wait_for_tick) and dates them by the kernel's receive timestamp.
+                // Without one a read is dated when it returns.
+                let _ = setsockopt(s, sockopt::ReceiveTimestampns, &true);
+            }
+        }
+        match connected {
             Ok(sys::Connect::Done(s)) => {
                 let token = self.token(idx);
                 if let Err(e) = self.poller.register(s.as_raw_fd(), token, Interest::READ) {
@@ -109,14 +121,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
         }
         if ev.token == TIMER_TOKEN {
             let _ = self.timer.wait(); // clears the expiry; EAGAIN if already cleared
-            let late = self.now().saturating_sub(self.armed);
-            record_ns(&mut self.stats.loop_lag, late);
-            if late > LATE_WAKEUP_NS {
-                self.stats.this.late_wakeups += 1;
-                if self.in_window(self.armed) {
-                    self.stats.this.measured_late_wakeups += 1;
-                }
-            }
+            self.count_lag(self.armed);
             self.armed = u64::MAX;
             return;
         }
@@ -170,21 +175,38 @@ impl<C: Client, K: Clock> Engine<C, K> {
             let Some(fd) = self.conns[idx].socket.as_ref().map(AsRawFd::as_raw_fd) else {
                 return;
             };
-            let read = c10k::sys::read(fd, &mut self.rbuf);
+            let (read, stamp) = if self.plan.schedule.is_some() {
+                match read_stamped(fd, &mut self.rbuf, &mut self.cmsg) {
+                    Ok((n, stamp)) => (Ok(n), stamp),
+                    Err(e) => (Err(e), None),
+                }
+            } else {
+                (c10k::sys::read(fd, &mut self.rbuf), None)
+            };
             if matches!(&read, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
                 return;
             }
             let filled = matches!(read, Ok(n) if n == self.rbuf.len());
             let now = self.now();
-            if !self.received(idx, read, now) || !filled {
+            // When the last byte read came (not after now): the completion time of the responses
+            // it completes.
+            let came = stamp.map_or(now, |s| self.clock.received(s).min(now));
+            if !self.received(idx, read, now, came) || !filled {
                 return;
             }
         }
     }
 
     /// Handles what one read of connection `idx` returned at `now`: bytes in `rbuf[..n]`, EOF
-    /// or an error. Returns whether the connection is still the same one, open.
-    pub(super) fn received(&mut self, idx: usize, read: io::Result<usize>, now: u64) -> bool {
+    /// or an error; the responses they complete completed at `came` (at or before `now`).
+    /// Returns whether the connection is still the same one, open.
+    pub(super) fn received(
+        &mut self,
+        idx: usize,
+        read: io::Result<usize>,
+        now: u64,
+        came: u64,
+    ) -> bool {
         let gen = self.conns[idx].gen;
         let n = match read {
             Ok(0) => {
@@ -215,7 +237,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
             return false;
         }
         let responses = self.outcomes.len();
-        let closing = self.complete_all(idx, now);
+        let closing = self.complete_all(idx, came);
         if self.conns[idx].gen != gen {
             return false;
         }
@@ -317,10 +339,17 @@ impl<C: Client, K: Clock> Engine<C, K> {
                 self.stats.reqs.late += 1;
                 continue;
             };
+            // A receive timestamp read back through the real clock can land a little before the
+            // send (the two clocks are read apart): an answer never comes before its request.
+            let at = if req.sent == UNSENT {
+                now
+            } else {
+                now.max(req.sent)
+            };
             self.unresolved -= 1;
             self.iv.completed += 1;
-            if self.in_interval_latency(req.intended, now) {
-                record_ns(&mut self.iv_latency, now - req.intended);
+            if self.in_interval_latency(req.intended, at) {
+                record_ns(&mut self.iv_latency, at.saturating_sub(req.intended));
             }
             if !self.in_window(req.intended) {
                 continue;
@@ -339,15 +368,15 @@ impl<C: Client, K: Clock> Engine<C, K> {
                 Outcome::Verified => r.verified += 1,
                 Outcome::Corrupted | Outcome::Reordered => {}
             }
-            record_ns(&mut self.stats.latency, now - req.intended);
+            record_ns(&mut self.stats.latency, at.saturating_sub(req.intended));
             if let Some(p) = self.stats.per_path.get_mut(req.class as usize) {
                 p.completed += 1;
                 p.status_2xx += u64::from(matches!(o, Outcome::Status(200..=299)));
-                record_ns(&mut p.latency, now - req.intended);
+                record_ns(&mut p.latency, at.saturating_sub(req.intended));
             }
             // Answered before any of it was written (a peer that answers unasked): no wait.
-            let sent = if req.sent == UNSENT { now } else { req.sent };
-            record_ns(&mut self.stats.service, now.saturating_sub(sent));
+            let sent = if req.sent == UNSENT { at } else { req.sent };
+            record_ns(&mut self.stats.service, at.saturating_sub(sent));
         }
         self.outcomes = outcomes;
         self.outcomes.clear();
@@ -452,5 +481,31 @@ impl<C: Client, K: Clock> Engine<C, K> {
         if self.plan.reconnect && (now < self.plan.origin || self.may_issue(now)) {
             self.start_connect(idx, now);
         }
+    }
+}
+
+/// Reads into `buf` and returns, with the byte count, the kernel's receive timestamp of the last
+/// byte read (SO_TIMESTAMPNS, CLOCK_REALTIME ns) when it gave one.
+pub(super) fn read_stamped(
+    fd: RawFd,
+    buf: &mut [u8],
+    cmsg: &mut Vec<u8>,
+) -> io::Result<(usize, Option<u64>)> {
+    loop {
+        let mut iov = [IoSliceMut::new(buf)];
+        let msg = match recvmsg::<()>(fd, &mut iov, Some(&mut *cmsg), MsgFlags::empty()) {
+            Ok(m) => m,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let mut stamp = None;
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::ScmTimestampns(ts) = c {
+                    stamp = Some(ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64);
+                }
+            }
+        }
+        return Ok((msg.bytes, stamp));
     }
 }

@@ -17,11 +17,13 @@ const MS: u64 = 1_000_000;
 /// Long enough never to matter in a test.
 const HOUR: u64 = 3_600_000 * MS;
 
-/// A clock that returns `t` and then advances it by `step` (0: it stands still until set).
+/// A clock that returns `t` and then advances it by `step` (0: it stands still until set). Its
+/// real clock reads `real` (0: the kernel's receive timestamps read as now).
 #[derive(Clone, Default)]
 struct FakeClock {
     t: Rc<Cell<u64>>,
     step: Rc<Cell<u64>>,
+    real: Rc<Cell<u64>>,
 }
 
 impl FakeClock {
@@ -35,6 +37,10 @@ impl Clock for FakeClock {
         let t = self.t.get();
         self.t.set(t + self.step.get());
         t
+    }
+
+    fn real(&self) -> u64 {
+        self.real.get()
     }
 }
 
@@ -254,14 +260,16 @@ fn a_held_connection_frees_its_buffers_between_pings() {
     }
 }
 
-/// An open loop of 100K req/s (one due every 10 µs) on a 100 µs tick: the loop does not wake
-/// for each request but at the end of the tick, and that one wakeup sends every request due
-/// in it, each keeping its due time as the start of its latency.
-#[test]
-fn the_open_loop_wakes_once_per_tick_and_sends_what_is_due() {
+/// An open loop of `rate` req/s on a `tick` ns tick over one connection `pipeline` deep, open
+/// (request 0, due at 0, went as it opened), with the server's end of it.
+fn open_loop(
+    rate: f64,
+    tick: u64,
+    pipeline: usize,
+) -> (Engine<Http, FakeClock>, FakeClock, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let (tx, _rx) = mpsc::channel();
-    let tick = 100_000;
+    // Nobody reads the intervals: the loop ignores a closed channel.
+    let (tx, _) = mpsc::channel();
     let plan = ThreadPlan {
         thread: 0,
         start: Instant::now(),
@@ -272,7 +280,7 @@ fn the_open_loop_wakes_once_per_tick_and_sends_what_is_due() {
             global: 0,
             connect_at: 0,
         }],
-        pipeline: 1000,
+        pipeline,
         timeout: HOUR,
         warmup: 0,
         duration: Some(HOUR),
@@ -280,7 +288,7 @@ fn the_open_loop_wakes_once_per_tick_and_sends_what_is_due() {
         origin: 0,
         schedule: Some(Schedule {
             origin: 0,
-            rate: 100_000.0,
+            rate,
             stride: 1,
             offset: 0,
             tick,
@@ -294,12 +302,23 @@ fn the_open_loop_wakes_once_per_tick_and_sends_what_is_due() {
     let clock = FakeClock::default();
     let mut e = Engine::new(http("GET", 0), plan, clock.clone()).unwrap();
     e.connect_due(0);
-    let _peer = listener.accept().unwrap();
+    let (peer, _) = listener.accept().unwrap();
     pump(&mut e, |e| e.conns[0].phase == Phase::Open);
+    (e, clock, peer)
+}
+
+/// An open loop of 100K req/s (one due every 10 µs) on a 100 µs tick: the loop does not wake
+/// for each request but at the end of the tick, and that one wakeup sends every request due
+/// in it, each keeping its due time as the start of its latency; none goes before it is due.
+#[test]
+fn the_open_loop_wakes_once_per_tick_and_sends_what_is_due() {
+    let tick = 100_000;
+    let (mut e, clock, _peer) = open_loop(100_000.0, tick, 1000);
     // Request 0 was due at 0 and went as the connection opened; 1 is due at 10 µs.
     assert_eq!(e.stats.reqs.sent, 1);
     clock.set(5_000);
     e.dispatch(5_000);
+    assert_eq!(e.stats.reqs.sent, 1, "request 1 (due at 10 µs) went early");
     assert_eq!(
         e.deadline(5_000),
         tick,
@@ -313,7 +332,94 @@ fn the_open_loop_wakes_once_per_tick_and_sends_what_is_due() {
     );
     let due: Vec<u64> = e.conns[0].inflight.iter().map(|r| r.intended).collect();
     assert_eq!(due, (0..=10).map(|k| k * 10_000).collect::<Vec<_>>());
+    assert!(e.conns[0].inflight.iter().all(|r| r.sent >= r.intended));
     assert_eq!(e.deadline(tick), 2 * tick);
+}
+
+/// Below saturation the open loop sleeps to its next tick and reads the responses that came
+/// meanwhile only then, instead of waking for each; when no connection is free to send the next
+/// request on, it waits for a response as before (and a closed loop always does).
+#[test]
+fn the_open_loop_reads_per_tick_while_a_connection_is_free() {
+    let tick = 100_000;
+    // 1K req/s: request 1 is due at 1 ms, ten ticks away.
+    let (mut e, clock, mut peer) = open_loop(1_000.0, tick, 1);
+    assert!(
+        e.free.is_empty(),
+        "request 0 is in flight on the only connection"
+    );
+    assert!(
+        !e.reads_wait_for_tick(950_000, 1_000_000),
+        "no connection is free: the response must wake the loop"
+    );
+    let mut req = vec![0; e.conns[0].out.len()];
+    peer.read_exact(&mut req).unwrap();
+    peer.write_all(OK).unwrap();
+    clock.set(200_000);
+    pump(&mut e, |e| e.stats.reqs.completed == 1);
+    assert!(!e.free.is_empty());
+    assert!(e.reads_wait_for_tick(950_000, 1_000_000));
+    assert!(
+        !e.reads_wait_for_tick(800_000, 1_000_000),
+        "the next wakeup is more than a tick away: a response may not wait that long"
+    );
+    let mut closed = rig(http("GET", 0), 1, Some(5), None, HOUR);
+    closed.engine.free.push(0);
+    assert!(!closed.engine.reads_wait_for_tick(0, 1));
+}
+
+/// Waits until the kernel stamps received packets: it turns stamping on for the whole host a
+/// moment after the first socket asks (from a work queue), so the first packets after that can
+/// come unstamped. A socket pair asks and bounces a byte until it comes stamped; it is returned
+/// to be kept open, since stamping goes off again once no socket asks.
+fn kernel_stamps_packets() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut b, _) = listener.accept().unwrap();
+    nix::sys::socket::setsockopt(&a, nix::sys::socket::sockopt::ReceiveTimestampns, &true).unwrap();
+    let mut cmsg = nix::cmsg_space!(TimeSpec);
+    let mut buf = [0; 1];
+    for _ in 0..100_000 {
+        b.write_all(b"x").unwrap();
+        let (n, stamp) = conn_io::read_stamped(a.as_raw_fd(), &mut buf, &mut cmsg).unwrap();
+        assert_eq!(n, 1);
+        if stamp.is_some() {
+            return (a, b);
+        }
+        std::thread::yield_now();
+    }
+    panic!("the kernel never stamped a received packet");
+}
+
+/// A response read a while after it came (the loop slept to its tick) completes when it came,
+/// by the kernel's receive timestamp, not when the loop read it.
+#[test]
+fn a_response_read_late_completes_when_it_came() {
+    let _stamping = kernel_stamps_packets();
+    let (mut e, clock, mut peer) = open_loop(1_000.0, 100_000, 1);
+    let mut req = vec![0; e.conns[0].out.len()];
+    peer.read_exact(&mut req).unwrap();
+    let real = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    };
+    let before = real();
+    peer.write_all(OK).unwrap();
+    let after = real();
+    // Read at 50 ms on the loop's clock, 30 ms after the write on the real clock: the response
+    // came at 20 ms (up to the write's own duration earlier).
+    clock.set(50 * MS);
+    clock.real.set(after + 30 * MS);
+    pump(&mut e, |e| e.stats.reqs.completed == 1);
+    let lat = &e.stats.latency;
+    let (lo, hi) = (us(20 * MS - (after - before)), us(20 * MS));
+    assert!(
+        lat.max() <= lat.highest_equivalent(hi) && lat.min() >= lat.lowest_equivalent(lo),
+        "latency {} µs, not the {lo}..={hi} µs since the request was due",
+        lat.max()
+    );
 }
 
 /// A request sent in the warmup and answered after it counts in neither the final histogram nor

@@ -6,13 +6,14 @@
 //! Times are nanoseconds since the run's start (`ThreadPlan::start`), read from a [`Clock`] that
 //! is a parameter of the loop, so that tests can say what time it is: once per wakeup, per
 //! timer or connect event, after every read that returned bytes (the completion time of the
-//! responses it completes), and before every send (the send time of the requests whose first
-//! byte it writes).
+//! responses it completes; in open loop the kernel's receive timestamp of its last byte, through
+//! [`Clock::received`]), and before every send (the send time of the requests whose first byte
+//! it writes).
 
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use c10k::backend::epoll::Epoll;
 use c10k::backend::{Event, Interest, Poller};
@@ -33,6 +34,7 @@ mod conn_io;
 #[cfg(test)]
 mod loop_tests;
 mod plan;
+mod tick;
 mod uring;
 pub(crate) use uring::probe as probe_uring;
 
@@ -48,6 +50,16 @@ const SIGNAL_TOKEN: u64 = u64::MAX - 1;
 /// The event loop's clock: nanoseconds since the run's start.
 pub(crate) trait Clock {
     fn now(&self) -> u64;
+
+    /// CLOCK_REALTIME now, ns since the epoch: the clock of the kernel's receive timestamps.
+    fn real(&self) -> u64;
+
+    /// When bytes the kernel stamped `stamp` (SO_TIMESTAMPNS: CLOCK_REALTIME ns) came, on this
+    /// clock: their age on the real clock, back from now. Never after now.
+    fn received(&self, stamp: u64) -> u64 {
+        let now = self.now();
+        now.saturating_sub(self.real().saturating_sub(stamp))
+    }
 }
 
 /// The real clock (CLOCK_MONOTONIC through [`Instant`]).
@@ -56,6 +68,12 @@ pub(crate) struct Monotonic(pub Instant);
 impl Clock for Monotonic {
     fn now(&self) -> u64 {
         self.0.elapsed().as_nanos() as u64
+    }
+
+    fn real(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
     }
 }
 
@@ -185,6 +203,8 @@ struct Engine<C: Client, K: Clock> {
     conns: Vec<Conn<C::State>>,
     stats: Stats,
     rbuf: Vec<u8>,
+    /// Room for a read's control message: its receive timestamp (open loop).
+    cmsg: Vec<u8>,
     outcomes: Vec<Outcome>,
     events: Vec<Event>,
     /// Open connections with room for another request (open loop), checked when popped.
@@ -224,6 +244,9 @@ pub(crate) fn run_thread<C: Client>(
     kind: EngineKind,
 ) -> io::Result<Stats> {
     let cpu0 = sys::thread_cpu_time();
+    // The open loop sleeps to its ticks (Engine::sleep_until): without this, the kernel may let
+    // such a sleep run up to 50 µs over (the default timer slack), half a default tick.
+    let _ = nix::sys::prctl::set_timerslack(1);
     let clock = Monotonic(plan.start);
     let mut engine = Engine::new(client, plan, clock)?;
     if kind == EngineKind::Uring {
@@ -306,6 +329,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
             conns,
             stats: Stats::default(),
             rbuf: vec![0; READ_BUF],
+            cmsg: nix::cmsg_space!(TimeSpec),
             outcomes: Vec::new(),
             events: Vec::with_capacity(1024),
             free: Vec::new(),
@@ -394,6 +418,14 @@ impl<C: Client, K: Clock> Engine<C, K> {
                 return Ok(());
             }
             let deadline = self.deadline(now).min(next_tick);
+            if self.in_window(now) {
+                self.stats.this.measured_wakeups += 1;
+            }
+            if deadline > now && self.reads_wait_for_tick(now, deadline) {
+                self.sleep_until(deadline);
+                self.turn(Some(Duration::ZERO))?;
+                continue;
+            }
             let wait = if deadline <= now {
                 Some(Duration::ZERO)
             } else {
@@ -405,9 +437,6 @@ impl<C: Client, K: Clock> Engine<C, K> {
                 }
                 None
             };
-            if self.in_window(now) {
-                self.stats.this.measured_wakeups += 1;
-            }
             self.turn(wait)?;
         }
     }

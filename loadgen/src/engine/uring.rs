@@ -422,7 +422,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
             e => Err(io::Error::from_raw_os_error(-e)),
         };
         let eof_or_error = !matches!(read, Ok(n) if n > 0);
-        if self.received(idx, read, now) && !armed && !eof_or_error {
+        if self.received(idx, read, now, now) && !armed && !eof_or_error {
             self.ring().to_arm.push(idx as u32);
         }
     }

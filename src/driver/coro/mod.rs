@@ -50,7 +50,7 @@ use super::kit::{
     self, RateLimitedLog, ACCEPTS_AT_SHUTDOWN, ACCEPTS_PER_TURN, ACCEPT_PAUSE, LINGER_BYTES,
     LINGER_TIME, MAX_BUFFERED_INPUT, READ_CHUNK,
 };
-use super::{keepalive_drain_window, DriverOptions, LoopEnv};
+use super::{DriverOptions, LoopEnv};
 use crate::proto::{Session, Status, OUTPUT_HIGH_WATER};
 use crate::stats::{self, Counters};
 use crate::sys;
@@ -642,7 +642,7 @@ async fn signal_task(ctx: Rc<Ctx>, mut signals: SignalFd, reg: Registration) {
     drop(reg);
     let now = Instant::now();
     let deadline = now + ctx.options.config.shutdown_grace;
-    let drain_until = now + keepalive_drain_window(ctx.options.config.shutdown_grace);
+    let drain_until = now + ctx.options.config.keepalive_drain_window();
     ctx.shutdown_deadline.set(Some(deadline));
     ctx.keepalive_drain_until.set(Some(drain_until));
     if let Some(w) = ctx.acceptor.borrow().as_ref() {

@@ -45,7 +45,7 @@ use super::kit::{
     self, Deadlines, RateLimitedLog, Slab, Stamps, Timed, ACCEPTS_AT_SHUTDOWN, ACCEPTS_PER_TURN,
     ACCEPT_PAUSE, READ_CHUNK,
 };
-use super::{keepalive_drain_window, Clock, DriverOptions, LoopEnv, Timeouts, NEVER};
+use super::{Clock, DriverOptions, LoopEnv, Timeouts, NEVER};
 use crate::backend::{Event, Features, Interest, Poller, Token};
 use crate::proto::{Proto, Session, Status, OUTPUT_HIGH_WATER};
 use crate::stats::{self, Counters};
@@ -616,8 +616,7 @@ impl Reactor {
         }
         let now = Instant::now();
         self.shutdown_deadline = Some(now + self.options.config.shutdown_grace);
-        self.keepalive_drain_until =
-            Some(now + keepalive_drain_window(self.options.config.shutdown_grace));
+        self.keepalive_drain_until = Some(now + self.options.config.keepalive_drain_window());
         // A client whose handshake the kernel completed may already have sent its request:
         // closing the listener would reset it. Take the backlog in, and drain it with the rest.
         if let Some(listener) = self.listener.as_ref().map(AsRawFd::as_raw_fd) {

@@ -54,7 +54,7 @@ impl Uring {
             self.accepting = false;
         }
         if result >= 0 {
-            self.env.counters.syscalls.accepts += 1;
+            self.env.counters.syscalls.uring_accepts += 1;
             // Also after shutdown began: the client connected before the accept was cancelled,
             // and is served (drained) rather than reset.
             let fd = match self.direct.as_mut() {
@@ -130,7 +130,7 @@ impl Uring {
         if refusal.is_empty() {
             return self.close_direct(slot);
         }
-        self.env.counters.syscalls.writes += 1;
+        self.env.counters.syscalls.uring_sends += 1;
         self.env.publish();
         let token = self.refusals.insert((slot, refusal));
         let Some((_, data)) = self.refusals.get_mut(token) else {

@@ -32,8 +32,9 @@
 //!   and pays one failed attempt, but a pipelined or streaming one usually finds it at once. The
 //!   few direct syscalls on these sockets (the 503 of a refusal into an empty send buffer,
 //!   shutdown) never block. The listener is blocking for the same reason.
-//! - Counted in `/stats`: `uring_ops` (SQEs queued), `completions` (CQEs reaped), `waits`
-//!   (io_uring_enter calls), and `recv_rearms` (recvs the kernel ended without data: ENOBUFS when
+//! - Counted in `/stats`: `uring_ops` (SQEs queued; `uring_recvs`, `uring_sends` and
+//!   `uring_accepts` by purpose), `completions` (CQEs reaped), `waits` (io_uring_enter calls,
+//!   the syscalls that carry them: none of the operations counts as a syscall), and `recv_rearms` (recvs the kernel ended without data: ENOBUFS when
 //!   the buffer ring ran dry, EAGAIN, EINTR).
 //! - Signals arrive through the ring too (a poll on the signalfd), so shutdown is one more
 //!   completion. Then (RFC 9112 §9.6): the listener stops listening (`shutdown(SHUT_RD)`) and
@@ -42,7 +43,7 @@
 //!   ([`Session::drain`]): the response in progress or the next one is its last, with `Connection:
 //!   close`, then writing is shut down and input drained (linger) so the client reads the response,
 //!   not a reset. Idle keep-alive connections keep their recv armed for the drain window
-//!   ([`super::KEEPALIVE_DRAIN_WINDOW`]), since closing them at once would race with a request on
+//!   (`--keepalive-drain`), since closing them at once would race with a request on
 //!   its way; when it ends, those with nothing pending are closed. Whatever is left at the end of
 //!   the grace period is cancelled.
 
@@ -442,7 +443,7 @@ impl Uring {
                 return self.close(token);
             }
             if conn.pending_output() > 0 {
-                self.env.counters.syscalls.writes += 1;
+                self.env.counters.syscalls.uring_sends += 1;
                 // SAFETY: the send reads `output[sent..]`, which is neither changed nor freed while
                 // `send_armed` is set: `produce` (and, with `--offload`, taking a job's output
                 // back) runs only without a send in flight, and the connection is freed only once
@@ -485,7 +486,7 @@ impl Uring {
             }
         };
         if wants_input && !conn.recv_armed {
-            self.env.counters.syscalls.reads += 1;
+            self.env.counters.syscalls.uring_recvs += 1;
             let syscalls = &mut self.env.counters.syscalls;
             if self.multishot_recv {
                 ring::push_recv_multishot(&mut self.ring, syscalls, &conn.fd, token);
@@ -664,8 +665,7 @@ impl Uring {
         }
         let now = Instant::now();
         self.shutdown_deadline = Some(now + self.options.config.shutdown_grace);
-        self.drain_until =
-            Some(now + super::keepalive_drain_window(self.options.config.shutdown_grace));
+        self.drain_until = Some(now + self.options.config.keepalive_drain_window());
         self.accept_paused_until = None;
         if let Some(listener) = &self.listener {
             // Stop listening now, before any drained connection is told `Connection: close`:

@@ -57,17 +57,18 @@ C10K = os.path.join(ROOT, "target", "release", "c10k")
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_ticks(pid):
-    """utime + stime of a process and all its descendants (nginx workers, c10k workers)."""
+def cpu_ticks(pid, user_only=False):
+    """utime + stime (or utime alone) of a process and all its descendants (nginx workers, c10k
+    workers)."""
     total = 0
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
+        total += int(fields[11]) + (0 if user_only else int(fields[12]))
         for task in os.listdir(f"/proc/{pid}/task"):
             with open(f"/proc/{pid}/task/{task}/children") as f:
                 for child in f.read().split():
-                    total += cpu_ticks(int(child))
+                    total += cpu_ticks(int(child), user_only)
     except FileNotFoundError:
         pass
     return total
@@ -155,24 +156,31 @@ def all_servers():
 
 
 def measure(servers, args, pipeline):
-    """Rounds of every server in turn; per server, a list of (req/s, µs CPU/request, errors)."""
+    """Rounds of every server in turn; per server, a list of (req/s, µs CPU/request, errors,
+    µs user CPU/request). The user part is the server's own code: the kernel's loopback TCP,
+    the same work for every server, is most of the rest, and most of the noise of a shared
+    machine lands there."""
     results = {name: [] for name in servers}
     for round_no in range(1, args.rounds + 1):
         for i, name in enumerate(servers):
             port = args.port + i
             proc = start(name, port)
             pid = server_pid(proc, name)
-            before = cpu_ticks(pid)
+            before, user_before = cpu_ticks(pid), cpu_ticks(pid, user_only=True)
             requests, errors = run_wrk(port, args.conns, args.duration, pipeline)
-            after = cpu_ticks(pid)
+            after, user_after = cpu_ticks(pid), cpu_ticks(pid, user_only=True)
             stop(proc)
             cpu_us = (after - before) * 1e6 / TICK
+            user_us = (user_after - user_before) * 1e6 / TICK
             per_request = cpu_us / requests if requests else float("nan")
-            results[name].append((requests / args.duration, per_request, errors))
+            user_per_request = user_us / requests if requests else float("nan")
+            results[name].append(
+                (requests / args.duration, per_request, errors, user_per_request))
             print(
                 f"pipeline {pipeline:>2} round {round_no} {name:<16} "
                 f"{requests / args.duration:>12,.0f} req/s "
-                f"{per_request:6.3f} µs CPU/request  non-2xx {errors}",
+                f"{per_request:6.3f} µs CPU/request ({user_per_request:.3f} user)  "
+                f"non-2xx {errors}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -194,10 +202,12 @@ def summary(servers, by_mode, args, command):
             rows.append({
                 "server": name,
                 "per_round": [
-                    {"req_per_s": r[0], "cpu_us_per_req": r[1], "non_2xx": r[2]} for r in rounds
+                    {"req_per_s": r[0], "cpu_us_per_req": r[1], "non_2xx": r[2],
+                     "user_us_per_req": r[3]} for r in rounds
                 ],
                 "req_per_s_median": statistics.median(r[0] for r in rounds),
                 "cpu_us_per_req_median": statistics.median(r[1] for r in rounds),
+                "user_us_per_req_median": statistics.median(r[3] for r in rounds),
                 "ratio_median": statistics.median(ratios),
                 "ratio_min": min(ratios),
                 "ratio_max": max(ratios),
@@ -240,6 +250,9 @@ def table(data):
         label = "plain" if p == 1 else f"pipelined x{p}"
         head += f" {label} req/s | {label} CPU µs/req | × {ref} (range) |"
         rule += "---:|---:|---:|"
+        if "user_us_per_req_median" in mode["servers"][0]:
+            head += " of which user µs/req |"
+            rule += "---:|"
     lines = [head, rule]
     for i, name in enumerate(row["server"] for row in data["modes"][0]["servers"]):
         line = f"| {name} |"
@@ -254,6 +267,8 @@ def table(data):
                 f" ({span(at + '/ratio_min', row['ratio_min'], '.2')}–"
                 f"{span(at + '/ratio_max', row['ratio_max'], '.2')}) |"
             )
+            if "user_us_per_req_median" in row:
+                line += f" {span(at + '/user_us_per_req_median', row['user_us_per_req_median'], '.3')} |"
         lines.append(line)
     return "\n".join(lines)
 
@@ -262,7 +277,9 @@ def doc_text(data):
     return (
         f"`wrk -t1 -c{data['conns']} -d{data['duration_s']}s /plaintext`, {data['rounds']} "
         f"interleaved rounds per mode, server on CPU 0, wrk on CPU 1; medians, and the median "
-        f"(range) of each round's ratio to {data['reference']}. Measured {data['measured_utc']} "
+        f"(range) of each round's ratio to {data['reference']}; the user part of the CPU time "
+        f"(utime) is the server's own code, the rest mostly the kernel's loopback TCP. "
+        f"Measured {data['measured_utc']} "
         f"on a shared 2-core machine (data: [results/{JSON_NAME}](results/{JSON_NAME})):\n\n"
         f"```sh\n{data['command']}\n```\n\n"
         + table(data)

@@ -6,9 +6,10 @@
 //!   input buffer (httparse into a stack array of headers), nothing is copied out of it, and the
 //!   only per-request allocation is the body buffer of a chunked `POST /echo`, freed when its
 //!   response has been written.
-//! - **Cost per request.** The keep-alive `GET /plaintext` path is one httparse pass, a loop over
-//!   the header names compared by length then case-insensitively, and a response head assembled
-//!   from static pieces (see `response.rs`); no `format!`, no `String`.
+//! - **Cost per request.** The keep-alive `GET /plaintext` path is one pass over the head
+//!   (`head::simple_head`, eight bytes a step; httparse only for heads outside its common form),
+//!   the header names compared by length then case-insensitively, and the response copied whole
+//!   from two static pieces around the cached date (see `response.rs`); no `format!`, no `String`.
 //! - **Back-pressure.** Output is produced only while the output buffer is under
 //!   [`OUTPUT_HIGH_WATER`]: bodies that may be large (`/bytes/N` up to 1 GiB, echoed bodies) are
 //!   streamed through that window and input that cannot be answered yet is left unconsumed, so a
@@ -60,7 +61,8 @@ use super::blocking::{BlockingWork, WorkDone, MAX_SLEEP_MS, MAX_WORK_ITERATIONS}
 use super::{Env, Status, OUTPUT_HIGH_WATER};
 use chunked::{ChunkError, Decoder};
 use head::{
-    bare_lf, find_byte, leading_empty_lines, parse_length, request_line, target_path, Fields,
+    bare_lf, find_byte, leading_empty_lines, parse_length, request_line, simple_head, target_path,
+    Fields, SimpleHead,
 };
 use response::{Canned, ConnectionHeader};
 
@@ -448,7 +450,8 @@ impl HttpSession {
         }
     }
 
-    /// The common case, cheaply: a head that has arrived whole and breaks no rule. httparse
+    /// The common case, cheaply: a head that has arrived whole and breaks no rule. The most
+    /// common form of it is read by [`simple_head`] without httparse; otherwise httparse
     /// parses it in one pass and the strict request-line rules are checked on the slices it
     /// returns (a token method, a visible-ASCII target, 1.0 or 1.1), within both limits and with
     /// no bare LF. `None` for anything else, which [`Self::on_head`] then takes the careful way,
@@ -460,6 +463,12 @@ impl HttpSession {
         out: &mut Vec<u8>,
         env: &mut dyn Env,
     ) -> Option<usize> {
+        if let Some(head) = simple_head(avail) {
+            let n = head.len;
+            self.scanned = 0;
+            self.answer(head, out, env);
+            return Some(n);
+        }
         let mut headers = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
         let mut req = httparse::Request::new(&mut []);
         let Ok(httparse::Status::Complete(n)) = req.parse_with_uninit_headers(avail, &mut headers)

@@ -113,6 +113,34 @@ pub fn head(
     out.extend_from_slice(b"\r\n");
 }
 
+/// The head of `200 OK` for `GET /` and `GET /plaintext` on a keep-alive HTTP/1.1 connection,
+/// up to the date, and from the date on with the body: the most common response, so it is copied
+/// whole from these pieces rather than assembled (`tests::hello_is_what_head_writes` holds them
+/// to what [`head`] writes).
+const HELLO_BEFORE_DATE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: c10k\r\nDate: ";
+const HELLO_AFTER_DATE: &[u8] =
+    b"\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
+
+/// Append the whole response to a keep-alive `GET /plaintext` (see [`HELLO_BEFORE_DATE`]).
+#[inline]
+pub fn hello(out: &mut Vec<u8>, env: &dyn Env) {
+    let date = env.http_date();
+    if env.server_name() != "c10k" {
+        head(
+            out,
+            env,
+            b"200 OK",
+            TEXT,
+            13,
+            ConnectionHeader::Default,
+            None,
+        );
+        out.extend_from_slice(super::HELLO);
+        return;
+    }
+    append!(out, HELLO_BEFORE_DATE, date, HELLO_AFTER_DATE);
+}
+
 /// Append a canned text response; `head_only` (a HEAD request) leaves the body out but keeps
 /// its Content-Length.
 pub fn canned(
@@ -147,6 +175,44 @@ pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Named(&'static str);
+
+    impl Env for Named {
+        fn http_date(&self) -> &[u8] {
+            b"Sun, 06 Nov 1994 08:49:37 GMT"
+        }
+        fn server_name(&self) -> &str {
+            self.0
+        }
+        fn stats_json(&self) -> String {
+            String::new()
+        }
+        fn count_request(&mut self) {}
+    }
+
+    #[test]
+    fn hello_is_what_head_writes() {
+        for env in [Named("c10k"), Named("other")] {
+            let mut assembled = Vec::new();
+            head(
+                &mut assembled,
+                &env,
+                b"200 OK",
+                TEXT,
+                super::super::HELLO.len() as u64,
+                ConnectionHeader::Default,
+                None,
+            );
+            assembled.extend_from_slice(super::super::HELLO);
+            let mut copied = Vec::new();
+            hello(&mut copied, &env);
+            assert_eq!(
+                String::from_utf8_lossy(&copied),
+                String::from_utf8_lossy(&assembled)
+            );
+        }
+    }
 
     #[test]
     fn decimal_formats() {

@@ -5,7 +5,7 @@
 use super::*;
 
 impl HttpSession {
-    /// A complete request head: route it and start the response.
+    /// A complete request head as httparse read it: route it and start the response.
     pub(super) fn on_request(
         &mut self,
         req: &httparse::Request<'_, '_>,
@@ -13,17 +13,29 @@ impl HttpSession {
         out: &mut Vec<u8>,
         env: &mut dyn Env,
     ) {
+        let head = SimpleHead {
+            len: 0,
+            method: req.method.unwrap_or("").as_bytes(),
+            target: req.path.unwrap_or("").as_bytes(),
+            minor: version,
+            fields: Fields::read(req.headers, version),
+        };
+        self.answer(head, out, env);
+    }
+
+    /// A complete request head, however it was read: route it and start the response.
+    pub(super) fn answer(&mut self, head: SimpleHead<'_>, out: &mut Vec<u8>, env: &mut dyn Env) {
         env.count_request();
-        let method = match req.method.map(method) {
-            Some(Some(m)) => m,
-            _ => return self.reject(out, env, response::NOT_IMPLEMENTED, false),
+        let version = head.minor;
+        let Some(method) = method(head.method) else {
+            return self.reject(out, env, response::NOT_IMPLEMENTED, false);
         };
         let head_only = method == Method::Head;
-        let f = match Fields::read(req.headers, version) {
+        let f = match head.fields {
             Ok(f) => f,
             Err(c) => return self.reject(out, env, c, head_only),
         };
-        let Some(path) = target_path(req.path.unwrap_or(""), method) else {
+        let Some(path) = target_path(head.target, method) else {
             return self.reject(out, env, response::BAD_REQUEST, head_only);
         };
         let body = match (f.content_length, f.chunked) {
@@ -128,6 +140,9 @@ impl HttpSession {
                 allow_get,
                 head_only,
             ),
+            Route::Hello if !head_only && self.conn == ConnectionHeader::Default => {
+                response::hello(out, env)
+            }
             Route::Hello => {
                 response::head(
                     out,
@@ -198,13 +213,13 @@ impl HttpSession {
     }
 }
 
-pub(super) fn method(m: &str) -> Option<Method> {
+pub(super) fn method(m: &[u8]) -> Option<Method> {
     Some(match m {
-        "GET" => Method::Get,
-        "HEAD" => Method::Head,
-        "POST" => Method::Post,
-        "OPTIONS" => Method::Options,
-        "PUT" | "DELETE" | "PATCH" | "TRACE" => Method::Other,
+        b"GET" => Method::Get,
+        b"HEAD" => Method::Head,
+        b"POST" => Method::Post,
+        b"OPTIONS" => Method::Options,
+        b"PUT" | b"DELETE" | b"PATCH" | b"TRACE" => Method::Other,
         // CONNECT (RFC 9110 §9.3.6) asks for a tunnel, which only a proxy provides: like an
         // unknown method it is 501, and closes, since what follows its head may already be
         // tunnel data, not a request.
@@ -212,10 +227,10 @@ pub(super) fn method(m: &str) -> Option<Method> {
     })
 }
 
-pub(super) fn route(target: &str) -> Route {
-    let path = match find_byte(b'?', target.as_bytes()) {
-        Some(q) => &target.as_bytes()[..q],
-        None => target.as_bytes(),
+pub(super) fn route(target: &[u8]) -> Route {
+    let path = match find_byte(b'?', target) {
+        Some(q) => &target[..q],
+        None => target,
     };
     match path {
         b"*" => Route::Server,

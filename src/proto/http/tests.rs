@@ -1745,3 +1745,110 @@ mod blocking_work {
         }
     }
 }
+
+/// The one-pass reader of common heads ([`head::simple_head`]) reads every head it accepts
+/// exactly as httparse and the field checks do, and accepts only complete heads.
+fn simple_head_agrees(input: &[u8]) {
+    let Some(simple) = head::simple_head(input) else {
+        return;
+    };
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let parsed = req.parse(input);
+    assert_eq!(
+        parsed,
+        Ok(httparse::Status::Complete(simple.len)),
+        "{:?}",
+        String::from_utf8_lossy(input)
+    );
+    assert_eq!(req.method.map(str::as_bytes), Some(simple.method));
+    assert_eq!(req.path.map(str::as_bytes), Some(simple.target));
+    assert_eq!(req.version, Some(simple.minor));
+    assert_eq!(Fields::read(req.headers, simple.minor), simple.fields);
+}
+
+#[test]
+fn simple_head_reads_what_httparse_reads() {
+    for input in [
+        &b"GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"[..],
+        b"GET / HTTP/1.0\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost:\r\nX:\t a\tb\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\nHost: [::1]:80\r\n\r\n",
+    ] {
+        assert!(head::simple_head(input).is_some());
+        simple_head_agrees(input);
+    }
+    // Left to the general way: bare LF, whitespace at a value's end, obs-text, lower-case
+    // method, HTTP/1.2, empty lines first, an incomplete head.
+    for input in [
+        &b"GET / HTTP/1.1\nHost: a\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: a \r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: \x80\r\n\r\n",
+        b"get / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.2\r\nHost: a\r\n\r\n",
+        b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r",
+        b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+    ] {
+        assert!(head::simple_head(input).is_none(), "{input:?}");
+    }
+}
+
+proptest! {
+    #[test]
+    fn prop_simple_head_agrees_with_httparse(
+        method in prop::sample::select(vec!["GET", "HEAD", "POST", "get", "G-T", "", "CONNECT"]),
+        sp1 in prop::sample::select(vec![" ", "  ", "\t"]),
+        target in prop::sample::select(vec!["/", "/plaintext", "/a?b", "*", "http://x:1/y", "/\x7f", "/\u{e9}", ""]),
+        sp2 in prop::sample::select(vec![" ", "  "]),
+        version in prop::sample::select(vec!["HTTP/1.1", "HTTP/1.0", "HTTP/1.2", "HTTP/2.0", "http/1.1"]),
+        fields in prop::collection::vec(
+            (
+                prop::sample::select(vec!["Host", "host", "Content-Length", "Transfer-Encoding", "Connection", "Expect", "X", "Bad Name", "", "X\x01"]),
+                prop::sample::select(vec![":", ": ", ":\t", " :"]),
+                prop::sample::select(vec!["127.0.0.1:8080", "", "5", "5, 5", "chunked", "gzip, chunked", "close", "keep-alive", "100-continue", "a\tb", "v ", "\u{e9}", "a\x01b", "[::1]"]),
+                prop::sample::select(vec!["\r\n", "\n", "\r", "\r\r\n"]),
+            ),
+            0..5,
+        ),
+        end in prop::sample::select(vec!["\r\n", "\n", ""]),
+        cut in 0usize..200,
+    ) {
+        let mut head = format!("{method}{sp1}{target}{sp2}{version}\r\n");
+        for (name, colon, value, eol) in fields {
+            head.push_str(&format!("{name}{colon}{value}{eol}"));
+        }
+        head.push_str(end);
+        let bytes = head.as_bytes();
+        simple_head_agrees(bytes);
+        simple_head_agrees(&bytes[..cut.min(bytes.len())]);
+    }
+}
+
+#[test]
+fn first_outside_finds_the_first_byte_out_of_range() {
+    let ranges = [(0x21u8, 0x7eu8), (b' ', b'~'), (b'A', b'Z')];
+    for len in 0..40 {
+        for at in 0..=len {
+            for bad in [0x00u8, 0x09, 0x20, 0x21, 0x40, 0x5b, 0x7e, 0x7f, 0x80, 0xff] {
+                for (lo, hi) in ranges {
+                    let good = if (lo..=hi).contains(&b'M') { b'M' } else { lo };
+                    let mut s = vec![good; len];
+                    if at < len {
+                        s[at] = bad;
+                        // Bytes after the first bad one must not matter, whatever they are.
+                        for (i, b) in s.iter_mut().enumerate().skip(at + 1) {
+                            *b = (i * 37) as u8;
+                        }
+                    }
+                    let want = s.iter().position(|&b| b < lo || b > hi);
+                    assert_eq!(head::first_outside(&s, lo, hi), want, "{s:?} {lo} {hi}");
+                }
+            }
+        }
+    }
+}

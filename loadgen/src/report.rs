@@ -28,6 +28,9 @@ pub struct Report {
     pub setup: Setup,
     /// Seconds measured (after the warmup; for hold, the hold time).
     pub elapsed_s: f64,
+    /// Seconds the run went on after the window to collect the answers to its requests.
+    #[serde(default)]
+    pub drain_s: f64,
     pub connections: ConnCounters,
     pub requests: ReqCounters,
     pub rates: Rates,
@@ -159,6 +162,8 @@ impl Report {
     /// Builds the report of `stats` (already merged over threads and processes).
     pub fn new(mode: &str, target: &str, setup: Setup, stats: &Stats) -> Report {
         let secs = stats.elapsed_s.max(1e-9);
+        // The window's requests answered in its drain are counted: so is the time it took.
+        let served_s = (stats.elapsed_s + stats.drain_s).max(1e-9);
         let r = &stats.reqs;
         let this = &stats.this;
         let thread_busy = if this.thread_wall_us > 0 {
@@ -171,13 +176,14 @@ impl Report {
             mode: mode.to_string(),
             target: target.to_string(),
             rates: Rates {
-                req_per_s: r.completed as f64 / secs,
+                req_per_s: r.completed as f64 / served_s,
                 target_req_per_s: setup.target_rate,
                 bytes_received_per_s: r.bytes_received as f64 / secs,
                 bytes_sent_per_s: r.bytes_sent as f64 / secs,
             },
             setup,
             elapsed_s: stats.elapsed_s,
+            drain_s: stats.drain_s,
             connections: stats.conns.clone(),
             requests: r.clone(),
             connect_latency_us: percentiles(&stats.connect),
@@ -272,6 +278,7 @@ impl Report {
             connect: decode_histogram(&self.histograms.connect)?,
             loop_lag: decode_histogram(&self.histograms.loop_lag)?,
             elapsed_s: self.elapsed_s,
+            drain_s: self.drain_s,
             per_path: self
                 .per_path
                 .iter()
@@ -399,6 +406,13 @@ impl Report {
             "errors: timeouts {}, late answers {}, aborted by close {}, protocol {}; in flight at end {}",
             r.timeouts, r.late, r.aborted, r.protocol_errors, r.in_flight_at_end
         );
+        if self.drain_s > 0.0 {
+            let _ = writeln!(
+                s,
+                "drain: {} answered in the {:.3} s after the window",
+                r.drained, self.drain_s
+            );
+        }
         if self.mode == "http" {
             let _ = writeln!(
                 s,

@@ -332,6 +332,8 @@ impl<C: Client, K: Clock> Engine<C, K> {
             }
             let r = &mut self.stats.reqs;
             r.completed += 1;
+            // Answered after the window's end, in its drain.
+            r.drained += u64::from(at >= self.measure_end);
             match o {
                 Outcome::Status(s) => match s {
                     100..=199 => r.status_1xx += 1,

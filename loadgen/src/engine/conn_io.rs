@@ -334,6 +334,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
             r.completed += 1;
             // Answered after the window's end, in its drain.
             r.drained += u64::from(at >= self.measure_end);
+            self.last_answer = self.last_answer.max(at);
             match o {
                 Outcome::Status(s) => match s {
                     100..=199 => r.status_1xx += 1,

@@ -113,9 +113,6 @@ impl<C: Client, K: Clock> Engine<C, K> {
             };
             self.stats.elapsed_s = held as f64 / 1e9;
         }
-        if self.drain_until.is_some() {
-            self.stats.drain_s = now.saturating_sub(self.measure_end) as f64 / 1e9;
-        }
         self.stats.this.interrupted_threads = u64::from(self.interrupted);
         let mut in_flight = 0;
         for c in &self.conns {
@@ -123,6 +120,13 @@ impl<C: Client, K: Clock> Engine<C, K> {
         }
         if self.may_issue_at_end() {
             in_flight += self.backlog(end);
+        }
+        if self.drain_until.is_some() {
+            // How long the window's requests took to be served after it: to the last answer
+            // (dated like its latency, by the kernel's stamp in open loop, so that loadgen
+            // waking late does not lengthen it), or to the end when some never were.
+            let last = if in_flight > 0 { now } else { self.last_answer };
+            self.stats.drain_s = last.saturating_sub(self.measure_end) as f64 / 1e9;
         }
         self.stats.reqs.in_flight_at_end = in_flight;
         self.stats.conns.open_at_end = self.open;

@@ -225,6 +225,8 @@ struct Engine<C: Client, K: Clock> {
     /// Once the measured window has ended and the run drains (see `drain.rs`): when the drain
     /// ends at the latest.
     drain_until: Option<u64>,
+    /// When the latest answer to a request of the window came.
+    last_answer: u64,
     iv: IntervalAcc,
     iv_latency: hdrhistogram::Histogram<u64>,
     iv_index: u64,
@@ -332,6 +334,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
             measure_start,
             measure_end,
             drain_until: None,
+            last_answer: 0,
             iv: IntervalAcc::default(),
             iv_latency: new_histogram(),
             iv_index: 0,

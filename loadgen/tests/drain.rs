@@ -55,16 +55,23 @@ fn slow_at_20th(delay: Option<Duration>) -> String {
     addr
 }
 
-/// Runs loadgen over one connection for a 300 ms window (`extra`: more arguments); returns the
-/// report and how long the run took.
-fn run_300ms(addr: &str, extra: &[&str]) -> (serde_json::Value, Duration) {
+/// Runs loadgen over one connection for a 300 ms window with 100 ms intervals (`extra`: more
+/// arguments); returns the report, how long the run took and its last interval line.
+fn run_300ms(addr: &str, extra: &[&str]) -> (serde_json::Value, Duration, serde_json::Value) {
     let url = format!("http://{addr}/");
     let mut args = vec!["http", &url, "-c", "1", "-t", "1", "-d", "300ms"];
+    args.extend(["--interval", "100ms"]);
     args.extend(extra);
     let t0 = Instant::now();
     let (r, out) = run_json(&args);
+    let took = t0.elapsed();
     assert!(out.status.success(), "stderr: {}", stderr(&out));
-    (r, t0.elapsed())
+    let last = stderr(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .last()
+        .expect("interval lines");
+    (r, took, last)
 }
 
 fn f(r: &serde_json::Value, key: &str) -> f64 {
@@ -76,7 +83,7 @@ fn f(r: &serde_json::Value, key: &str) -> f64 {
 /// nothing is left in flight.
 #[test]
 fn closed_loop_records_an_answer_that_comes_after_the_window() {
-    let (r, took) = run_300ms(&slow_at_20th(Some(Duration::from_secs(1))), &[]);
+    let (r, took, last) = run_300ms(&slow_at_20th(Some(Duration::from_secs(1))), &[]);
     assert_eq!(u(&r, "requests.completed"), SLOW as u64, "{r}");
     assert_eq!(u(&r, "requests.drained"), 1, "{r}");
     assert_eq!(u(&r, "requests.in_flight_at_end"), 0, "{r}");
@@ -86,13 +93,16 @@ fn closed_loop_records_an_answer_that_comes_after_the_window() {
     // second later), within its bound (2 s).
     assert!((0.6..2.5).contains(&f(&r, "drain_s")), "{r}");
     assert!(took < Duration::from_secs(30), "{took:?}");
+    // The drain's answer is in an interval line of its own, the last.
+    assert_eq!(last["drain"], true, "{last}");
+    assert_eq!(last["requests"], 1, "{last}");
 }
 
 /// Closed loop: the 20th request is never answered. The run ends at the drain's bound (2 s,
 /// under the 5 s timeout) with it in flight, recorded at the age it reached (over 2 s).
 #[test]
 fn closed_loop_ends_at_the_drain_bound_when_an_answer_never_comes() {
-    let (r, took) = run_300ms(&slow_at_20th(None), &[]);
+    let (r, took, last) = run_300ms(&slow_at_20th(None), &[]);
     assert_eq!(u(&r, "requests.completed"), SLOW as u64 - 1, "{r}");
     assert_eq!(u(&r, "requests.in_flight_at_end"), 1, "{r}");
     assert_eq!(u(&r, "requests.timeouts"), 0, "{r}");
@@ -100,6 +110,8 @@ fn closed_loop_ends_at_the_drain_bound_when_an_answer_never_comes() {
     assert!(u(&r, "latency_us.max") >= 2_000_000, "{r}");
     assert!((2.0..3.0).contains(&f(&r, "drain_s")), "{r}");
     assert!(took < Duration::from_secs(30), "{took:?}");
+    assert_eq!(last["drain"], true, "{last}");
+    assert!(last["p99_us"].as_u64().unwrap() >= 2_000_000, "{last}");
 }
 
 /// Open loop at 200 req/s over one connection, one request deep: behind the 20th request
@@ -108,7 +120,7 @@ fn closed_loop_ends_at_the_drain_bound_when_an_answer_never_comes() {
 /// ones behind the slow one recorded from their due times.
 #[test]
 fn open_loop_drains_the_requests_due_in_the_window() {
-    let (r, _) = run_300ms(
+    let (r, _, _) = run_300ms(
         &slow_at_20th(Some(Duration::from_secs(1))),
         &["--rate", "200"],
     );
@@ -128,7 +140,7 @@ fn open_loop_drains_the_requests_due_in_the_window() {
 /// flight at the end of the drain, each recorded at its age.
 #[test]
 fn open_loop_counts_what_the_drain_left_unanswered() {
-    let (r, _) = run_300ms(&slow_at_20th(None), &["--rate", "200"]);
+    let (r, _, _) = run_300ms(&slow_at_20th(None), &["--rate", "200"]);
     let unanswered = u(&r, "requests.in_flight_at_end");
     assert!(unanswered >= 1, "{r}");
     assert_eq!(u(&r, "requests.completed"), SLOW as u64 - 1, "{r}");

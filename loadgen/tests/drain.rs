@@ -68,8 +68,8 @@ fn run_300ms(addr: &str, extra: &[&str]) -> (serde_json::Value, Duration, serde_
     assert!(out.status.success(), "stderr: {}", stderr(&out));
     let last = stderr(&out)
         .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .last()
+        .rev()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .expect("interval lines");
     (r, took, last)
 }

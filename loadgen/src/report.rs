@@ -162,9 +162,16 @@ impl Report {
     /// Builds the report of `stats` (already merged over threads and processes).
     pub fn new(mode: &str, target: &str, setup: Setup, stats: &Stats) -> Report {
         let secs = stats.elapsed_s.max(1e-9);
-        // The window's requests answered in its drain are counted: so is the time it took.
-        let served_s = (stats.elapsed_s + stats.drain_s).max(1e-9);
         let r = &stats.reqs;
+        // The throughput over the window: the answers that came in it, whichever request they
+        // answer. Not the window's requests completed (some in its drain): over the window that
+        // would credit a server that fell behind with the backlog it answered after it, and over
+        // the window and the drain, one late answer would read as a lower throughput. Reports
+        // from before this count fall back on `completed`.
+        let answered = match r.answered_in_window {
+            0 => r.completed,
+            n => n,
+        };
         let this = &stats.this;
         let thread_busy = if this.thread_wall_us > 0 {
             this.thread_cpu_us as f64 / this.thread_wall_us as f64
@@ -176,7 +183,7 @@ impl Report {
             mode: mode.to_string(),
             target: target.to_string(),
             rates: Rates {
-                req_per_s: r.completed as f64 / served_s,
+                req_per_s: answered as f64 / secs,
                 target_req_per_s: setup.target_rate,
                 bytes_received_per_s: r.bytes_received as f64 / secs,
                 bytes_sent_per_s: r.bytes_sent as f64 / secs,

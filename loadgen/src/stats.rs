@@ -69,6 +69,9 @@ summable! {
         pub protocol_errors: u64,
         /// Of the completed, answered after the window's end, while the run drained.
         pub drained: u64,
+        /// Answers that came inside the window, to any request (the warmup's too): the
+        /// throughput over the window, `rates.req_per_s`.
+        pub answered_in_window: u64,
         /// Sent (or due) in the window and still unanswered when the run ended (after its drain).
         pub in_flight_at_end: u64,
         pub bytes_sent: u64,

@@ -327,6 +327,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
             if self.in_interval_latency(req.intended, at) {
                 record_ns(&mut self.iv_latency, at.saturating_sub(req.intended));
             }
+            self.stats.reqs.answered_in_window += u64::from(self.in_window(at));
             if !self.in_window(req.intended) {
                 continue;
             }

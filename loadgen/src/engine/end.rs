@@ -123,8 +123,8 @@ impl<C: Client, K: Clock> Engine<C, K> {
         }
         if self.drain_until.is_some() {
             // How long the window's requests took to be served after it: to the last answer
-            // (dated like its latency, by the kernel's stamp in open loop, so that loadgen
-            // waking late does not lengthen it), or to the end when some never were.
+            // (dated like its latency, by the kernel's stamp in open loop), or to the end when
+            // some never were.
             let last = if in_flight > 0 { now } else { self.last_answer };
             self.stats.drain_s = last.saturating_sub(self.measure_end) as f64 / 1e9;
         }

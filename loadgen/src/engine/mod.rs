@@ -222,7 +222,7 @@ struct Engine<C: Client, K: Clock> {
     unresolved: u64,
     measure_start: u64,
     measure_end: u64,
-    /// Once the measured window has ended and the run drains (see `drain.rs`): when the drain
+    /// Once the measured window has ended and the run drains (see `end.rs`): when the drain
     /// ends at the latest.
     drain_until: Option<u64>,
     /// When the latest answer to a request of the window came.

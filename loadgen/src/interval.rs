@@ -17,6 +17,9 @@ pub struct Snapshot {
     pub duration_s: f64,
     /// Inside the warmup (excluded from the final report).
     pub warmup: bool,
+    /// After the measured window: the run's drain, whose answers (to the window's requests) the
+    /// final report counts.
+    pub drain: bool,
     pub completed: u64,
     pub errors: u64,
     pub timeouts: u64,
@@ -33,6 +36,7 @@ impl Snapshot {
     pub fn add(&mut self, o: &Snapshot) {
         self.duration_s = self.duration_s.max(o.duration_s);
         self.warmup &= o.warmup;
+        self.drain &= o.drain;
         self.completed += o.completed;
         self.errors += o.errors;
         self.timeouts += o.timeouts;
@@ -59,6 +63,7 @@ impl Snapshot {
             t: ms(self.start_s + self.duration_s),
             interval_s: ms(self.duration_s),
             warmup: self.warmup,
+            drain: self.drain,
             requests: self.completed,
             req_per_s: tenth(self.completed as f64 / secs),
             bytes_per_s: tenth(self.bytes_received as f64 / secs),
@@ -79,6 +84,9 @@ pub struct IntervalLine {
     pub t: f64,
     pub interval_s: f64,
     pub warmup: bool,
+    /// The drain after the measured window (the last line).
+    #[serde(default)]
+    pub drain: bool,
     pub requests: u64,
     pub req_per_s: f64,
     pub bytes_per_s: f64,
@@ -97,6 +105,8 @@ pub struct WireSnapshot {
     pub start_s: f64,
     pub duration_s: f64,
     pub warmup: bool,
+    #[serde(default)]
+    pub drain: bool,
     pub completed: u64,
     pub errors: u64,
     pub timeouts: u64,
@@ -113,6 +123,7 @@ impl From<&Snapshot> for WireSnapshot {
             start_s: s.start_s,
             duration_s: s.duration_s,
             warmup: s.warmup,
+            drain: s.drain,
             completed: s.completed,
             errors: s.errors,
             timeouts: s.timeouts,
@@ -131,6 +142,7 @@ impl WireSnapshot {
             start_s: self.start_s,
             duration_s: self.duration_s,
             warmup: self.warmup,
+            drain: self.drain,
             completed: self.completed,
             errors: self.errors,
             timeouts: self.timeouts,
@@ -232,6 +244,7 @@ mod tests {
             start_s: index as f64,
             duration_s: 1.0,
             warmup: false,
+            drain: false,
             completed,
             errors: 0,
             timeouts: 0,

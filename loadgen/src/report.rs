@@ -28,6 +28,9 @@ pub struct Report {
     pub setup: Setup,
     /// Seconds measured (after the warmup; for hold, the hold time).
     pub elapsed_s: f64,
+    /// Seconds the run went on after the window to collect the answers to its requests.
+    #[serde(default)]
+    pub drain_s: f64,
     pub connections: ConnCounters,
     pub requests: ReqCounters,
     pub rates: Rates,
@@ -163,6 +166,15 @@ impl Report {
     pub fn new(mode: &str, target: &str, setup: Setup, stats: &Stats) -> Report {
         let secs = stats.elapsed_s.max(1e-9);
         let r = &stats.reqs;
+        // The throughput over the window: the answers that came in it, whichever request they
+        // answer. Not the window's requests completed (some in its drain): over the window that
+        // would credit a server that fell behind with the backlog it answered after it, and over
+        // the window and the drain, one late answer would read as a lower throughput. Reports
+        // from before this count fall back on `completed`.
+        let answered = match r.answered_in_window {
+            0 => r.completed,
+            n => n,
+        };
         let this = &stats.this;
         let thread_busy = if this.thread_wall_us > 0 {
             this.thread_cpu_us as f64 / this.thread_wall_us as f64
@@ -174,13 +186,14 @@ impl Report {
             mode: mode.to_string(),
             target: target.to_string(),
             rates: Rates {
-                req_per_s: r.completed as f64 / secs,
+                req_per_s: answered as f64 / secs,
                 target_req_per_s: setup.target_rate,
                 bytes_received_per_s: r.bytes_received as f64 / secs,
                 bytes_sent_per_s: r.bytes_sent as f64 / secs,
             },
             setup,
             elapsed_s: stats.elapsed_s,
+            drain_s: stats.drain_s,
             connections: stats.conns.clone(),
             requests: r.clone(),
             connect_latency_us: percentiles(&stats.connect),
@@ -275,6 +288,7 @@ impl Report {
             connect: decode_histogram(&self.histograms.connect)?,
             loop_lag: decode_histogram(&self.histograms.loop_lag)?,
             elapsed_s: self.elapsed_s,
+            drain_s: self.drain_s,
             per_path: self
                 .per_path
                 .iter()
@@ -406,6 +420,13 @@ impl Report {
             "errors: timeouts {}, late answers {}, aborted by close {}, protocol {}; in flight at end {}",
             r.timeouts, r.late, r.aborted, r.protocol_errors, r.in_flight_at_end
         );
+        if self.drain_s > 0.0 {
+            let _ = writeln!(
+                s,
+                "drain: {} answered in the {:.3} s after the window",
+                r.drained, self.drain_s
+            );
+        }
         if self.mode == "http" {
             let _ = writeln!(
                 s,

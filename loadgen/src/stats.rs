@@ -67,7 +67,12 @@ summable! {
         pub aborted: u64,
         /// Malformed responses.
         pub protocol_errors: u64,
-        /// Sent (or due) and unanswered when the run ended.
+        /// Of the completed, answered after the window's end, while the run drained.
+        pub drained: u64,
+        /// Answers that came inside the window, to any request (the warmup's too): the
+        /// throughput over the window, `rates.req_per_s`.
+        pub answered_in_window: u64,
+        /// Sent (or due) in the window and still unanswered when the run ended (after its drain).
         pub in_flight_at_end: u64,
         pub bytes_sent: u64,
         pub bytes_received: u64,
@@ -132,6 +137,8 @@ pub struct Stats {
     pub loop_lag: Histogram<u64>,
     /// Length of the measured window, seconds (the longest over merged parts).
     pub elapsed_s: f64,
+    /// How long the run drained after the window, seconds (the longest over merged parts).
+    pub drain_s: f64,
     /// Each path of a `--mix` on its own, in the mix's order; empty without a mix.
     pub per_path: Vec<PathStats>,
 }
@@ -184,6 +191,7 @@ impl Default for Stats {
             connect: new_histogram(),
             loop_lag: new_histogram(),
             elapsed_s: 0.0,
+            drain_s: 0.0,
             per_path: Vec::new(),
         }
     }
@@ -200,6 +208,7 @@ impl Stats {
         let _ = self.connect.add(&o.connect);
         let _ = self.loop_lag.add(&o.loop_lag);
         self.elapsed_s = self.elapsed_s.max(o.elapsed_s);
+        self.drain_s = self.drain_s.max(o.drain_s);
         // By path, not by position: merged reports may come from runs with different mixes.
         for p in &o.per_path {
             match self.per_path.iter_mut().find(|q| q.path == p.path) {

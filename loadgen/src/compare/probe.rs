@@ -454,6 +454,8 @@ pub fn run(target: Target, opts: &ProbeOpts, rate: f64) -> Result<Probe, Error> 
         + q.status_4xx
         + q.status_5xx
         + q.status_other;
+    // The answers that came inside the window, over it: a server that falls behind is judged at
+    // the rate it served, not credited with the backlog it answered in the drain.
     let achieved = r.rates.req_per_s;
     let bound_us = opts.p99_bound.as_micros() as u64;
     let mut failed_on = Vec::new();

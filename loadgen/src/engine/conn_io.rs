@@ -351,11 +351,15 @@ impl<C: Client, K: Clock> Engine<C, K> {
             if self.in_interval_latency(req.intended, at) {
                 record_ns(&mut self.iv_latency, at.saturating_sub(req.intended));
             }
+            self.stats.reqs.answered_in_window += u64::from(self.in_window(at));
             if !self.in_window(req.intended) {
                 continue;
             }
             let r = &mut self.stats.reqs;
             r.completed += 1;
+            // Answered after the window's end, in its drain.
+            r.drained += u64::from(at >= self.measure_end);
+            self.last_answer = self.last_answer.max(at);
             match o {
                 Outcome::Status(s) => match s {
                     100..=199 => r.status_1xx += 1,

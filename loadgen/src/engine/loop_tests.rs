@@ -8,6 +8,7 @@ use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use super::end::MAX_DRAIN_NS;
 use super::*;
 use crate::client::echo::Echo;
 use crate::client::http::Http;
@@ -466,4 +467,162 @@ fn late_wakeups_in_the_measured_window_are_counted_apart() {
     }
     assert_eq!(e.stats.this.late_wakeups, 2);
     assert_eq!(e.stats.this.measured_late_wakeups, 1);
+}
+
+/// Reads one request (a GET with no body) from the peer.
+fn read_request(peer: &mut TcpStream) {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        peer.read_exact(&mut byte).unwrap();
+        got.push(byte[0]);
+    }
+}
+
+/// A closed loop of one connection whose measured window is [0, 10 ms), with `timeout`; its
+/// first request went at t = 0.
+fn closed_loop_window(timeout: u64) -> Rig<Http> {
+    let mut r = rig(http("GET", 0), 1, None, None, timeout);
+    r.engine.plan.duration = Some(10 * MS);
+    r.engine.measure_end = 10 * MS;
+    assert_eq!(r.engine.conns[0].inflight.len(), 1, "sent at t = 0");
+    r
+}
+
+/// The intervals sent so far: (drain, completed, latency samples).
+fn intervals(rx: &mpsc::Receiver<(usize, Feed)>) -> Vec<(bool, u64, u64)> {
+    rx.try_iter()
+        .filter_map(|(_, f)| match f {
+            Feed::Snapshot(s) => Some((s.drain, s.completed, s.latency.len())),
+            Feed::Done => None,
+        })
+        .collect()
+}
+
+/// Closed loop: a request sent in the window and answered 20 ms after its end is recorded (from
+/// its send, 30 ms), counted as drained, in an interval of its own; nothing new is sent in the
+/// drain, and the run ends as soon as nothing is in flight.
+#[test]
+fn an_answer_after_the_window_is_recorded_in_the_drain() {
+    let mut r = closed_loop_window(HOUR);
+    let e = &mut r.engine;
+    assert!(!e.finished(10 * MS), "the run drains its request in flight");
+    assert_eq!(e.drain_until, Some(10 * MS + MAX_DRAIN_NS));
+    assert!(e.deadline(10 * MS) > 10 * MS, "the drain would spin");
+    assert_eq!(
+        e.drain_began(0),
+        10 * MS,
+        "the window's interval ends with it"
+    );
+    read_request(&mut r.peer);
+    r.clock.set(30 * MS);
+    r.peer.write_all(OK).unwrap();
+    pump(e, |e| e.stats.reqs.completed == 1);
+    assert!(
+        e.conns[0].inflight.is_empty(),
+        "a request went in the drain"
+    );
+    assert!(e.finished(30 * MS));
+    e.last_snapshot(10 * MS, 30 * MS);
+    e.finish(30 * MS);
+    let s = &e.stats;
+    assert_eq!((s.reqs.drained, s.reqs.in_flight_at_end), (1, 0));
+    assert_eq!(s.latency.len(), 1);
+    assert!(s.latency.equivalent(s.latency.max(), us(30 * MS)));
+    assert_eq!(s.elapsed_s, 0.010);
+    assert!((s.drain_s - 0.020).abs() < 1e-9, "{}", s.drain_s);
+    assert_eq!(
+        intervals(&r._snapshots),
+        [(false, 0, 0), (true, 1, 1)],
+        "the window's interval, then the drain's"
+    );
+}
+
+/// Closed loop: a request never answered ends the run at the drain's bound (`--timeout` here,
+/// shorter than the longest drain); it is counted in flight at the end and recorded at the age
+/// it reached, a lower bound, in the final histogram and in the drain's interval.
+#[test]
+fn a_request_never_answered_ends_the_drain_at_its_bound() {
+    let timeout = 500 * MS;
+    let mut r = closed_loop_window(timeout);
+    let e = &mut r.engine;
+    assert!(!e.finished(10 * MS));
+    let until = 10 * MS + timeout;
+    assert_eq!(e.drain_until, Some(until));
+    assert!(e.deadline(10 * MS) <= until);
+    assert!(!e.finished(until - 1));
+    assert!(e.finished(until));
+    e.last_snapshot(10 * MS, until);
+    e.finish(until);
+    let s = &e.stats;
+    assert_eq!((s.reqs.completed, s.reqs.drained), (0, 0));
+    assert_eq!(s.reqs.in_flight_at_end, 1);
+    assert_eq!(s.latency.len(), 1);
+    assert!(s.latency.equivalent(s.latency.max(), us(until)));
+    assert_eq!(intervals(&r._snapshots), [(true, 0, 1)]);
+}
+
+/// Open loop, one connection one deep at 1K req/s, window [0, 5 ms): request 0 is answered
+/// only at 6 ms, so requests 1-4 (due in the window) wait for the connection. The drain sends
+/// them one by one as it frees and records each from its due time; request 5 (due at the
+/// window's end) is never sent.
+#[test]
+fn the_open_loop_drains_the_requests_due_in_the_window() {
+    let (mut e, clock, mut peer) = open_loop(1000.0, 0, 1);
+    e.plan.duration = Some(5 * MS);
+    e.measure_end = 5 * MS;
+    clock.set(5 * MS);
+    e.dispatch(5 * MS);
+    assert_eq!(e.stats.reqs.sent, 1, "the window is over: nothing goes out");
+    assert!(!e.finished(5 * MS));
+    assert_eq!(e.backlog(e.measure_end), 4);
+    for k in 0..5u64 {
+        read_request(&mut peer);
+        clock.set((6 + k) * MS);
+        peer.write_all(OK).unwrap();
+        pump(&mut e, |e| e.stats.reqs.completed == k + 1);
+    }
+    assert!(e.finished(10 * MS), "nothing of the window is left");
+    e.finish(10 * MS);
+    let s = &e.stats;
+    assert_eq!((s.reqs.sent, s.reqs.completed, s.reqs.drained), (5, 5, 5));
+    assert_eq!(s.reqs.in_flight_at_end, 0);
+    assert_eq!(e.next_k, 5);
+    // Each answered at 6 ms + k, due at k ms: 6 ms each.
+    assert!(s.latency.equivalent(s.latency.min(), us(6 * MS)));
+    assert!(s.latency.equivalent(s.latency.max(), us(6 * MS)));
+}
+
+/// Open loop: nothing answered. At the drain's bound the request sent and the four due and
+/// unsent are in flight at the end, each recorded at its age then.
+#[test]
+fn the_open_loop_records_what_the_drain_left_unanswered() {
+    let (mut e, clock, _peer) = open_loop(1000.0, 0, 1);
+    e.plan.duration = Some(5 * MS);
+    e.measure_end = 5 * MS;
+    clock.set(5 * MS);
+    assert!(!e.finished(5 * MS));
+    let until = 5 * MS + MAX_DRAIN_NS;
+    assert!(e.finished(until));
+    e.last_snapshot(5 * MS, until);
+    e.finish(until);
+    let s = &e.stats;
+    assert_eq!((s.reqs.completed, s.reqs.in_flight_at_end), (0, 5));
+    assert_eq!(s.latency.len(), 5);
+    assert!(s.latency.equivalent(s.latency.max(), us(until)));
+    assert!(s.latency.equivalent(s.latency.min(), us(until - 4 * MS)));
+}
+
+/// `--requests N` and a hold end at the window's end as before: no drain.
+#[test]
+fn requests_and_hold_runs_do_not_drain() {
+    let mut r = rig(http("GET", 0), 1, Some(5), None, HOUR);
+    r.engine.plan.duration = Some(10 * MS);
+    r.engine.measure_end = 10 * MS;
+    assert!(r.engine.finished(10 * MS));
+    assert_eq!(r.engine.drain_until, None);
+    let mut h = rig(Echo::new(16), 1, None, Some(HOUR), HOUR);
+    h.engine.measure_end = 10 * MS;
+    assert!(h.engine.finished(10 * MS));
+    assert_eq!(h.engine.drain_until, None);
 }

@@ -31,6 +31,7 @@ use crate::sys;
 pub(crate) use plan::{ConnPlan, Schedule, ThreadPlan};
 
 mod conn_io;
+mod end;
 #[cfg(test)]
 mod loop_tests;
 mod plan;
@@ -224,6 +225,11 @@ struct Engine<C: Client, K: Clock> {
     unresolved: u64,
     measure_start: u64,
     measure_end: u64,
+    /// Once the measured window has ended and the run drains (see `end.rs`): when the drain
+    /// ends at the latest.
+    drain_until: Option<u64>,
+    /// When the latest answer to a request of the window came.
+    last_answer: u64,
     iv: IntervalAcc,
     iv_latency: hdrhistogram::Histogram<u64>,
     iv_index: u64,
@@ -343,6 +349,8 @@ impl<C: Client, K: Clock> Engine<C, K> {
             unresolved: 0,
             measure_start,
             measure_end,
+            drain_until: None,
+            last_answer: 0,
             iv: IntervalAcc::default(),
             iv_latency: new_histogram(),
             iv_index: 0,
@@ -404,20 +412,23 @@ impl<C: Client, K: Clock> Engine<C, K> {
                 self.check_timeouts(now);
                 self.next_check = now + self.check_every;
             }
-            if now >= next_tick {
+            // The window's intervals only: the drain after it has a line of its own.
+            if now >= next_tick && next_tick <= self.measure_end {
                 self.snapshot(tick_from, next_tick - tick_from);
                 tick_from = next_tick;
                 next_tick += self.plan.interval;
             }
             if self.finished(now) {
-                let from = tick_from;
-                let len = now.saturating_sub(from);
-                if len >= self.plan.interval / 10 || self.iv.completed > 0 {
-                    self.snapshot(from, len);
-                }
+                self.last_snapshot(tick_from, now);
                 return Ok(());
             }
-            let deadline = self.deadline(now).min(next_tick);
+            tick_from = self.drain_began(tick_from);
+            let tick = if next_tick <= self.measure_end {
+                next_tick
+            } else {
+                u64::MAX
+            };
+            let deadline = self.deadline(now).min(tick);
             if self.in_window(now) {
                 self.stats.this.measured_wakeups += 1;
             }
@@ -490,15 +501,21 @@ impl<C: Client, K: Clock> Engine<C, K> {
         if let Some(&(due, _, _)) = self.pings.front() {
             d = d.min(due);
         }
-        if self.plan.requests.is_none() && self.measure_end != u64::MAX {
+        if self.plan.requests.is_none() && now < self.measure_end {
             d = d.min(self.measure_end);
+        }
+        if let Some(until) = self.drain_until {
+            d = d.min(until);
         }
         d
     }
 
     fn finished(&mut self, now: u64) -> bool {
-        if self.interrupted || now >= self.measure_end {
+        if self.interrupted {
             return true;
+        }
+        if now >= self.measure_end {
+            return self.drain_done(now);
         }
         let ramp_done = self.next_connect == self.conns.len() && self.connecting == 0;
         if ramp_done && self.open == 0 {
@@ -607,9 +624,10 @@ impl<C: Client, K: Clock> Engine<C, K> {
     /// whichever connection carries them.
     fn dispatch(&mut self, now: u64) {
         let Some(s) = self.plan.schedule else { return };
-        while self.may_issue(now) {
+        // The drain still sends the window's requests that were due and waited for a connection.
+        while self.may_issue(now) || self.drain_until.is_some() {
             let due = s.due(self.next_k);
-            if due > now {
+            if due > now || due >= self.measure_end {
                 break;
             }
             if now - due >= self.plan.timeout {
@@ -729,6 +747,7 @@ impl<C: Client, K: Clock> Engine<C, K> {
             start_s: from as f64 / 1e9,
             duration_s: len as f64 / 1e9,
             warmup: from < self.measure_start,
+            drain: from >= self.measure_end,
             completed: iv.completed,
             errors: iv.errors,
             timeouts: iv.timeouts,
@@ -744,40 +763,5 @@ impl<C: Client, K: Clock> Engine<C, K> {
             .plan
             .snapshots
             .send((self.plan.thread, Feed::Snapshot(snap)));
-    }
-
-    /// Counts what is left at the end and closes everything.
-    fn finish(&mut self, now: u64) {
-        let end = now.min(self.measure_end);
-        self.stats.elapsed_s = end.saturating_sub(self.measure_start) as f64 / 1e9;
-        if self.plan.hold {
-            let held = match self.measure_end {
-                u64::MAX => 0,
-                e => end.saturating_sub(e - self.plan.duration.unwrap_or(0)),
-            };
-            self.stats.elapsed_s = held as f64 / 1e9;
-        }
-        self.stats.this.interrupted_threads = u64::from(self.interrupted);
-        let mut in_flight = 0;
-        for c in &self.conns {
-            in_flight += c.inflight.len() as u64;
-        }
-        if let Some(s) = self.plan.schedule {
-            if self.may_issue_at_end() {
-                in_flight += s.due_by(end).saturating_sub(self.next_k);
-            }
-        }
-        self.stats.reqs.in_flight_at_end = in_flight;
-        self.stats.conns.open_at_end = self.open;
-        for c in &mut self.conns {
-            c.socket = None;
-        }
-    }
-
-    fn may_issue_at_end(&self) -> bool {
-        match self.plan.requests {
-            Some(n) => self.measured_issued < n,
-            None => true,
-        }
     }
 }

@@ -11,6 +11,9 @@ pub enum Error {
     Preflight(String),
     /// Files, processes, the event loop.
     Io(String),
+    /// A signal (SIGINT, SIGTERM) ended a run that was part of a larger one (`compare`), which
+    /// stops there too.
+    Interrupted,
 }
 
 impl fmt::Display for Error {
@@ -18,6 +21,7 @@ impl fmt::Display for Error {
         match self {
             Error::Config(m) | Error::Io(m) => f.write_str(m),
             Error::Preflight(m) => write!(f, "preflight: {m}"),
+            Error::Interrupted => f.write_str("interrupted by a signal"),
         }
     }
 }

@@ -58,6 +58,7 @@ fn main() -> ExitCode {
             eprintln!("loadgen: error: {e}");
             ExitCode::from(match e {
                 Error::Config(_) | Error::Preflight(_) => 2,
+                Error::Interrupted => 130,
                 Error::Io(_) => 1,
             })
         }

@@ -191,3 +191,76 @@ fn missing_server_binary_is_bad_input() {
         stderr(&out)
     );
 }
+
+/// Ctrl-C during a comparison ends it, not just the probe that was running: a full run takes
+/// half an hour, and a signal that only skipped to the next step would leave the user to kill
+/// it (and the servers it started) by hand. The results so far are still written, marked
+/// partial, and the exit status is 130.
+#[test]
+fn a_signal_stops_the_whole_comparison_with_partial_results() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = loadgen()
+        .args([
+            "compare",
+            "--backends",
+            "epoll,poll,select",
+            "--conns",
+            "20",
+        ])
+        .args(["--start-rate", "250", "--max-rate", "1000"])
+        // Long probes: the signal lands in the first subject's search.
+        .args(["--duration", "20s", "--warmup", "0.1s", "--idle", "0"])
+        .arg("--out")
+        .arg(dir.path())
+        .arg("--server")
+        .arg(common::c10k())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("loadgen runs");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    // The line printed once the run is set up, before the first server starts.
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let ready = line.contains("CPU wake-up latency");
+        seen.push(line);
+        if ready {
+            break;
+        }
+    }
+    assert!(
+        seen.last()
+            .is_some_and(|l| l.contains("CPU wake-up latency")),
+        "{seen:?}"
+    );
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    seen.extend(lines.map(|l| l.unwrap()));
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}: {seen:#?}");
+    assert!(
+        seen.iter().any(|l| l.contains("results above are partial")),
+        "{seen:#?}"
+    );
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("results.json")).expect("results.json"),
+    )
+    .expect("results.json is JSON");
+    assert_eq!(json["interrupted"], true, "{json}");
+    let wake = json["settings"]["cpu_wake_latency"].as_str().unwrap();
+    assert!(
+        wake.starts_with("held at 0") || wake.starts_with("not held"),
+        "{wake}"
+    );
+    // The first subject's search was cut short; the others never ran.
+    let steps = json["capacity"].as_array().unwrap();
+    assert!(steps.len() <= 1, "{steps:?}");
+    if let Some(first) = steps.first() {
+        assert_eq!(first["subject"], "epoll", "{first}");
+        assert_eq!(first["status"], "failed", "{first}");
+        assert_eq!(first["reason"], "interrupted by a signal", "{first}");
+    }
+    assert!(json["idle"].as_array().unwrap().is_empty(), "{json}");
+}

@@ -78,6 +78,11 @@ pub struct CompareArgs {
     /// Do not pin (the server and loadgen share every CPU).
     #[arg(long, conflicts_with_all = ["server_cpus", "loadgen_cpus"])]
     pub no_pin: bool,
+    /// Let the CPUs enter deep idle states during the run. By default the comparison holds
+    /// /dev/cpu_dma_latency at 0 µs (where it may) so that waking a sleeping CPU does not set
+    /// the p99; the results say whether it did.
+    #[arg(long)]
+    pub allow_cpu_idle: bool,
     /// Latency bound of the capacity: p99 from the intended send time.
     #[arg(long, default_value = "10ms", value_parser = parse_duration)]
     pub p99_bound: Duration,

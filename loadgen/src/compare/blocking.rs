@@ -87,6 +87,9 @@ pub struct BlockingSettings {
     pub loadgen_threads: usize,
     pub quick: bool,
     pub pinning: Pinning,
+    /// As in the plaintext comparison's settings: whether the CPUs' wake-up latency was held.
+    #[serde(default)]
+    pub cpu_wake_latency: String,
 }
 
 /// One backend, one way of running blocking work.
@@ -215,6 +218,7 @@ fn blocking_plan(a: &CompareArgs) -> Result<BlockingPlan, Error> {
             loadgen_cpus: p.placement.loadgen.as_deref().map(pin::format_cpus),
             loadgen_observed: None,
         },
+        cpu_wake_latency: String::new(),
     };
     Ok(BlockingPlan {
         exe: p.exe,
@@ -246,6 +250,8 @@ pub(super) fn main(a: &CompareArgs) -> Result<ExitCode, Error> {
     }
     bp.settings.pinning.loadgen_observed =
         pin::observed_cpus(super::gettid()).map(|c| pin::format_cpus(&c));
+    let (_wake_hold, cpu_wake_latency) = super::hold_wake_latency(a.allow_cpu_idle);
+    bp.settings.cpu_wake_latency = cpu_wake_latency;
     for s in &bp.skipped {
         eprintln!("compare: skipping {}: {}", s.subject, s.reason);
     }
@@ -255,7 +261,8 @@ pub(super) fn main(a: &CompareArgs) -> Result<ExitCode, Error> {
         st.conns, st.rate, st.mix, st.duration_s, st.warmup_s
     );
     let mut runs = Vec::new();
-    for &backend in &bp.backends {
+    let interrupted = Error::Interrupted.to_string();
+    'backends: for &backend in &bp.backends {
         let offloads: &[Option<usize>] = if has_own_threads(backend) {
             &[None]
         } else {
@@ -270,7 +277,11 @@ pub(super) fn main(a: &CompareArgs) -> Result<ExitCode, Error> {
                 describe(&run, st),
                 t0.elapsed().as_secs_f64()
             );
+            let stop = run.reason.as_deref() == Some(interrupted.as_str());
             runs.push(run);
+            if stop {
+                break 'backends;
+            }
         }
     }
     machine.loadavg_end = loadavg();
@@ -284,13 +295,18 @@ pub(super) fn main(a: &CompareArgs) -> Result<ExitCode, Error> {
         wall_s: started.elapsed().as_secs_f64(),
     };
     let report = markdown(&results);
-    super::publish(
+    let code = super::publish(
         "compare blocking",
         &report,
         a.out.as_deref(),
         started,
         |dir| write_outputs(dir, &results),
-    )
+    )?;
+    if results.runs.last().and_then(|r| r.reason.as_deref()) == Some(interrupted.as_str()) {
+        eprintln!("compare: interrupted by a signal: the results above are partial");
+        return Ok(ExitCode::from(130));
+    }
+    Ok(code)
 }
 
 fn describe(r: &BlockingRun, st: &BlockingSettings) -> String {
@@ -359,6 +375,10 @@ fn run_one(bp: &BlockingPlan, backend: &str, offload: Option<usize>) -> Blocking
     let alive = server.check_alive();
     server.stop();
     let report = match (result, alive) {
+        (Ok(r), Ok(())) if r.loadgen.counters.interrupted_threads > 0 => {
+            fail(&mut run, Error::Interrupted.to_string());
+            return run;
+        }
         (Ok(r), Ok(())) => r,
         (Err(e), _) => {
             fail(&mut run, format!("loadgen: {e}"));
@@ -524,6 +544,7 @@ mod tests {
                 loadgen_cpus: None,
                 loadgen_observed: None,
             },
+            cpu_wake_latency: String::new(),
         }
     }
 

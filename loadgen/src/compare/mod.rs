@@ -30,6 +30,7 @@ mod server;
 mod step;
 mod table;
 
+use std::cell::Cell;
 use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
@@ -37,7 +38,7 @@ use std::time::Instant;
 
 use crate::error::Error;
 use c10k::models::BACKENDS;
-use machine::{loadavg, machine};
+use machine::{loadavg, machine, WakeLatencyHold};
 use pin::CpuMask;
 use plan::{plan, Subject};
 use probe::{Bound, Probe};
@@ -73,6 +74,7 @@ pub fn main(a: &CompareArgs) -> Result<ExitCode, Error> {
             .apply_to_this_thread()
             .map_err(|e| Error::Io(format!("cannot pin loadgen to CPUs {cpus:?}: {e}")))?;
     }
+    let (_wake_hold, cpu_wake_latency) = hold_wake_latency(a.allow_cpu_idle);
     let pinning = Pinning {
         server_cpus: p.placement.server.as_deref().map(pin::format_cpus),
         loadgen_cpus: p.placement.loadgen.as_deref().map(pin::format_cpus),
@@ -101,12 +103,14 @@ pub fn main(a: &CompareArgs) -> Result<ExitCode, Error> {
             idle_rate: a.idle_rate,
             quick: a.quick,
             pinning,
+            cpu_wake_latency,
         },
         skipped: p.skipped.clone(),
         capacity: Vec::new(),
         common_rates: Vec::new(),
         idle: Vec::new(),
         wall_s: 0.0,
+        interrupted: false,
     };
     for s in &p.skipped {
         eprintln!("compare: skipping {}: {}", s.subject, s.reason);
@@ -128,10 +132,22 @@ pub fn main(a: &CompareArgs) -> Result<ExitCode, Error> {
         p.threads,
         if p.threads == 1 { "" } else { "s" }
     );
-    let runner = Runner { p: &p, a, limits };
+    let runner = Runner {
+        p: &p,
+        a,
+        limits,
+        interrupted: Cell::new(false),
+    };
+    eprintln!(
+        "compare: CPU wake-up latency {}",
+        results.settings.cpu_wake_latency
+    );
     for &conns in &p.conns {
         let mut steps: Vec<CapacityStep> = Vec::new();
         for subject in &p.subjects {
+            if runner.interrupted.get() {
+                break;
+            }
             let t0 = Instant::now();
             let step = runner.capacity(subject, conns);
             eprintln!(
@@ -145,7 +161,7 @@ pub fn main(a: &CompareArgs) -> Result<ExitCode, Error> {
         if let Some(rate) = common_rate(&steps) {
             results.common_rates.push(CommonRate { conns, rate });
             for (step, subject) in steps.iter_mut().zip(&p.subjects) {
-                if step.status != Status::Ok {
+                if step.status != Status::Ok || runner.interrupted.get() {
                     continue;
                 }
                 match runner.at_rate(subject, conns, rate) {
@@ -162,8 +178,11 @@ pub fn main(a: &CompareArgs) -> Result<ExitCode, Error> {
             }
         }
         results.capacity.extend(steps);
+        if runner.interrupted.get() {
+            break;
+        }
     }
-    if !p.idle.is_empty() {
+    if !p.idle.is_empty() && !runner.interrupted.get() {
         let rate = a
             .idle_rate
             .or_else(|| {
@@ -177,6 +196,9 @@ pub fn main(a: &CompareArgs) -> Result<ExitCode, Error> {
         results.settings.idle_rate = Some(rate);
         for subject in &p.subjects {
             for &idle in &p.idle {
+                if runner.interrupted.get() {
+                    break;
+                }
                 let t0 = Instant::now();
                 let step = runner.idle(subject, idle, a.active, rate);
                 eprintln!(
@@ -199,10 +221,34 @@ pub fn main(a: &CompareArgs) -> Result<ExitCode, Error> {
     }
     results.machine.loadavg_end = loadavg();
     results.wall_s = started.elapsed().as_secs_f64();
+    results.interrupted = runner.interrupted.get();
     let report = table::markdown(&results);
-    publish("compare", &report, a.out.as_deref(), started, |dir| {
+    let code = publish("compare", &report, a.out.as_deref(), started, |dir| {
         write_outputs(dir, &results)
-    })
+    })?;
+    if results.interrupted {
+        eprintln!("compare: interrupted by a signal: the results above are partial");
+        return Ok(ExitCode::from(130));
+    }
+    Ok(code)
+}
+
+/// Holds the CPUs' wake-up latency at 0 µs for the comparison (see [`WakeLatencyHold`]) unless
+/// `--allow-cpu-idle`; returns the hold and what the results say of it.
+fn hold_wake_latency(allow_idle: bool) -> (Option<WakeLatencyHold>, String) {
+    if allow_idle {
+        return (None, "not held (--allow-cpu-idle)".into());
+    }
+    match WakeLatencyHold::zero() {
+        Ok(h) => (Some(h), format!("held at 0 µs ({})", machine::CPU_DMA_LATENCY)),
+        Err(e) => (
+            None,
+            format!(
+                "not held: cannot write {}: {e} (CPUs may sleep deeply; tails at low rates may be the idle states')",
+                machine::CPU_DMA_LATENCY
+            ),
+        ),
+    }
 }
 
 /// Prints a comparison's report, writes its files into `--out` if given, and says where they

@@ -460,6 +460,11 @@ pub fn run(target: Target, opts: &ProbeOpts, rate: f64) -> Result<Probe, Error> 
         }
     };
     let report = crate::run(&cfg, &mut on_interval)?;
+    // The signal was meant for the comparison, not for this probe, whose shortened window
+    // measured nothing of `rate`.
+    if report.loadgen.counters.interrupted_threads > 0 {
+        return Err(Error::Interrupted);
+    }
     let base = base.unwrap_or(start);
     let end = match last {
         Some(s) => s,

@@ -20,6 +20,9 @@ pub struct Results {
     pub idle: Vec<IdleStep>,
     /// Wall time of the whole comparison, seconds.
     pub wall_s: f64,
+    /// A signal (SIGINT, SIGTERM) ended the comparison early: the steps after it are missing.
+    #[serde(default)]
+    pub interrupted: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -63,6 +66,11 @@ pub struct Settings {
     pub idle_rate: Option<f64>,
     pub quick: bool,
     pub pinning: Pinning,
+    /// The CPUs' wake-up latency during the run: "held at 0 µs (/dev/cpu_dma_latency)", or why
+    /// it was not (`--allow-cpu-idle`, or the file could not be written). Empty in results
+    /// written before it was recorded.
+    #[serde(default)]
+    pub cpu_wake_latency: String,
 }
 
 /// Where the server and loadgen ran (CPU lists as Linux writes them; null: not pinned).

@@ -26,6 +26,18 @@ pub(super) struct Runner<'a> {
     pub(super) p: &'a Plan,
     pub(super) a: &'a CompareArgs,
     pub(super) limits: crate::preflight::Limits,
+    /// A probe was ended by a signal: the comparison stops after the step it was in.
+    pub(super) interrupted: std::cell::Cell<bool>,
+}
+
+impl Runner<'_> {
+    /// A probe's error as the step records it; notes an interruption for the caller.
+    fn probe_error(&self, e: crate::error::Error) -> String {
+        if matches!(e, crate::error::Error::Interrupted) {
+            self.interrupted.set(true);
+        }
+        e.to_string()
+    }
 }
 
 /// A started subject, and what is known about it.
@@ -145,7 +157,7 @@ impl Runner<'_> {
         let mut threads = opts.threads;
         let result = probe::search(&self.p.search, &mut |rate| {
             let p = probe::run_retrying(target, &opts, &mut threads, rate)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| self.probe_error(e))?;
             // A server that died fails every later probe: stop here.
             started.server.check_alive()?;
             Ok(p)
@@ -215,7 +227,7 @@ impl Runner<'_> {
         let mut started = self.start(subject, self.a.workers, life)?;
         let mut threads = opts.threads;
         let result = probe::run_retrying(started.target, &opts, &mut threads, rate)
-            .map_err(|e| e.to_string());
+            .map_err(|e| self.probe_error(e));
         let alive = started.server.check_alive();
         started.server.stop();
         alive?;
@@ -283,7 +295,8 @@ impl Runner<'_> {
         let mut opts = opts;
         opts.duration *= 2;
         let mut threads = opts.threads;
-        let result = probe::run_retrying(started.target, &opts, &mut threads, rate);
+        let result = probe::run_retrying(started.target, &opts, &mut threads, rate)
+            .map_err(|e| self.probe_error(e));
         let alive = started.server.check_alive();
         if let Some(h) = hold {
             h.stop();

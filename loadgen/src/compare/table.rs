@@ -207,6 +207,15 @@ pub fn document(r: &Results, charts: &[(String, String)]) -> String {
         s.loadgen_threads,
         if s.loadgen_threads == 1 { "" } else { "s" }
     );
+    if !s.cpu_wake_latency.is_empty() {
+        let _ = writeln!(out, "- **CPU wake-up latency**: {}", s.cpu_wake_latency);
+    }
+    if r.interrupted {
+        let _ = writeln!(
+            out,
+            "- **Interrupted** by a signal: the steps after it were not run, and this report is partial"
+        );
+    }
     let _ = writeln!(
         out,
         "- **Load average** (1, 5, 15 min): {} at the start, {} at the end (other work on the machine shows up as noise)",

@@ -64,7 +64,7 @@ use self::conn::{give_back_buffers, produce, Phase, UringConn};
 /// Shared with loadgen's io_uring engine, which receives the same way.
 pub use self::ring::BufRing;
 use self::ring::{decode, ConnFd, Op, Setup, ACCEPT_DIRECT, ACCEPT_REGULAR, BUF_GROUP, BUF_SIZE};
-pub use self::ring::{probe, submit_and_wait};
+pub use self::ring::{probe, submit_and_wait, submit_and_wait_for};
 
 use super::kit::{
     self, Deadlines, RateLimitedLog, Slab, Timed, Token, ACCEPT_PAUSE, LINGER_BYTES, LINGER_TIME,

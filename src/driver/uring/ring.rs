@@ -80,12 +80,25 @@ pub(super) fn decode(user_data: u64) -> (Option<Op>, Token) {
 /// (None: without a limit). Running out of time, a signal and a full completion queue (EBUSY:
 /// the caller reaps, then enters again) are not errors.
 pub fn submit_and_wait(ring: &IoUring, timeout: Option<Duration>) -> io::Result<()> {
+    submit_and_wait_for(ring, 1, timeout)
+}
+
+/// [`submit_and_wait`] for `want` completions. On a `DEFER_TASKRUN` ring this is also how many
+/// of the completions already pending one enter produces: the kernel runs at most
+/// max(20, `want`) of them per call (`IO_LOCAL_TW_DEFAULT_MAX`, Linux 6.13 and later) and keeps
+/// the rest for the next, so a wait for one completion reaps about 20 even when hundreds are
+/// ready, and cancelling 1,000 operations then takes 50 enters.
+pub fn submit_and_wait_for(
+    ring: &IoUring,
+    want: usize,
+    timeout: Option<Duration>,
+) -> io::Result<()> {
     let result = match timeout {
-        None => ring.submit_and_wait(1),
+        None => ring.submit_and_wait(want),
         Some(d) => {
             let ts = Timespec::from(d);
             let args = SubmitArgs::new().timespec(&ts);
-            ring.submitter().submit_with_args(1, &args)
+            ring.submitter().submit_with_args(want, &args)
         }
     };
     match result {

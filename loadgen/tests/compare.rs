@@ -264,3 +264,36 @@ fn a_signal_stops_the_whole_comparison_with_partial_results() {
     }
     assert!(json["idle"].as_array().unwrap().is_empty(), "{json}");
 }
+
+/// `--sched-fifo N` puts loadgen and every process it starts under SCHED_FIFO, and the results
+/// say so; where the policy is not allowed, the run stops at once with a one-line reason.
+#[test]
+fn sched_fifo_is_applied_and_recorded_or_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = loadgen()
+        .args(["compare", "--backends", "epoll", "--conns", "10"])
+        .args(["--start-rate", "200", "--max-rate", "400"])
+        .args(["--duration", "0.2s", "--warmup", "0.1s", "--idle", "0"])
+        .args(["--sched-fifo", "1"])
+        .arg("--out")
+        .arg(dir.path())
+        .arg("--server")
+        .arg(common::c10k())
+        .output()
+        .expect("loadgen runs");
+    let err = stderr(&out);
+    if out.status.code() == Some(2) {
+        // No CAP_SYS_NICE here: refused before anything ran.
+        assert!(err.contains("cannot use SCHED_FIFO"), "{err}");
+        return;
+    }
+    assert!(out.status.success(), "{err}");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("results.json")).expect("results.json"),
+    )
+    .unwrap();
+    assert_eq!(json["settings"]["scheduling"], "SCHED_FIFO 1", "{json}");
+    let md = std::fs::read_to_string(dir.path().join("results.md")).unwrap();
+    assert!(md.contains("**Scheduling**"), "{md}");
+    assert!(md.contains("SCHED_FIFO 1"), "{md}");
+}

@@ -83,6 +83,13 @@ pub struct CompareArgs {
     /// the p99; the results say whether it did.
     #[arg(long)]
     pub allow_cpu_idle: bool,
+    /// Run loadgen, the servers, the peers and the idle holds under SCHED_FIFO at this priority
+    /// (1-99; needs CAP_SYS_NICE), so that other work on the machine cannot delay their
+    /// wake-ups: a CPU-bound neighbour at the default policy keeps a waking server off its CPU for
+    /// up to a scheduler slice (milliseconds), which fails the p99 bound at any rate. The kernel
+    /// still leaves others 5% of each CPU (sched_rt_runtime_us).
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=99))]
+    pub sched_fifo: Option<i32>,
     /// Latency bound of the capacity: p99 from the intended send time.
     #[arg(long, default_value = "10ms", value_parser = parse_duration)]
     pub p99_bound: Duration,

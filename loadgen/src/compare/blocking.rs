@@ -90,6 +90,8 @@ pub struct BlockingSettings {
     /// As in the plaintext comparison's settings: whether the CPUs' wake-up latency was held.
     #[serde(default)]
     pub cpu_wake_latency: String,
+    #[serde(default)]
+    pub scheduling: String,
 }
 
 /// One backend, one way of running blocking work.
@@ -219,6 +221,7 @@ fn blocking_plan(a: &CompareArgs) -> Result<BlockingPlan, Error> {
             loadgen_observed: None,
         },
         cpu_wake_latency: String::new(),
+        scheduling: String::new(),
     };
     Ok(BlockingPlan {
         exe: p.exe,
@@ -252,6 +255,7 @@ pub(super) fn main(a: &CompareArgs) -> Result<ExitCode, Error> {
         pin::observed_cpus(super::gettid()).map(|c| pin::format_cpus(&c));
     let (_wake_hold, cpu_wake_latency) = super::hold_wake_latency(a.allow_cpu_idle);
     bp.settings.cpu_wake_latency = cpu_wake_latency;
+    bp.settings.scheduling = super::apply_scheduling(a.sched_fifo)?;
     for s in &bp.skipped {
         eprintln!("compare: skipping {}: {}", s.subject, s.reason);
     }
@@ -545,6 +549,7 @@ mod tests {
                 loadgen_observed: None,
             },
             cpu_wake_latency: String::new(),
+            scheduling: String::new(),
         }
     }
 

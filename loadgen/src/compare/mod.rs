@@ -75,6 +75,7 @@ pub fn main(a: &CompareArgs) -> Result<ExitCode, Error> {
             .map_err(|e| Error::Io(format!("cannot pin loadgen to CPUs {cpus:?}: {e}")))?;
     }
     let (_wake_hold, cpu_wake_latency) = hold_wake_latency(a.allow_cpu_idle);
+    let scheduling = apply_scheduling(a.sched_fifo)?;
     let pinning = Pinning {
         server_cpus: p.placement.server.as_deref().map(pin::format_cpus),
         loadgen_cpus: p.placement.loadgen.as_deref().map(pin::format_cpus),
@@ -104,6 +105,7 @@ pub fn main(a: &CompareArgs) -> Result<ExitCode, Error> {
             quick: a.quick,
             pinning,
             cpu_wake_latency,
+            scheduling,
         },
         skipped: p.skipped.clone(),
         capacity: Vec::new(),
@@ -139,8 +141,8 @@ pub fn main(a: &CompareArgs) -> Result<ExitCode, Error> {
         interrupted: Cell::new(false),
     };
     eprintln!(
-        "compare: CPU wake-up latency {}",
-        results.settings.cpu_wake_latency
+        "compare: CPU wake-up latency {}; scheduling {}",
+        results.settings.cpu_wake_latency, results.settings.scheduling
     );
     for &conns in &p.conns {
         let mut steps: Vec<CapacityStep> = Vec::new();
@@ -231,6 +233,21 @@ pub fn main(a: &CompareArgs) -> Result<ExitCode, Error> {
         return Ok(ExitCode::from(130));
     }
     Ok(code)
+}
+
+/// `--sched-fifo PRIO`: this thread, and so every thread and process the comparison starts,
+/// runs under SCHED_FIFO. Returns what the results say of the policy.
+fn apply_scheduling(fifo: Option<i32>) -> Result<String, Error> {
+    match fifo {
+        None => Ok("SCHED_OTHER".into()),
+        Some(prio) => pin::set_sched_fifo(prio)
+            .map(|()| format!("SCHED_FIFO {prio}"))
+            .map_err(|e| {
+                Error::Config(format!(
+                    "--sched-fifo {prio}: cannot use SCHED_FIFO: {e} (needs CAP_SYS_NICE, or an RLIMIT_RTPRIO of at least {prio})"
+                ))
+            }),
+    }
 }
 
 /// Holds the CPUs' wake-up latency at 0 µs for the comparison (see [`WakeLatencyHold`]) unless

@@ -86,6 +86,34 @@ impl CpuMask {
     }
 }
 
+/// Puts the calling thread under SCHED_FIFO at `priority` (1-99); the threads and processes it
+/// starts afterwards inherit it. Needs CAP_SYS_NICE or an RLIMIT_RTPRIO of at least `priority`.
+pub fn set_sched_fifo(priority: i32) -> io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param for the call.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Puts the calling thread back under the default policy (SCHED_OTHER). Async-signal-safe: one
+/// syscall on a value on the stack, so it may run between fork and exec.
+pub fn set_sched_other() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param for the call.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// The CPUs this thread may run on (what a container or `taskset` left us).
 pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: all zeroes is the empty set; the kernel fills at most size_of bytes.

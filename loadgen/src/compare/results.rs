@@ -71,6 +71,10 @@ pub struct Settings {
     /// written before it was recorded.
     #[serde(default)]
     pub cpu_wake_latency: String,
+    /// The scheduling policy of loadgen and what it started: "SCHED_FIFO 10" with
+    /// `--sched-fifo 10`, else "SCHED_OTHER". Empty in results written before it was recorded.
+    #[serde(default)]
+    pub scheduling: String,
 }
 
 /// Where the server and loadgen ran (CPU lists as Linux writes them; null: not pinned).

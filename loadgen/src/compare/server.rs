@@ -17,6 +17,7 @@ use nix::sys::signal::{kill, pthread_sigmask, SigSet, SigmaskHow, Signal};
 use nix::unistd::Pid;
 
 use super::pin::CpuMask;
+use c10k::models::{BackendKind, BACKENDS};
 
 /// How long a server may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,12 +79,28 @@ impl Server {
         if let Some(w) = spec.workers {
             cmd.args(["--workers", &w.to_string()]);
         }
-        Server::start_command(cmd, spec.cpus)
+        // A server that spins never sleeps, so it has no wake-up for SCHED_FIFO (`--sched-fifo`)
+        // to speed up, and under it the kernel's real-time throttling would stop it for 50 ms of
+        // every second: it keeps the default policy.
+        let spins = BACKENDS
+            .iter()
+            .any(|b| b.name == spec.backend && b.kind == BackendKind::BusyPoll);
+        Server::launch(cmd, spec.cpus, spins)
     }
 
     /// Starts any server that prints `listening on <ip:port> ...` on stdout when ready (c10k,
     /// or a peer from benches/peers).
-    pub fn start_command(mut cmd: Command, cpus: Option<CpuMask>) -> Result<Server, String> {
+    pub fn start_command(cmd: Command, cpus: Option<CpuMask>) -> Result<Server, String> {
+        Server::launch(cmd, cpus, false)
+    }
+
+    /// [`Server::start_command`]; `default_policy`: the server runs under SCHED_OTHER whatever
+    /// loadgen's own policy.
+    fn launch(
+        mut cmd: Command,
+        cpus: Option<CpuMask>,
+        default_policy: bool,
+    ) -> Result<Server, String> {
         let exe = cmd.get_program().to_string_lossy().into_owned();
         // loadgen blocks SIGINT and SIGTERM in its threads (its event loops take them through a
         // signalfd), and a blocked mask survives exec: unblock them, or SIGTERM would not stop
@@ -91,13 +108,16 @@ impl Server {
         let mut unblock = SigSet::empty();
         unblock.add(Signal::SIGINT);
         unblock.add(Signal::SIGTERM);
-        // SAFETY: the hook runs between fork and exec and makes two syscalls on values built
-        // before the fork: nothing allocates or takes a lock.
+        // SAFETY: the hook runs between fork and exec and makes up to three syscalls on values
+        // built before the fork: nothing allocates or takes a lock.
         unsafe {
             cmd.pre_exec(move || {
                 pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None)?;
                 if let Some(mask) = cpus {
                     mask.apply_to_this_thread()?;
+                }
+                if default_policy {
+                    super::pin::set_sched_other()?;
                 }
                 Ok(())
             });
@@ -320,7 +340,12 @@ fn cpu_us_in(proc: &Path, pids: &[u32]) -> u64 {
         .filter_map(|&p| {
             let dir = proc.join(p.to_string());
             let total_ticks = stat_ticks(&dir.join("stat"));
-            let Some(live) = tasks_sched_time(&dir) else {
+            let live = if many_threads(&dir) {
+                None
+            } else {
+                tasks_sched_time(&dir)
+            };
+            let Some(live) = live else {
                 return total_ticks.map(|t| t * TICK_US);
             };
             let exited_ticks = total_ticks.unwrap_or(0).saturating_sub(live.stat_ticks);
@@ -336,8 +361,32 @@ pub struct SchedTime {
     pub wait_ns: u64,
 }
 
-/// The [`SchedTime`] of a process's live threads.
+/// Above this many threads a process's CPU time is read from /proc/PID/stat alone (10 ms
+/// ticks), not thread by thread. Every /proc/PID/task/TID file read leaves dentries behind, and
+/// the kernel walks them all again each time one of the threads exits
+/// (`proc_invalidate_siblings_dcache`): sampling the threads backend at 10,000 connections
+/// thread by thread left its exit, and the comparison's `wait4` for it, spinning in `d_walk`
+/// for over 20 minutes. A probe of a second at 10 ms ticks still resolves 1%.
+const PER_THREAD_MAX: u64 = 64;
+
+/// Whether the process at `dir` has more than [`PER_THREAD_MAX`] threads.
+fn many_threads(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .is_some_and(|n| n > PER_THREAD_MAX)
+}
+
+/// The [`SchedTime`] of a process's live threads (None for a process of more than
+/// [`PER_THREAD_MAX`] threads, whose waits are then not known).
 pub fn sched_time(pid: u32) -> Option<SchedTime> {
+    if many_threads(&Path::new("/proc").join(pid.to_string())) {
+        return None;
+    }
     let tasks = std::fs::read_dir(Path::new("/proc").join(pid.to_string()).join("task")).ok()?;
     let mut out = SchedTime::default();
     for t in tasks.flatten() {
@@ -430,5 +479,19 @@ mod tests {
         fake_process(root, 4242, (30, 10), &[(100_000_000, 10), (20_000_000, 2)]);
         let us = cpu_us_in(root, &[4242]);
         assert_eq!(us, 120_000 + 280_000);
+    }
+
+    #[test]
+    fn a_process_of_many_threads_is_read_from_its_stat_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // Its threads' schedstat says 100 ms, its stat 40 ticks (400 ms): with more than
+        // PER_THREAD_MAX threads only the stat is read.
+        fake_process(root, 4243, (30, 10), &[(100_000_000, 10)]);
+        let status = |n: u64| format!("Name:\tc10k\nThreads:\t{n}\n");
+        std::fs::write(root.join("4243/status"), status(PER_THREAD_MAX + 1)).unwrap();
+        assert_eq!(cpu_us_in(root, &[4243]), 400_000);
+        std::fs::write(root.join("4243/status"), status(PER_THREAD_MAX)).unwrap();
+        assert_eq!(cpu_us_in(root, &[4243]), 100_000 + 300_000);
     }
 }

@@ -210,6 +210,13 @@ pub fn document(r: &Results, charts: &[(String, String)]) -> String {
     if !s.cpu_wake_latency.is_empty() {
         let _ = writeln!(out, "- **CPU wake-up latency**: {}", s.cpu_wake_latency);
     }
+    if !s.scheduling.is_empty() {
+        let _ = writeln!(
+            out,
+            "- **Scheduling** of loadgen, the servers and the peers: {}",
+            s.scheduling
+        );
+    }
     if r.interrupted {
         let _ = writeln!(
             out,

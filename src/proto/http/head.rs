@@ -161,6 +161,27 @@ pub(super) struct SimpleHead<'a> {
     pub(super) fields: Result<Fields, Canned>,
 }
 
+impl SimpleHead<'_> {
+    /// A keep-alive HTTP/1.1 `GET /` or `GET /plaintext` with no body and nothing wrong in its
+    /// fields: the most common request, which [`super::HttpSession::answer`] would answer with
+    /// [`response::hello`] and then wait for the next head, so its caller may do just that.
+    #[inline]
+    pub(super) fn is_plain_hello(&self) -> bool {
+        self.minor == 1
+            && self.method == b"GET"
+            && matches!(self.target, b"/plaintext" | b"/")
+            && matches!(
+                self.fields,
+                Ok(Fields {
+                    content_length: None | Some(0),
+                    chunked: false,
+                    close: false,
+                    ..
+                })
+            )
+    }
+}
+
 /// The head almost every client sends, read in one pass without httparse: an upper-case method,
 /// a visible-ASCII target, `HTTP/1.1` or `HTTP/1.0`, then field lines `name:value` with a token
 /// name, a value of visible ASCII, SP and HTAB that does not end in whitespace, every line

@@ -466,6 +466,13 @@ impl HttpSession {
         if let Some(head) = simple_head(avail) {
             let n = head.len;
             self.scanned = 0;
+            if head.is_plain_hello() && !self.draining {
+                // What `answer` does for it, without its general routing.
+                env.count_request();
+                self.conn = ConnectionHeader::Default;
+                response::hello(out, env);
+                return Some(n);
+            }
             self.answer(head, out, env);
             return Some(n);
         }

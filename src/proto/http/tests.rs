@@ -462,6 +462,41 @@ GET /stats HTTP/1.1\r\nHost: x\r\n\r\n";
     assert_eq!(run.status, Status::Open);
 }
 
+/// Pipelined heads equal byte for byte to the plain hello before them are answered by a copy of
+/// its answer: whole, or split anywhere, or one request per call, the output is the same.
+#[test]
+fn repeated_heads_are_answered_like_the_first() {
+    let hello = &b"GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"[..];
+    let mut heads: Vec<&[u8]> = vec![hello; 5];
+    heads.extend([
+        &b"GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8081\r\n\r\n"[..],
+        b"GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8081\r\n\r\n",
+        hello,
+        b"HEAD /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n",
+        hello,
+        b"GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nConnection: close\r\n\r\n",
+        hello,
+    ]);
+    let input = heads.concat();
+    let whole = one(&input);
+    let one_by_one = drive(&heads);
+    assert_eq!(whole.out, one_by_one.out);
+    assert_eq!(whole.requests, 11);
+    assert_eq!(one_by_one.requests, 11);
+    assert_eq!(whole.status, Status::CloseAfterFlush);
+    let mut heads = vec![false; 11];
+    heads[8] = true;
+    let rs = responses(&whole.out, &heads);
+    assert_eq!(rs.len(), 11);
+    assert!(rs.iter().all(|r| r.status == 200));
+    assert_eq!(rs[10].header("connection"), Some("close"));
+    for at in 1..input.len() {
+        let run = drive(&[&input[..at], &input[at..]]);
+        assert_eq!(run.out, whole.out, "split at {at}");
+        assert_eq!(run.requests, whole.requests);
+    }
+}
+
 #[test]
 fn output_high_water_leaves_input_unconsumed() {
     let mut s = HttpSession::new();

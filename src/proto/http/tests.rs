@@ -497,6 +497,43 @@ fn repeated_heads_are_answered_like_the_first() {
     }
 }
 
+/// The plain-hello shortcut ([`head::SimpleHead::is_plain_hello`]) answers exactly as the
+/// general routing ([`HttpSession::answer`]) does, and leaves the session in the same state.
+#[test]
+fn plain_hello_shortcut_answers_like_answer() {
+    for input in [
+        &b"GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nExpect: 100-continue\r\n\r\n",
+        b"GET /plaintext HTTP/1.1\r\nHost: a\r\nUser-Agent: x\r\n\r\n",
+    ] {
+        let head = head::simple_head(input).expect("simple");
+        assert!(head.is_plain_hello(), "{input:?}");
+        let (mut general, mut env) = (HttpSession::new(), TestEnv::new());
+        let mut want = Vec::new();
+        general.answer(head, &mut want, &mut env);
+        let (mut short, mut env2) = (HttpSession::new(), TestEnv::new());
+        let mut got = Vec::new();
+        assert_eq!(short.advance(input, &mut got, &mut env2), input.len());
+        assert_eq!(got, want);
+        assert_eq!(env2.requests, env.requests);
+        assert_eq!(format!("{short:?}"), format!("{general:?}"));
+    }
+    // Not plain hellos: each goes the general way.
+    for input in [
+        &b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        b"GET / HTTP/1.0\r\n\r\n",
+        b"GET /plaintext?x HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx",
+        b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",
+    ] {
+        let head = head::simple_head(input).expect("simple");
+        assert!(!head.is_plain_hello(), "{input:?}");
+    }
+}
+
 #[test]
 fn output_high_water_leaves_input_unconsumed() {
     let mut s = HttpSession::new();

@@ -534,6 +534,25 @@ fn plain_hello_shortcut_answers_like_answer() {
     }
 }
 
+/// Field names are matched in any case, and only whole: a name one letter off, or longer, is
+/// some other field.
+#[test]
+fn field_names_match_in_any_case() {
+    let fields = |head: &[u8]| head::simple_head(head).expect("simple").fields;
+    let f = fields(b"POST /echo HTTP/1.1\r\nhOsT: a\r\nCONTENT-length: 5\r\nConnection: CLOSE\r\nEXPECT: 100-Continue\r\n\r\n")
+        .expect("valid");
+    assert_eq!(f.content_length, Some(5));
+    assert!(f.close && f.expect_continue);
+    let f = fields(b"POST /echo HTTP/1.1\r\nHost: a\r\nTRANSFER-ENCODING: chunked\r\n\r\n")
+        .expect("valid");
+    assert!(f.chunked);
+    // Not Host (so Host is missing: 400), not Content-Length.
+    assert!(fields(b"GET / HTTP/1.1\r\nHosu: a\r\n\r\n").is_err());
+    let f = fields(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Lengtx: 5\r\nXContent-Length: 5\r\n\r\n")
+        .expect("valid");
+    assert_eq!(f.content_length, None);
+}
+
 #[test]
 fn output_high_water_leaves_input_unconsumed() {
     let mut s = HttpSession::new();

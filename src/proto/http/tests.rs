@@ -462,6 +462,97 @@ GET /stats HTTP/1.1\r\nHost: x\r\n\r\n";
     assert_eq!(run.status, Status::Open);
 }
 
+/// Pipelined heads equal byte for byte to the plain hello before them are answered by a copy of
+/// its answer: whole, or split anywhere, or one request per call, the output is the same.
+#[test]
+fn repeated_heads_are_answered_like_the_first() {
+    let hello = &b"GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"[..];
+    let mut heads: Vec<&[u8]> = vec![hello; 5];
+    heads.extend([
+        &b"GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8081\r\n\r\n"[..],
+        b"GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8081\r\n\r\n",
+        hello,
+        b"HEAD /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n",
+        hello,
+        b"GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nConnection: close\r\n\r\n",
+        hello,
+    ]);
+    let input = heads.concat();
+    let whole = one(&input);
+    let one_by_one = drive(&heads);
+    assert_eq!(whole.out, one_by_one.out);
+    assert_eq!(whole.requests, 11);
+    assert_eq!(one_by_one.requests, 11);
+    assert_eq!(whole.status, Status::CloseAfterFlush);
+    let mut heads = vec![false; 11];
+    heads[8] = true;
+    let rs = responses(&whole.out, &heads);
+    assert_eq!(rs.len(), 11);
+    assert!(rs.iter().all(|r| r.status == 200));
+    assert_eq!(rs[10].header("connection"), Some("close"));
+    for at in 1..input.len() {
+        let run = drive(&[&input[..at], &input[at..]]);
+        assert_eq!(run.out, whole.out, "split at {at}");
+        assert_eq!(run.requests, whole.requests);
+    }
+}
+
+/// The plain-hello shortcut ([`head::SimpleHead::is_plain_hello`]) answers exactly as the
+/// general routing ([`HttpSession::answer`]) does, and leaves the session in the same state.
+#[test]
+fn plain_hello_shortcut_answers_like_answer() {
+    for input in [
+        &b"GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nExpect: 100-continue\r\n\r\n",
+        b"GET /plaintext HTTP/1.1\r\nHost: a\r\nUser-Agent: x\r\n\r\n",
+    ] {
+        let head = head::simple_head(input).expect("simple");
+        assert!(head.is_plain_hello(), "{input:?}");
+        let (mut general, mut env) = (HttpSession::new(), TestEnv::new());
+        let mut want = Vec::new();
+        general.answer(head, &mut want, &mut env);
+        let (mut short, mut env2) = (HttpSession::new(), TestEnv::new());
+        let mut got = Vec::new();
+        assert_eq!(short.advance(input, &mut got, &mut env2), input.len());
+        assert_eq!(got, want);
+        assert_eq!(env2.requests, env.requests);
+        assert_eq!(format!("{short:?}"), format!("{general:?}"));
+    }
+    // Not plain hellos: each goes the general way.
+    for input in [
+        &b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        b"GET / HTTP/1.0\r\n\r\n",
+        b"GET /plaintext?x HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx",
+        b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",
+    ] {
+        let head = head::simple_head(input).expect("simple");
+        assert!(!head.is_plain_hello(), "{input:?}");
+    }
+}
+
+/// Field names are matched in any case, and only whole: a name one letter off, or longer, is
+/// some other field.
+#[test]
+fn field_names_match_in_any_case() {
+    let fields = |head: &[u8]| head::simple_head(head).expect("simple").fields;
+    let f = fields(b"POST /echo HTTP/1.1\r\nhOsT: a\r\nCONTENT-length: 5\r\nConnection: CLOSE\r\nEXPECT: 100-Continue\r\n\r\n")
+        .expect("valid");
+    assert_eq!(f.content_length, Some(5));
+    assert!(f.close && f.expect_continue);
+    let f = fields(b"POST /echo HTTP/1.1\r\nHost: a\r\nTRANSFER-ENCODING: chunked\r\n\r\n")
+        .expect("valid");
+    assert!(f.chunked);
+    // Not Host (so Host is missing: 400), not Content-Length.
+    assert!(fields(b"GET / HTTP/1.1\r\nHosu: a\r\n\r\n").is_err());
+    let f = fields(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Lengtx: 5\r\nXContent-Length: 5\r\n\r\n")
+        .expect("valid");
+    assert_eq!(f.content_length, None);
+}
+
 #[test]
 fn output_high_water_leaves_input_unconsumed() {
     let mut s = HttpSession::new();

@@ -303,12 +303,6 @@ impl HttpSession {
     /// See [`crate::proto::Session::advance`].
     pub fn advance(&mut self, input: &[u8], out: &mut Vec<u8>, env: &mut dyn Env) -> usize {
         let mut pos = 0;
-        // The last head this call answered as a plain hello ([`SimpleHead::is_plain_hello`]),
-        // as a range of `input`, and that answer, as a range of `out`. A pipelining client sends
-        // the same request over and over; a head equal to it byte for byte is read the same way,
-        // and a plain hello leaves the session as it found it (waiting for a head), so it gets
-        // a copy of the same answer without being read again (the date is this call's anyway).
-        let (mut hello_head, mut hello_answer) = (0..0, 0..0);
         loop {
             if let State::Closing = self.state {
                 pos = input.len();
@@ -321,22 +315,7 @@ impl HttpSession {
             // Each step either makes progress (consumes, produces or changes state) or returns
             // None: it needs more input.
             let step = match self.state {
-                State::Head
-                    if !hello_head.is_empty() && avail.starts_with(&input[hello_head.clone()]) =>
-                {
-                    env.count_request();
-                    out.extend_from_within(hello_answer.clone());
-                    Some(hello_head.len())
-                }
-                State::Head => {
-                    let mut hello = false;
-                    let before = out.len();
-                    let step = self.on_head(avail, out, env, &mut hello);
-                    if let (true, Some(n)) = (hello, step) {
-                        (hello_head, hello_answer) = (pos..pos + n, before..out.len());
-                    }
-                    step
-                }
+                State::Head => self.on_head(avail, out, env),
                 State::Body { .. } => self.on_body(avail, out),
                 State::Chunked(_) => self.on_chunked(avail, out, env),
                 State::Replay(_) => self.on_replay(out),
@@ -368,14 +347,7 @@ impl HttpSession {
         self.state = State::Closing;
     }
 
-    /// `hello` is set when the head was answered as a plain hello.
-    fn on_head(
-        &mut self,
-        avail: &[u8],
-        out: &mut Vec<u8>,
-        env: &mut dyn Env,
-        hello: &mut bool,
-    ) -> Option<usize> {
+    fn on_head(&mut self, avail: &[u8], out: &mut Vec<u8>, env: &mut dyn Env) -> Option<usize> {
         if avail.is_empty() {
             return None;
         }
@@ -392,7 +364,7 @@ impl HttpSession {
                 return None;
             }
         }
-        if let Some(n) = self.on_valid_head(avail, out, env, hello) {
+        if let Some(n) = self.on_valid_head(avail, out, env) {
             return Some(n);
         }
         // Limits are judged on a prefix of fixed length, so the outcome does not depend on how
@@ -490,7 +462,6 @@ impl HttpSession {
         avail: &[u8],
         out: &mut Vec<u8>,
         env: &mut dyn Env,
-        hello: &mut bool,
     ) -> Option<usize> {
         if let Some(head) = simple_head(avail) {
             let n = head.len;
@@ -500,7 +471,6 @@ impl HttpSession {
                 env.count_request();
                 self.conn = ConnectionHeader::Default;
                 response::hello(out, env);
-                *hello = true;
                 return Some(n);
             }
             self.answer(head, out, env);

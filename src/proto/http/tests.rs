@@ -462,8 +462,8 @@ GET /stats HTTP/1.1\r\nHost: x\r\n\r\n";
     assert_eq!(run.status, Status::Open);
 }
 
-/// Pipelined heads equal byte for byte to the plain hello before them are answered by a copy of
-/// its answer: whole, or split anywhere, or one request per call, the output is the same.
+/// Pipelined heads, equal to one another or not, get the same answers whole, split anywhere, or
+/// one request per call.
 #[test]
 fn repeated_heads_are_answered_like_the_first() {
     let hello = &b"GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"[..];

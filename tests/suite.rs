@@ -228,6 +228,45 @@ pub fn http_bytes_streams_large_bodies(backend: &[&str]) {
         .all(|(i, &b)| b == b'a' + (i % 26) as u8));
 }
 
+/// Large bodies (sent from static memory by the drivers that can) and small responses behind
+/// them, pipelined in one write: each arrives whole, in order, and the last one's
+/// `Connection: close` ends the stream right after its body.
+pub fn http_large_bodies_pipelined_in_order(backend: &[&str]) {
+    let server = start(backend, "http");
+    let stream = server.connect();
+    let sizes = [700_001usize, 26, 262_144, 3 * 262_144 + 13];
+    let mut batch = Vec::new();
+    for n in sizes {
+        batch.extend_from_slice(format!("GET /bytes/{n} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        batch.extend_from_slice(b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n");
+    }
+    batch.extend_from_slice(b"GET /bytes/300000 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    (&stream).write_all(&batch).unwrap();
+    let mut reader = HttpReader::new(stream);
+    for n in sizes.into_iter().chain([300_000]) {
+        let r = reader.read_response(false).unwrap();
+        assert_eq!((r.status, r.body.len()), (200, n));
+        assert!(r
+            .body
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == b'a' + (i % 26) as u8));
+        if n != 300_000 {
+            let r = reader.read_response(false).unwrap();
+            assert_eq!(r.body, b"Hello, World!");
+        } else {
+            assert_eq!(r.header("connection"), Some("close"));
+        }
+    }
+    let mut rest = Vec::new();
+    reader.inner_mut().read_to_end(&mut rest).unwrap();
+    assert!(
+        rest.is_empty(),
+        "{} bytes after the last response",
+        rest.len()
+    );
+}
+
 pub fn http_unknown_path_is_404(backend: &[&str]) {
     let server = start(backend, "http");
     assert_eq!(
@@ -807,6 +846,7 @@ macro_rules! suite {
             #[test] fn http_head_has_headers_and_no_body() { super::http_head_has_headers_and_no_body(ARGS) }
             #[test] fn http_post_echo_chunked_and_content_length() { super::http_post_echo_chunked_and_content_length(ARGS) }
             #[test] fn http_bytes_streams_large_bodies() { super::http_bytes_streams_large_bodies(ARGS) }
+            #[test] fn http_large_bodies_pipelined_in_order() { super::http_large_bodies_pipelined_in_order(ARGS) }
             #[test] fn http_unknown_path_is_404() { super::http_unknown_path_is_404(ARGS) }
             #[test] fn http_limits_answer_then_close() { super::http_limits_answer_then_close(ARGS) }
             #[test] fn http_connection_close_and_http10() { super::http_connection_close_and_http10(ARGS) }

@@ -19,6 +19,18 @@
 //!   `--blocking-routes`), the session is paused: `advance` consumes and produces nothing until
 //!   the driver has run the work, here or elsewhere, and handed its result to
 //!   [`Session::resume`]. Requests behind it wait in the input, so responses stay in order.
+//!
+//! One optional extension, for drivers that can send from memory they do not own (a gather
+//! write): **lent output.** A driver opts in per connection ([`Session::with_lent_output`]);
+//! from then on `advance` stops before output that lies in static memory (a `/bytes/N` body)
+//! instead of copying it, and [`Session::static_output`] lends it, up to [`STATIC_WINDOW`] at a
+//! time (empty when there is none). It comes after everything already in `out`: the driver sends
+//! `out` first (`writev` of both, or the window alone once `out` is empty) and reports how much
+//! of the window went with [`Session::static_output_sent`]. While the window is not empty the
+//! driver treats the connection as a full output buffer (write interest, the write timeout, no
+//! reading, no `advance`): the body streams with no copy and no per-connection buffer, and a
+//! client that does not read holds the server to the same bound as before. A driver that does
+//! not opt in gets the same bytes, copied, from `advance`, and needs no change.
 
 pub mod blocking;
 pub mod echo;
@@ -26,6 +38,11 @@ pub mod http;
 
 /// Stop producing output past this many pending bytes; resume when the driver has written it.
 pub const OUTPUT_HIGH_WATER: usize = 64 * 1024;
+
+/// The most lent output ([`Session::static_output`]) offered at once: as much as cepoll (the
+/// minimal C loop of benches/peers) writes in one call. Static memory, so no connection's
+/// buffer grows with it.
+pub const STATIC_WINDOW: usize = 256 * 1024;
 
 /// Which protocol a listener speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,6 +138,36 @@ impl Session {
         match self {
             Session::Echo(_) => false,
             Session::Http(s) => s.has_pending_output(),
+        }
+    }
+
+    /// Opts this connection in to lent output (see the module docs): the driver promises to
+    /// send [`Session::static_output`] after `out`, since `advance` no longer copies it.
+    pub fn with_lent_output(mut self) -> Session {
+        if let Session::Http(s) = &mut self {
+            s.lend_output();
+        }
+        self
+    }
+
+    /// Lent output (the zero-copy extension, see the module docs): the next bytes the session
+    /// produces, when they are static, to be sent after everything pending in `out`. Empty when
+    /// there are none.
+    #[inline]
+    pub fn static_output(&self) -> &'static [u8] {
+        match self {
+            Session::Echo(_) => &[],
+            Session::Http(s) => s.static_output(),
+        }
+    }
+
+    /// The driver sent the first `n` bytes of [`Session::static_output`] (after all of `out`);
+    /// the stream goes on after them. Panics if `n` is more than was lent.
+    #[inline]
+    pub fn static_output_sent(&mut self, n: usize) {
+        match self {
+            Session::Echo(_) => assert_eq!(n, 0, "echo lends no output"),
+            Session::Http(s) => s.static_output_sent(n),
         }
     }
 

@@ -6,7 +6,9 @@
 //!   a descriptor that was closed (and maybe reused) in the same batch is recognised and dropped.
 //! - Every event is treated as possibly spurious: readiness is a hint, EAGAIN is the truth.
 //! - A connection is read from only while its pending output is below the protocol's high-water
-//!   mark: a client that does not read stops being read from, and cannot grow our memory.
+//!   mark and its session lends none: a client that does not read stops being read from, and
+//!   cannot grow our memory. Lent output (a `/bytes` body, [`Session::static_output`]) is sent
+//!   from static memory after the buffer, in one `sendmsg`, and never copied.
 //! - Idle connections own no buffers: input and output are the loop's scratch buffers, lent to a
 //!   connection only while it has partial input or unsent output.
 //! - On an edge-triggered backend a connection is driven until EAGAIN or until its turn's budget
@@ -367,8 +369,11 @@ impl Reactor {
             // A request head ended; if another has begun behind it, its clock starts now.
             conn.stamps.head_started = NEVER;
         }
-        // Stopped at the high-water mark with input left: offered again once the output drains.
-        conn.fresh_input = job.output.len() >= OUTPUT_HIGH_WATER && !job.input.is_empty();
+        // Stopped at the high-water mark, or at a body it lends, with input left: offered again
+        // once the output drains.
+        let full =
+            job.output.len() >= OUTPUT_HIGH_WATER || !conn.session.static_output().is_empty();
+        conn.fresh_input = full && !job.input.is_empty();
         conn.input = job.input;
         if conn.pending_output() == 0 {
             conn.output = job.output;
@@ -427,7 +432,7 @@ impl Reactor {
         };
         let fd = conn.fd.as_raw_fd();
         match conn.phase {
-            Phase::Serving if conn.pending_output() > 0 => {
+            Phase::Serving if conn.unsent() => {
                 self.shared.env.counters.timeouts_write += 1;
                 log::debug!(
                     "fd {fd}: write stalled for {} ms; closing",
@@ -528,7 +533,7 @@ impl Reactor {
         let raw = fd.as_raw_fd();
         // Not fatal: a socket without it is only slower at the tail of large responses.
         let _ = sys::set_nodelay(raw);
-        let session = Session::new(self.options.config.proto);
+        let session = Session::new(self.options.config.proto).with_lent_output();
         let now = self.shared.clock.now_ms;
         let conn = ReadyConn {
             fd,

@@ -71,13 +71,19 @@ impl Timed for ReadyConn {
             // is set again when the job is back.
             return NEVER;
         }
-        self.stamps.deadline(timeouts, self.pending_output() > 0)
+        self.stamps.deadline(timeouts, self.unsent())
     }
 }
 
 impl ReadyConn {
     pub(super) fn pending_output(&self) -> usize {
         self.output.len() - self.sent
+    }
+
+    /// Output waits to be sent: in the buffer, or lent by the session (a `/bytes` body sent
+    /// from static memory, see [`Session::static_output`]).
+    pub(super) fn unsent(&self) -> bool {
+        self.pending_output() > 0 || !self.session.static_output().is_empty()
     }
 
     pub(super) fn is_idle(&self) -> bool {
@@ -90,8 +96,10 @@ impl ReadyConn {
     /// Whether the protocol may produce (and so input be read) now: never while the session is
     /// with a worker. With workers for every request, only once the output is flushed: the
     /// job's output becomes the connection's whole output.
+    /// A lent window counts as a full buffer: the body goes out first, and nothing is read
+    /// meanwhile, as when it was copied into the buffer up to the mark.
     fn has_room(&self, offloading: bool) -> bool {
-        if self.away {
+        if self.away || !self.session.static_output().is_empty() {
             false
         } else if offloading {
             self.pending_output() == 0 && !self.parked
@@ -168,18 +176,22 @@ pub(super) fn turn(conn: &mut ReadyConn, token: Token, shared: &mut TurnContext)
     // The pool: every request goes to the workers. (With `--offload`, only blocking work does.)
     let offloading = shared.offload.as_ref().is_some_and(|h| h.every_request);
     loop {
-        // 1. Send what is pending.
-        if conn.pending_output() > 0 && conn.write_ready {
+        // 1. Send what is pending: the buffer, then what the session lends (a `/bytes` body,
+        // sent from static memory in windows of up to 256 KiB with no copy), in one call.
+        let lent = conn.session.static_output();
+        if (conn.pending_output() > 0 || !lent.is_empty()) && conn.write_ready {
             shared.env.counters.syscalls.writes += 1;
             // With --workers: published before anything is sent, so that /stats answered by
             // another worker already counts every request (and write) whose response a client
             // has seen. Without a board this is one branch.
             shared.env.publish();
-            match sys::send(fd, &conn.output[conn.sent..]) {
+            match sys::send_pair(fd, &conn.output[conn.sent..], lent) {
                 Ok(n) => {
                     shared.env.counters.bytes_out += n as u64;
                     conn.stamps.last_activity = shared.clock.now_ms;
-                    conn.sent += n;
+                    let buffered = n.min(conn.pending_output());
+                    conn.session.static_output_sent(n - buffered);
+                    conn.sent += buffered;
                     if conn.sent == conn.output.len() {
                         conn.output.clear();
                         conn.sent = 0;
@@ -473,7 +485,7 @@ pub(super) fn update_interest(
     };
     let wanted = Interest {
         read,
-        write: conn.pending_output() > 0,
+        write: conn.unsent(),
     };
     if wanted != conn.registered {
         poller.reregister(conn.fd.as_raw_fd(), token, wanted)?;

@@ -110,7 +110,7 @@ impl Uring {
             );
             return;
         }
-        let mut session = Session::new(self.options.config.proto);
+        let mut session = Session::new(self.options.config.proto).with_lent_output();
         let drained = self.shutdown_deadline.is_some();
         if drained {
             session.drain();

@@ -52,7 +52,7 @@ impl Timed for UringConn {
         if self.away {
             return NEVER; // being answered; set again when the session is back
         }
-        self.stamps.deadline(timeouts, self.pending_output() > 0)
+        self.stamps.deadline(timeouts, self.unsent())
     }
 
     fn closing(&self) -> bool {
@@ -87,6 +87,12 @@ impl UringConn {
         self.output.len() - self.sent
     }
 
+    /// Output waits to be sent: in the buffer, or lent by the session (a `/bytes` body sent
+    /// from static memory, see [`Session::static_output`]).
+    pub(super) fn unsent(&self) -> bool {
+        self.pending_output() > 0 || !self.session.static_output().is_empty()
+    }
+
     pub(super) fn is_idle(&self) -> bool {
         !self.away
             && self.input.is_empty()
@@ -107,7 +113,9 @@ pub(super) fn produce(
     offloading: bool,
 ) {
     loop {
-        let room = conn.pending_output() < OUTPUT_HIGH_WATER;
+        // A lent window is a full buffer: it is sent, not copied, before anything else is made.
+        let room =
+            conn.pending_output() < OUTPUT_HIGH_WATER && conn.session.static_output().is_empty();
         if !room || (conn.input.is_empty() && !conn.session.has_pending_output()) {
             return;
         }

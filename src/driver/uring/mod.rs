@@ -20,6 +20,10 @@
 //!   handed back to the ring).
 //! - Timeouts (header, idle, write stall, linger) are one lazily checked deadline per connection
 //!   in a heap, computed from its state as in the reactor; the wait is bounded by the earliest.
+//! - Lent output (a `/bytes` body, [`Session::static_output`]) is sent once the output buffer is
+//!   flushed, straight from the static memory the session lends: no copy, no buffer. While a
+//!   session lends, it counts as a full output buffer: nothing more is produced and no recv is
+//!   armed.
 //! - Accepted sockets stay blocking, on purpose. io_uring issues every recv and send first with
 //!   MSG_DONTWAIT whatever the socket's flags, and on EAGAIN arms an internal poll and retries from
 //!   the ring's own task work when the socket is ready (IORING_FEAT_FAST_POLL, required by
@@ -370,7 +374,12 @@ impl Uring {
         let n = result as usize;
         self.env.counters.bytes_out += n as u64;
         conn.stamps.last_activity = self.clock.now_ms;
-        conn.sent += n;
+        if conn.pending_output() == 0 {
+            // The send was of lent output: the buffer was empty when it was armed, and nothing
+            // is written to it while a send is in flight.
+            conn.session.static_output_sent(n);
+        }
+        conn.sent += n.min(conn.pending_output());
         if conn.sent == conn.output.len() {
             conn.output.clear();
             conn.sent = 0;
@@ -434,7 +443,10 @@ impl Uring {
         if conn.phase == Phase::Serving && !conn.send_armed {
             // (With the output full, input waits for room: that is backpressure, bounded by
             // the recv's cancellation, not a protocol that cannot consume.)
-            if conn.input.len() > MAX_BUFFERED_INPUT && conn.pending_output() < OUTPUT_HIGH_WATER {
+            if conn.input.len() > MAX_BUFFERED_INPUT
+                && conn.pending_output() < OUTPUT_HIGH_WATER
+                && conn.session.static_output().is_empty()
+            {
                 log::warn!(
                     "{}: protocol left {} bytes unconsumed; closing",
                     conn.fd,
@@ -454,6 +466,22 @@ impl Uring {
                         &mut self.env.counters.syscalls,
                         &conn.fd,
                         &conn.output[conn.sent..],
+                        Op::Send,
+                        token,
+                    )
+                };
+                conn.send_armed = true;
+            } else if !conn.session.static_output().is_empty() {
+                // The buffer is flushed; the session lends the rest of a `/bytes` body, sent
+                // from static memory with no copy, up to 256 KiB a send.
+                self.env.counters.syscalls.uring_sends += 1;
+                // SAFETY: lent output is `'static` and never written.
+                unsafe {
+                    ring::push_send(
+                        &mut self.ring,
+                        &mut self.env.counters.syscalls,
+                        &conn.fd,
+                        conn.session.static_output(),
                         Op::Send,
                         token,
                     )
@@ -482,6 +510,7 @@ impl Uring {
                 !conn.peer_eof
                     && conn.session.status() == Status::Open
                     && conn.pending_output() < OUTPUT_HIGH_WATER
+                    && conn.session.static_output().is_empty()
                     && conn.input.len() < input_cap
             }
         };
@@ -617,7 +646,7 @@ impl Uring {
         };
         let fd = conn.fd.to_string();
         match conn.phase {
-            Phase::Serving if conn.pending_output() > 0 || conn.send_armed => {
+            Phase::Serving if conn.unsent() || conn.send_armed => {
                 self.env.counters.timeouts_write += 1;
                 log::debug!(
                     "{fd}: send stalled for {} ms; closing",

@@ -48,6 +48,7 @@
 //!   framing (`chunked.rs`). Each rule, its RFC section, its test and how nginx, hyper, h11 and
 //!   llhttp differ are listed in `docs/robustness.md`, "HTTP/1.1 framing rules".
 
+mod bytes;
 mod chunked;
 mod head;
 mod response;
@@ -93,20 +94,6 @@ const LINE_CAP: usize = MAX_REQUEST_LINE + 2;
 /// Room after the request line for the header section and its final empty line.
 const FIELDS_CAP: usize = MAX_HEADER_SECTION + 2;
 
-/// The `/bytes` pattern, long enough to copy a whole output window ([`OUTPUT_HIGH_WATER`])
-/// starting at any phase: one copy and one send per window rather than a 26 KiB piece per send
-/// (benches/throughput.py measured the smaller pieces at a third of cepoll's `/bytes` rate).
-const PATTERN_LEN: usize = (OUTPUT_HIGH_WATER / 26 + 2) * 26;
-static PATTERN: [u8; PATTERN_LEN] = {
-    let mut p = [0u8; PATTERN_LEN];
-    let mut i = 0;
-    while i < PATTERN_LEN {
-        p[i] = bytes_pattern(i as u64);
-        i += 1;
-    }
-    p
-};
-
 /// A complete `503 Service Unavailable` response with `Connection: close`, written to a
 /// connection the server is refusing.
 pub fn service_unavailable(env: &dyn Env) -> Vec<u8> {
@@ -136,6 +123,8 @@ pub struct HttpSession {
     stalled: bool,
     /// The server is shutting down: the response in progress, or the next one, is the last.
     draining: bool,
+    /// The driver sends lent output itself (`bytes.rs`): a `/bytes` body is lent, not copied.
+    lend: bool,
 }
 
 #[derive(Debug)]
@@ -213,6 +202,7 @@ impl HttpSession {
             conn: ConnectionHeader::Default,
             stalled: false,
             draining: false,
+            lend: false,
         }
     }
 
@@ -599,23 +589,6 @@ impl HttpSession {
         out.extend_from_slice(&rest[..n]);
         c.sent += n;
         if c.sent >= c.body.len() {
-            self.finish();
-        }
-        Some(0)
-    }
-
-    fn on_bytes(&mut self, out: &mut Vec<u8>) -> Option<usize> {
-        let State::Bytes { remaining, phase } = &mut self.state else {
-            return None;
-        };
-        let p = usize::from(*phase) % 26;
-        let n = (*remaining as usize)
-            .min(OUTPUT_HIGH_WATER.saturating_sub(out.len()))
-            .min(PATTERN_LEN - 26);
-        out.extend_from_slice(&PATTERN[p..p + n]);
-        *remaining -= n as u32;
-        *phase = ((p + n) % 26) as u8;
-        if *remaining == 0 {
             self.finish();
         }
         Some(0)

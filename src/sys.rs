@@ -521,6 +521,18 @@ mod tests {
         assert_eq!(got, b"head tail-t-h");
     }
 
+    /// The io_uring driver sets it once on the listener and relies on accepted sockets (direct
+    /// descriptors included, which take no plain setsockopt) inheriting it.
+    #[test]
+    fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        set_nodelay(listener.as_raw_fd()).unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(accepted.nodelay().unwrap());
+        drop(client);
+    }
+
     /// The shutdown sweep relies on this count: connections the kernel completed and nobody
     /// accepted yet, going down as they are accepted.
     #[test]

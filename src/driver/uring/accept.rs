@@ -62,13 +62,8 @@ impl Uring {
                     table.open += 1;
                     ConnFd::Direct(result as u32)
                 }
-                _ => {
-                    let fd = ring::adopt_fd(result);
-                    // As the reactor does (see sys::set_nodelay); a direct descriptor has no
-                    // plain setsockopt, so those keep Nagle.
-                    let _ = sys::set_nodelay(fd.as_raw_fd());
-                    ConnFd::Regular(fd)
-                }
+                // TCP_NODELAY comes from the listener (see `run`).
+                _ => ConnFd::Regular(ring::adopt_fd(result)),
             };
             self.admit(fd);
         } else if direct && result == -libc::ENFILE {

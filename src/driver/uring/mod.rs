@@ -94,6 +94,12 @@ pub fn run(listener: OwnedFd, signals: SignalFd, options: &DriverOptions) -> io:
     // A blocking listener: io_uring then waits for connections itself instead of completing the
     // accept with EAGAIN.
     sys::set_nonblocking(listener.as_raw_fd(), false)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener (see sys::set_nodelay for why it
+    // is wanted): direct descriptors, which take no plain setsockopt, get it too, and no accept
+    // costs a syscall for it. Not fatal, as it is not for the other backends' accepts.
+    if let Err(e) = sys::set_nodelay(listener.as_raw_fd()) {
+        log::warn!("TCP_NODELAY on the listener: {e}; accepted sockets keep Nagle");
+    }
     let (ring, setup) = ring::new_ring(SQ_ENTRIES, CQ_ENTRIES)?;
     let multishot_recv = setup == Setup::DeferTaskrun;
     let direct = if options.config.uring_direct {

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{default_threads, Config, HoldOpts, HttpOpts, Mode, PathWeight, Share};
+use crate::config::{
+    default_threads, Config, EngineKind, HoldOpts, HttpOpts, Mode, PathWeight, Share,
+};
 use crate::error::Error;
 use crate::parse::{parse_count, parse_duration, parse_rate};
 use crate::ports::PortRange;
@@ -247,9 +249,10 @@ impl Common {
         let mut cfg = Config::new(mode, target, conns);
         cfg.threads = self.threads.unwrap_or_else(default_threads);
         cfg.procs = self.procs;
-        if let Some(e) = self.engine {
-            cfg.engine = e;
-        }
+        cfg.engine = match self.engine {
+            Some(e) => e,
+            None => EngineKind::default_for_rate(cfg.engine, self.rate),
+        };
         cfg.requests = self.requests;
         cfg.duration = match self.requests {
             Some(_) => None,
@@ -407,6 +410,30 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn http_engine(args: &[&str]) -> EngineKind {
+        let mut all = vec!["loadgen", "http", "http://127.0.0.1:1/"];
+        all.extend(args);
+        match Cli::try_parse_from(all).unwrap().command {
+            Command::Http(a) => a.config().unwrap().0.engine,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn an_open_loop_defaults_to_epoll_and_an_engine_asked_for_is_kept() {
+        assert_eq!(http_engine(&["--rate", "1000"]), EngineKind::Epoll);
+        assert_eq!(
+            http_engine(&["--rate", "1000", "--engine", "uring"]),
+            EngineKind::Uring
+        );
+        assert_eq!(http_engine(&["--engine", "epoll"]), EngineKind::Epoll);
+        let closed = match crate::engine::probe_uring() {
+            Ok(()) => EngineKind::Uring,
+            Err(_) => EngineKind::Epoll,
+        };
+        assert_eq!(http_engine(&[]), closed);
+    }
 
     #[test]
     fn sources_and_urls() {

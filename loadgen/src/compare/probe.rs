@@ -371,6 +371,8 @@ fn config(target: Target, opts: &ProbeOpts, rate: f64) -> Config {
     let mut cfg = Config::new(mode, target.addr, opts.conns as usize);
     cfg.threads = opts.threads.max(1);
     cfg.rate = Some(rate);
+    // An open loop: the engine `loadgen http --rate` gets (see `EngineKind::default_for_rate`).
+    cfg.engine = crate::config::EngineKind::default_for_rate(cfg.engine, cfg.rate);
     cfg.duration = Some(opts.duration);
     // Connecting many sockets takes time that must not count as queueing: a ramp, done before
     // the warm-up's own time starts.

@@ -32,6 +32,7 @@ docs/results/throughput.json, which the table quotes through checked spans
 
 import argparse
 import json
+import math
 import os
 import signal
 import statistics
@@ -135,6 +136,18 @@ def label(name):
     return f"{server}@{os.path.basename(binary)}" if at else name
 
 
+def ratio(a, b):
+    return a / b if b else float("nan")
+
+
+def finite(values):
+    return [v for v in values if math.isfinite(v)]
+
+
+def median_or_nan(values):
+    return statistics.median(values) if values else float("nan")
+
+
 def summary(servers, results, args, command):
     ref = servers[0]
     workloads = []
@@ -144,18 +157,20 @@ def summary(servers, results, args, command):
             rounds = by_server[name]
             # Throughput: higher is better, so the ratio is server / reference (>= 1.0 meets
             # the target); CPU per MiB: the ratio is server / reference too (lower is better).
-            rate_ratios = [r[0] / q[0] for r, q in zip(rounds, by_server[ref])]
-            cpu_ratios = [r[1] / q[1] for r, q in zip(rounds, by_server[ref])]
+            # A round in which the reference moved nothing or was read at 0 CPU ticks (starved
+            # by other work on the machine) has no ratio, and is left out of the medians.
+            rate_ratios = finite([ratio(r[0], q[0]) for r, q in zip(rounds, by_server[ref])])
+            cpu_ratios = finite([ratio(r[1], q[1]) for r, q in zip(rounds, by_server[ref])])
             rows.append({
                 "server": label(name),
                 "per_round": [{"mib_per_s": r[0] / MIB, "cpu_ms_per_mib": r[1], "errors": r[2]}
                               for r in rounds],
                 "mib_per_s_median": statistics.median(r[0] / MIB for r in rounds),
-                "cpu_ms_per_mib_median": statistics.median(r[1] for r in rounds),
-                "throughput_ratio_median": statistics.median(rate_ratios),
-                "throughput_ratio_min": min(rate_ratios),
-                "throughput_ratio_max": max(rate_ratios),
-                "cpu_ratio_median": statistics.median(cpu_ratios),
+                "cpu_ms_per_mib_median": median_or_nan(finite([r[1] for r in rounds])),
+                "throughput_ratio_median": median_or_nan(rate_ratios),
+                "throughput_ratio_min": min(rate_ratios, default=float("nan")),
+                "throughput_ratio_max": max(rate_ratios, default=float("nan")),
+                "cpu_ratio_median": median_or_nan(cpu_ratios),
                 "errors": sum(r[2] for r in rounds),
             })
         load = (f"loadgen echo -t1 -c{args.echo_conns} -s{args.echo_size}" if workload == "echo"

@@ -76,7 +76,10 @@ pub fn write_all(r: &Results, dir: &Path) -> Result<Vec<(String, String)>, Error
             let Some(p) = &s.probe else { continue };
             let x = (s.idle + active) as f64;
             if let Some(srv) = &p.server {
-                push(&mut cpu, &s.subject, x, srv.cpu_us_per_req);
+                // 0: nothing was answered in the window to divide by.
+                if srv.cpu_us_per_req > 0.0 {
+                    push(&mut cpu, &s.subject, x, srv.cpu_us_per_req);
+                }
                 if let Some(e) = srv.examined_per_req.filter(|e| *e > 0.0) {
                     push(&mut examined, &s.subject, x, e);
                 }

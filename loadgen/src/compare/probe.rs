@@ -529,6 +529,14 @@ pub fn run(target: Target, opts: &ProbeOpts, rate: f64) -> Result<Probe, Error> 
         if let (Some(b), Some(e)) = (&base.stats, &end.stats) {
             counters(&mut side, b, e);
         }
+        // A server so far behind that no request both went out and came back inside the
+        // window still answered some in it: its own count, over the very window of the CPU
+        // samples, is then the only denominator (0 stays "unknown", never "free").
+        if q.completed == 0 {
+            if let Some(n) = side.requests.filter(|&n| n > 0) {
+                side.cpu_us_per_req = cpu / n as f64;
+            }
+        }
         side
     });
     Ok(Probe {

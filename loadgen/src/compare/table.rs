@@ -48,7 +48,7 @@ fn probe_cells(p: Option<&Probe>) -> String {
     let s = p.server.as_ref();
     format!(
         "{} | {} | {} | {} | {} | {} | {} | {:.1}",
-        opt(s.map(|s| s.cpu_us_per_req), 1),
+        opt(s.map(|s| s.cpu_us_per_req).filter(|&c| c > 0.0), 1),
         opt(s.and_then(|s| s.syscalls_per_req), 2),
         opt(s.and_then(|s| s.uring_ops_per_req).filter(|v| *v > 0.0), 2),
         opt(
@@ -149,7 +149,7 @@ fn idle_section(r: &Results, out: &mut String) {
                 format!(
                     "{} | {} | {} | {} | {} | {}",
                     thousands(p.achieved_rate),
-                    opt(srv.map(|s| s.cpu_us_per_req), 1),
+                    opt(srv.map(|s| s.cpu_us_per_req).filter(|&c| c > 0.0), 1),
                     p.p99_us,
                     opt(srv.and_then(|s| s.examined_per_req), 1),
                     opt(srv.and_then(|s| s.syscalls_per_req), 2),
@@ -290,3 +290,24 @@ const COLUMNS: &str = "
 - **RSS KiB/conn**: resident memory of the server's processes with every connection open, minus
   before any, divided by the connections.
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::probe::ServerSide;
+
+    #[test]
+    fn a_probe_that_answered_nothing_has_no_cpu_per_request() {
+        let mut p = Probe::default();
+        p.server = Some(ServerSide {
+            cpu_us_per_req: 0.0,
+            ..ServerSide::default()
+        });
+        assert!(probe_cells(Some(&p)).starts_with("— |"));
+        p.server = Some(ServerSide {
+            cpu_us_per_req: 12.34,
+            ..ServerSide::default()
+        });
+        assert!(probe_cells(Some(&p)).starts_with("12.3 |"));
+    }
+}

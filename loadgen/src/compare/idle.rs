@@ -121,14 +121,16 @@ impl Hold {
     /// SIGTERM (it reports and exits), then waits.
     pub fn stop(mut self) {
         let _ = kill(Pid::from_raw(-(self.child.id() as i32)), Signal::SIGTERM);
-        for _ in 0..200 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+        super::pin::at_default_policy(|| {
+            for _ in 0..200 {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
             }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = kill(Pid::from_raw(-(self.child.id() as i32)), Signal::SIGKILL);
-        let _ = self.child.wait();
+            let _ = kill(Pid::from_raw(-(self.child.id() as i32)), Signal::SIGKILL);
+            let _ = self.child.wait();
+        });
     }
 }
 
@@ -136,7 +138,7 @@ impl Drop for Hold {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = kill(Pid::from_raw(-(self.child.id() as i32)), Signal::SIGKILL);
-            let _ = self.child.wait();
+            super::pin::at_default_policy(|| self.child.wait().ok());
         }
     }
 }

@@ -114,6 +114,32 @@ pub fn set_sched_other() -> io::Result<()> {
     }
 }
 
+/// Runs `f` with the calling thread under the default policy (SCHED_OTHER), then puts its own
+/// policy back. Under `--sched-fifo` the comparison reaps its children this way: reaping a
+/// server of a thousand threads makes the kernel walk their /proc entries inside `wait4`, and a
+/// real-time thread doing that cannot be preempted by the ordinary tasks it may be waiting on
+/// (twice a run sat in that walk for over 20 minutes; never at the default policy).
+pub fn at_default_policy<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: pid 0 is the calling thread; no pointer is passed.
+    let policy = unsafe { libc::sched_getscheduler(0) };
+    let mut param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is writable and of the right type.
+    let known = policy >= 0 && unsafe { libc::sched_getparam(0, &mut param) } == 0;
+    let lowered = known && policy != libc::SCHED_OTHER && set_sched_other().is_ok();
+    let out = f();
+    if lowered {
+        // SAFETY: pid 0 is the calling thread; `param` is the valid sched_param read above.
+        let rc = unsafe { libc::sched_setscheduler(0, policy, &param) };
+        if rc != 0 {
+            log::warn!(
+                "cannot restore this thread's scheduling policy: {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
+    out
+}
+
 /// The CPUs this thread may run on (what a container or `taskset` left us).
 pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: all zeroes is the empty set; the kernel fills at most size_of bytes.
@@ -211,6 +237,24 @@ mod tests {
             loadgen: Some(vec![1]),
         };
         assert!(check_placement(&overlap, &[0, 1]).is_err());
+    }
+
+    #[test]
+    fn reaping_runs_at_the_default_policy_and_the_policy_comes_back() {
+        // SAFETY: pid 0 is the calling thread.
+        let policy = || unsafe { libc::sched_getscheduler(0) };
+        // Without CAP_SYS_NICE there is no real-time policy to leave: nothing to check.
+        if set_sched_fifo(1).is_err() {
+            return;
+        }
+        assert_eq!(policy(), libc::SCHED_FIFO);
+        let inside = at_default_policy(policy);
+        let after = policy();
+        set_sched_other().unwrap();
+        assert_eq!(inside, libc::SCHED_OTHER);
+        assert_eq!(after, libc::SCHED_FIFO);
+        assert_eq!(at_default_policy(policy), libc::SCHED_OTHER);
+        assert_eq!(policy(), libc::SCHED_OTHER);
     }
 
     #[test]

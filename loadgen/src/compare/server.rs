@@ -210,11 +210,13 @@ impl Server {
     /// SIGTERM, then waits for the exit (SIGKILL to the group after a timeout).
     pub fn stop(mut self) -> Stopped {
         let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGTERM);
-        let status = self.wait_exit(STOP_TIMEOUT);
-        if status.is_none() {
-            let _ = kill(Pid::from_raw(-(self.pid as i32)), Signal::SIGKILL);
-        }
-        let status = status.or_else(|| self.child.wait().ok());
+        let status = super::pin::at_default_policy(|| {
+            let status = self.wait_exit(STOP_TIMEOUT);
+            if status.is_none() {
+                let _ = kill(Pid::from_raw(-(self.pid as i32)), Signal::SIGKILL);
+            }
+            status.or_else(|| self.child.wait().ok())
+        });
         self.stopped = true;
         // The pipes close when every process of the server has exited.
         for h in self.readers.drain(..) {
@@ -257,7 +259,7 @@ impl Drop for Server {
         if !self.stopped {
             let _ = kill(Pid::from_raw(-(self.pid as i32)), Signal::SIGKILL);
             let _ = self.child.kill();
-            let _ = self.child.wait();
+            super::pin::at_default_policy(|| self.child.wait().ok());
         }
     }
 }

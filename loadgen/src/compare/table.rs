@@ -298,11 +298,13 @@ mod tests {
 
     #[test]
     fn a_probe_that_answered_nothing_has_no_cpu_per_request() {
-        let mut p = Probe::default();
-        p.server = Some(ServerSide {
-            cpu_us_per_req: 0.0,
-            ..ServerSide::default()
-        });
+        let mut p = Probe {
+            server: Some(ServerSide {
+                cpu_us_per_req: 0.0,
+                ..ServerSide::default()
+            }),
+            ..Probe::default()
+        };
         assert!(probe_cells(Some(&p)).starts_with("— |"));
         p.server = Some(ServerSide {
             cpu_us_per_req: 12.34,
